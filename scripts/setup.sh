@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Sets up everything topoipam and its tests need on a fresh Debian machine:
+# system packages (etcd, the reference CNI plugins, iproute2) when running as root,
+# and a virtual environment in .venv with topoipam installed in editable mode.
+# Safe to run again: it skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+[ -x /usr/bin/etcd ] || need_apt+=(etcd-server)
+[ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)
+command -v ip >/dev/null || need_apt+=(iproute2)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  else
+    echo "note: not root, so not installing ${need_apt[*]}; tests that need them will skip" >&2
+  fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'

@@ -1,0 +1,48 @@
+"""Datastores: the contract (``base``) and its backends, chosen by URL.
+
+``open_store(url)``: ``memory://``, ``sqlite:///abs/path.db`` (or a plain path),
+``etcd://host:port[,host:port]``, ``etcds://...``. Backends are imported only
+when their scheme is asked for, so the CNI plugin never loads an etcd client.
+"""
+
+from __future__ import annotations
+
+import os
+
+from topoipam.errors import ValidationError
+from topoipam.store.base import Check, Create, Delete, Op, Record, Store, Update
+
+__all__ = ["Check", "Create", "Delete", "Op", "Record", "Store", "Update", "open_store", "default_url"]
+
+ENV_VAR = "TOPOIPAM_DATASTORE"
+
+
+def default_url() -> str:
+    """``$TOPOIPAM_DATASTORE``, else an SQLite file under the user's data directory."""
+    url = os.environ.get(ENV_VAR)
+    if url:
+        return url
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return "sqlite://" + os.path.join(base, "topoipam", "topoipam.db")
+
+
+def open_store(url: str | None = None) -> Store:
+    url = url or default_url()
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        scheme = "sqlite"
+    if scheme == "memory":
+        from topoipam.store.memory import MemoryStore
+
+        return MemoryStore(url)
+    if scheme == "sqlite":
+        from topoipam.store.sqlite import SqliteStore
+
+        return SqliteStore(url)
+    if scheme in ("etcd", "etcds"):
+        from topoipam.store.etcd import EtcdStore
+
+        return EtcdStore(url)
+    raise ValidationError(
+        f"unsupported datastore URL {url!r}: use sqlite:///path, etcd://host:port, etcds://host:port or memory://"
+    )

@@ -1,0 +1,63 @@
+"""The import direction of DESIGN.md: edges -> services -> core/model/selector -> store -> errors.
+
+Each package may import only the packages at its own level or below. Checked by
+reading every module's import statements (no code is run).
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "topoipam"
+
+LEVEL = {
+    "errors": 0,
+    "store": 1,
+    "selector": 2,
+    "model": 2,
+    "core": 2,
+    "resources": 3,
+    "ipam": 3,
+    "metrics": 3,
+    "cli": 4,
+    "cni": 4,
+    "agent": 4,
+}
+
+
+def _package_of(module_path: pathlib.Path) -> str:
+    rel = module_path.relative_to(SRC)
+    return rel.parts[0].removesuffix(".py")
+
+
+def _topoipam_imports(module_path: pathlib.Path):
+    tree = ast.parse(module_path.read_text(), str(module_path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "topoipam" and len(parts) > 1:
+                yield parts[1], node.lineno
+
+
+MODULES = sorted(p for p in SRC.rglob("*.py") if p.parent != SRC or p.name == "errors.py")
+
+
+@pytest.mark.parametrize("module_path", MODULES, ids=lambda p: str(p.relative_to(SRC)))
+def test_imports_point_down(module_path):
+    own = _package_of(module_path)
+    assert own in LEVEL, f"{own} has no level in test_layers.LEVEL"
+    for target, lineno in _topoipam_imports(module_path):
+        assert target in LEVEL, f"{module_path.name}:{lineno} imports unknown package topoipam.{target}"
+        assert LEVEL[target] <= LEVEL[own], (
+            f"{module_path.relative_to(SRC)}:{lineno} imports topoipam.{target} (level {LEVEL[target]}) "
+            f"from {own} (level {LEVEL[own]}): imports must point down"
+        )
