@@ -32,6 +32,8 @@ import abc
 from dataclasses import dataclass
 from typing import Iterable, Sequence, Union
 
+from topoipam.errors import ValidationError
+
 
 @dataclass(frozen=True, slots=True)
 class Record:
@@ -76,6 +78,15 @@ class Check:
 Op = Union[Create, Update, Delete, Check]
 
 
+def check_one_op_per_key(ops: Sequence[Op]) -> None:
+    """Reject a commit that names a key twice (etcd refuses such a transaction too)."""
+    seen: set[str] = set()
+    for op in ops:
+        if op.key in seen:
+            raise ValidationError(f"one transaction names key {op.key} twice; at most one operation per key")
+        seen.add(op.key)
+
+
 class Store(abc.ABC):
     """A key-value datastore with revisions and compare-and-swap. Thread-safe."""
 
@@ -101,7 +112,9 @@ class Store(abc.ABC):
         Raises ``AlreadyExistsError`` (a Create found its key) or ``ConflictError``
         (an Update/Delete/Check found another revision, or no record); the
         message names the key. On any error nothing was written. At most one op
-        per key. An empty ``ops`` is a no-op returning the current revision.
+        per key (else ``ValidationError``, see ``check_one_op_per_key``). An
+        empty ``ops``, or one of only Checks that hold, writes nothing and
+        returns the current revision.
         """
 
     def create(self, key: str, value: bytes) -> int:

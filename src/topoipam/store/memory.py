@@ -7,7 +7,7 @@ import threading
 from typing import Sequence
 
 from topoipam.errors import AlreadyExistsError, ConflictError
-from topoipam.store.base import Check, Create, Delete, Op, Record, Store, Update
+from topoipam.store.base import Check, Create, Delete, Op, Record, Store, Update, check_one_op_per_key
 
 
 class MemoryStore(Store):
@@ -34,6 +34,7 @@ class MemoryStore(Store):
             return out
 
     def commit(self, ops: Sequence[Op]) -> int:
+        check_one_op_per_key(ops)
         with self._lock:
             for op in ops:
                 self._check(op)

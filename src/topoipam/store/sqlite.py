@@ -1,0 +1,344 @@
+"""The SQLite datastore: one file on one machine, shared by threads and processes.
+
+URL: ``sqlite:///abs/path.db``, ``sqlite://relative/path.db`` or a plain path,
+with options ``?synchronous=NORMAL|FULL|EXTRA`` (default NORMAL) and
+``?timeout=SECONDS`` (default 10: how long a write waits for the file lock).
+
+Layout: ``kv(key, value, revision)`` keyed by ``key`` (a B-tree, so prefix
+listing is an index range scan) and ``meta`` holding the one store-wide
+revision counter. Every commit runs in one ``BEGIN IMMEDIATE`` transaction:
+the write lock is taken first, then all conditions are read and checked, then
+the counter is bumped once and the writes land. Taking the lock before reading
+is what makes the compare-and-swap safe across processes; it also avoids
+SQLite's deferred read-to-write upgrade, which fails with SQLITE_BUSY without
+waiting.
+
+Durability: WAL with synchronous=NORMAL survives a crash of any process but a
+power cut may lose the last commits; ``synchronous=FULL`` fsyncs every commit.
+
+This module is on the CNI plugin's hot path: standard library only, and an
+open of an existing file costs a connect and one PRAGMA read.
+
+Every sqlite3 and OS exception is turned into an ``errors`` class in one
+place, ``_translate``; ``_guarded`` is the one loop that retries a busy file.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import threading
+import time
+from typing import Callable, Iterable, Sequence, TypeVar
+
+from topoipam.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    DatastoreUnavailableError,
+    TopoipamError,
+    ValidationError,
+)
+from topoipam.store.base import Check, Create, Delete, Op, Record, Store, Update, check_one_op_per_key
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+DEFAULT_TIMEOUT = 10.0
+# SQLite's bound-parameter limit is 32766 since 3.32; stay far below it.
+_MAX_PARAMS = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL,
+    revision INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    revision INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO meta (id, revision) VALUES (0, 0);
+"""
+
+
+def parse_url(url: str) -> tuple[str, str, float]:
+    """``(path, synchronous, timeout)`` from an SQLite URL or a plain path."""
+    rest = url[len("sqlite://"):] if url.startswith("sqlite://") else url
+    path, _, query = rest.partition("?")
+    if not path:
+        raise ValidationError(f"datastore URL {url!r} names no file: use sqlite:///absolute/path.db")
+    synchronous, timeout = "NORMAL", DEFAULT_TIMEOUT
+    for item in filter(None, query.split("&")):
+        name, _, value = item.partition("=")
+        if name == "synchronous" and value.upper() in SYNCHRONOUS_MODES:
+            synchronous = value.upper()
+        elif name == "timeout" and _positive_float(value):
+            timeout = float(value)
+        else:
+            raise ValidationError(
+                f"datastore URL {url!r}: unsupported option {item!r} "
+                f"(use synchronous={'|'.join(SYNCHRONOUS_MODES)} or timeout=SECONDS)"
+            )
+    return path, synchronous, timeout
+
+
+def _positive_float(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
+
+
+def prefix_upper(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix`` (None: no bound).
+
+    SQLite compares TEXT with memcmp on UTF-8, which orders like Python's code
+    point comparison, so the bound is the prefix with its last character
+    incremented (characters already at the maximum are dropped).
+    """
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop())
+        if last < 0x10FFFF:
+            nxt = last + 1
+            if 0xD800 <= nxt <= 0xDFFF:  # surrogates cannot be encoded in UTF-8
+                nxt = 0xE000
+            return "".join(chars) + chr(nxt)
+    return None
+
+
+def _is_busy(exc: BaseException) -> bool:
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+def _translate(exc: BaseException, path: str) -> TopoipamError:
+    """The one mapping from sqlite3/OS exceptions to the errors of ``topoipam.errors``."""
+    if isinstance(exc, TopoipamError):
+        return exc
+    if _is_busy(exc):
+        return DatastoreUnavailableError(
+            f"SQLite datastore {path} is busy: another process held its write lock for too long ({exc})"
+        )
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc)
+        where = exc.filename or path
+        return DatastoreUnavailableError(f"cannot open SQLite datastore {path}: {reason}: {where}")
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        return DatastoreUnavailableError(
+            f"SQLite datastore {path} is not a usable database ({exc}); move it aside or point --datastore elsewhere"
+        )
+    return DatastoreUnavailableError(f"SQLite datastore {path} failed: {exc}")
+
+
+class SqliteStore(Store):
+    """One sqlite3 connection per store object, shared by threads under a lock."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path, self.synchronous, self.timeout = parse_url(url)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._closed = False
+        self._guarded(lambda conn: None)  # open now: a bad path fails here, not at first use
+
+    # -- the contract ------------------------------------------------------
+
+    def get(self, key: str) -> Record | None:
+        row = self._guarded(lambda c: c.execute("SELECT value, revision FROM kv WHERE key = ?", (key,)).fetchone())
+        return Record(key, row[0], row[1]) if row is not None else None
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Record]:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        return self._guarded(lambda c: self._select_keys(c, wanted))
+
+    def list(self, prefix: str, *, start: str | None = None, limit: int | None = None) -> list[Record]:
+        if limit is not None and limit <= 0:
+            return []
+        lower = max(prefix, start or prefix)
+        upper = prefix_upper(prefix)
+        sql = "SELECT key, value, revision FROM kv WHERE key >= ?"
+        args: list[object] = [lower]
+        if upper is not None:
+            sql += " AND key < ?"
+            args.append(upper)
+        sql += " ORDER BY key LIMIT ?"
+        args.append(-1 if limit is None else limit)
+        rows = self._guarded(lambda c: c.execute(sql, args).fetchall())
+        return [Record(k, v, r) for k, v, r in rows]
+
+    def commit(self, ops: Sequence[Op]) -> int:
+        ops = list(ops)
+        check_one_op_per_key(ops)
+        if not ops:
+            return self._guarded(self._current_revision)
+        return self._guarded(lambda c: self._transaction(c, lambda: self._apply(c, ops)))
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                if self._pid == os.getpid():
+                    try:
+                        conn.close()
+                    except sqlite3.Error:
+                        pass  # closing is best effort; the file stays consistent
+
+    # -- queries -----------------------------------------------------------
+
+    @staticmethod
+    def _current_revision(conn: sqlite3.Connection) -> int:
+        return conn.execute("SELECT revision FROM meta WHERE id = 0").fetchone()[0]
+
+    @staticmethod
+    def _select_keys(conn: sqlite3.Connection, keys: list[str]) -> dict[str, Record]:
+        chunks = [keys[i:i + _MAX_PARAMS] for i in range(0, len(keys), _MAX_PARAMS)]
+        found: dict[str, Record] = {}
+
+        def read() -> None:
+            for chunk in chunks:
+                marks = ",".join("?" * len(chunk))
+                for k, v, r in conn.execute(f"SELECT key, value, revision FROM kv WHERE key IN ({marks})", chunk):
+                    found[k] = Record(k, v, r)
+
+        if len(chunks) == 1 or conn.in_transaction:
+            read()
+        else:  # several queries: one read transaction so they see one snapshot
+            SqliteStore._transaction(conn, read, "BEGIN")
+        return found
+
+    def _apply(self, conn: sqlite3.Connection, ops: list[Op]) -> int:
+        have = {k: r.revision for k, r in self._select_keys(conn, [op.key for op in ops]).items()}
+        for op in ops:
+            current = have.get(op.key, 0)
+            if isinstance(op, Create):
+                if current:
+                    raise AlreadyExistsError(f"key {op.key} already exists")
+            elif current != op.revision:
+                raise ConflictError(
+                    f"update conflict on key {op.key}: revision {op.revision} expected, found {current}"
+                )
+        if all(isinstance(op, Check) for op in ops):
+            return self._current_revision(conn)
+        revision = conn.execute("UPDATE meta SET revision = revision + 1 WHERE id = 0 RETURNING revision").fetchone()[0]
+        for op in ops:
+            if isinstance(op, Create):
+                conn.execute("INSERT INTO kv (key, value, revision) VALUES (?, ?, ?)", (op.key, op.value, revision))
+            elif isinstance(op, Update):
+                conn.execute("UPDATE kv SET value = ?, revision = ? WHERE key = ?", (op.value, revision, op.key))
+            elif isinstance(op, Delete):
+                conn.execute("DELETE FROM kv WHERE key = ?", (op.key,))
+        return revision
+
+    @staticmethod
+    def _transaction(conn: sqlite3.Connection, work: Callable[[], T], begin: str = "BEGIN IMMEDIATE") -> T:
+        conn.execute(begin)
+        try:
+            result = work()
+            conn.execute("COMMIT")
+            return result
+        except BaseException:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite already rolled back (e.g. after SQLITE_FULL); nothing to undo
+            raise
+
+    # -- connection, retry and error mapping --------------------------------
+
+    def _guarded(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` on the connection under the lock; retry a busy file until the timeout.
+
+        SQLite's busy handler already waits ``timeout`` for a lock, but some
+        busy cases return at once (WAL recovery, a snapshot that went stale),
+        so the whole operation is retried with jittered backoff within the
+        same deadline. Conditions that failed (ConflictError, ...) are never
+        retried here: that is the caller's business.
+        """
+        deadline = time.monotonic() + self.timeout
+        pause = 0.001
+        while True:
+            try:
+                with self._lock:
+                    return work(self._connection())
+            except (sqlite3.Error, OSError) as exc:
+                if not _is_busy(exc) or time.monotonic() + pause > deadline:
+                    raise _translate(exc, self.path) from None
+            time.sleep(pause * (0.5 + random.random()))
+            pause = min(pause * 2, 0.1)
+
+    def _connection(self) -> sqlite3.Connection:
+        """The open connection (opened on first use, and again in a forked child)."""
+        if self._closed:
+            raise DatastoreUnavailableError(f"SQLite datastore {self.path} is closed")
+        if self._conn is None or self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._conn = None
+            self._conn = self._open()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        _create_private_file(self.path)
+        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                self._initialise(conn, version)
+            return conn
+        except BaseException:
+            conn.close()
+            raise
+
+    def _initialise(self, conn: sqlite3.Connection, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise DatastoreUnavailableError(
+                f"SQLite datastore {self.path} has schema version {version}, newer than this topoipam "
+                f"understands ({SCHEMA_VERSION}); upgrade topoipam"
+            )
+        # The journal mode is stored in the file: set once, outside any transaction.
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise DatastoreUnavailableError(
+                f"SQLite datastore {self.path} cannot use write-ahead logging (journal mode {mode}); "
+                "put it on a local file system"
+            )
+
+        def create() -> None:
+            # Statement by statement: executescript() would COMMIT the open transaction.
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+        self._transaction(conn, create)
+
+
+def _create_private_file(path: str) -> None:
+    """Create ``path`` (and its directory) readable by the owner only, whatever the umask.
+
+    SQLite gives the -wal and -shm files the mode of the database file, so
+    they are private too.
+    """
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
