@@ -75,6 +75,13 @@ class NodeBGPSpec:
     ipv6_address: str = ""
     ipv4_ipip_tunnel_addr: str = ""
     as_number: str = ""
+    route_reflector_cluster_id: str = ""
+
+
+@dataclass
+class NodeWireguardSpec:
+    interface_ipv4_address: str = ""
+    interface_ipv6_address: str = ""
 
 
 @dataclass
@@ -82,6 +89,13 @@ class NodeSpec:
     bgp: NodeBGPSpec | None = None
     ipv4_vxlan_tunnel_addr: str = ""
     ipv6_vxlan_tunnel_addr: str = ""
+    # Carried through unchanged so that a Calico Node manifest round-trips.
+    vxlan_tunnel_mac_addr: str = ""
+    vxlan_tunnel_mac_addr_v6: str = ""
+    wireguard: NodeWireguardSpec | None = None
+    orch_refs: list[dict] = field(default_factory=list)  # [{"nodeName": .., "orchestrator": ..}]
+    addresses: list[dict] = field(default_factory=list)  # [{"address": .., "type": ..}]
+    interfaces: list[dict] = field(default_factory=list)  # [{"name": .., "addresses": [..]}]
 
 
 @dataclass

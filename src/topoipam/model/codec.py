@@ -1,0 +1,123 @@
+"""Reading and writing resource files: YAML or JSON, several documents, ``...List`` kinds.
+
+PyYAML is imported lazily (the CNI plugin never loads this module's YAML
+path). Timestamps are read as plain strings, as Calico's JSON form has them.
+"""
+
+from __future__ import annotations
+
+import json
+
+from topoipam.errors import ValidationError
+from topoipam.model.storage import describe, resource_from_dict
+
+_LIST_KINDS = {"IPPoolList": "IPPool", "NodeList": "Node",
+               "IPAMConfigurationList": "IPAMConfiguration", "IPReservationList": "IPReservation"}
+_LOADER = None
+
+
+def _loader():
+    """A safe YAML loader (C-accelerated when available) that keeps timestamps as strings."""
+    global _LOADER
+    if _LOADER is None:
+        import yaml
+
+        base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+        class Loader(base):  # type: ignore[misc, valid-type]
+            pass
+
+        Loader.yaml_implicit_resolvers = {
+            first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+            for first, resolvers in base.yaml_implicit_resolvers.items()
+        }
+        _LOADER = Loader
+    return _LOADER
+
+
+def _load_yaml(text: str, source: str) -> list:
+    import yaml
+
+    try:
+        return list(yaml.load_all(text, Loader=_loader()))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = exc.problem or exc.context or "malformed YAML"
+        raise ValidationError(f"{source}: cannot parse YAML{where}: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ValidationError(f"{source}: cannot parse YAML: {exc}") from None
+
+
+def _load(text: str, source: str) -> list:
+    stripped = text.lstrip()
+    if stripped[:1] in ("{", "["):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            pass  # flow-style YAML, or broken JSON: YAML gives the position of the problem
+        else:
+            return value if isinstance(value, list) else [value]
+    return _load_yaml(text, source)
+
+
+def _label(doc, index: int, source: str) -> str:
+    """``document 2 (IPPool rack-1-ippool) of rack.yaml``: names the document in errors."""
+    ident = ""
+    if isinstance(doc, dict):
+        kind = doc.get("kind")
+        meta = doc.get("metadata")
+        name = meta.get("name") if isinstance(meta, dict) else None
+        if isinstance(kind, str) and isinstance(name, str):
+            ident = f" ({kind} {name})"
+        elif isinstance(kind, str):
+            ident = f" ({kind})"
+    return f"document {index}{ident} of {source}"
+
+
+def _expand(doc, where: str) -> list:
+    """A ``...List`` document becomes its items; anything else stays one document."""
+    if not isinstance(doc, dict) or doc.get("kind") not in _LIST_KINDS:
+        return [(doc, where)]
+    list_kind = doc["kind"]
+    for key in doc:
+        if key not in ("apiVersion", "kind", "metadata", "items"):
+            raise ValidationError(f"{where}: {key}: unknown field (known fields: apiVersion, kind, metadata, items)")
+    items = doc.get("items") or []
+    if not isinstance(items, list):
+        raise ValidationError(f"{where}: items: expected a list, got {describe(items)}")
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and item.get("kind") not in (None, _LIST_KINDS[list_kind]):
+            raise ValidationError(f"{where}: items[{i}].kind: a {list_kind} holds {_LIST_KINDS[list_kind]} items, "
+                                  f"got {describe(item.get('kind'))}")
+        if isinstance(item, dict):
+            item = {"apiVersion": doc.get("apiVersion"), "kind": _LIST_KINDS[list_kind], **item}
+        out.append((item, f"{where}, items[{i}]"))
+    return out
+
+
+def decode_documents(text: str, source: str) -> list:
+    """Every resource in a YAML or JSON text, in file order; empty documents are skipped."""
+    docs = [d for d in _load(text, source) if d is not None]
+    resources = []
+    for index, doc in enumerate(docs, start=1):
+        for item, where in _expand(doc, _label(doc, index, source)):
+            resources.append(resource_from_dict(item, where))
+    if not resources:
+        raise ValidationError("No resources specified")
+    return resources
+
+
+def dumps_yaml(obj) -> str:
+    """YAML the way sigs.k8s.io/yaml writes it: block style, keys sorted, 2-space indent."""
+    import yaml
+
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(obj, Dumper=dumper, default_flow_style=False, sort_keys=True,
+                     allow_unicode=True, width=1 << 30)
+
+
+def dumps_json(obj) -> str:
+    """JSON the way calicoctl writes it: 2-space indent, struct key order, no trailing newline."""
+    return json.dumps(obj, indent=2, ensure_ascii=False)

@@ -1,0 +1,35 @@
+"""Resource kind names: calicoctl's aliases and the plural used in store keys.
+
+Aliases follow calicoctl's resource registry (``resourcemgr/*.go``): lower
+case, matched case-insensitively, and an unknown one gives calicoctl's text.
+"""
+
+from __future__ import annotations
+
+from topoipam.errors import ValidationError
+
+KINDS = ("IPPool", "Node", "IPAMConfiguration", "IPReservation")
+
+KIND_PLURAL = {
+    "IPPool": "ippools",
+    "Node": "nodes",
+    "IPAMConfiguration": "ipamconfigurations",
+    "IPReservation": "ipreservations",
+}
+
+_ALIASES = {
+    "IPPool": ("ippool", "ippools", "ipp", "ipps", "pool", "pools"),
+    "Node": ("node", "nodes", "no", "nos"),
+    "IPAMConfiguration": ("ipamconfiguration", "ipamconfigurations", "ipamconfig", "ipamconfigs"),
+    "IPReservation": ("ipreservation", "ipreservations"),
+}
+
+_BY_ALIAS = {alias: kind for kind, aliases in _ALIASES.items() for alias in aliases}
+
+
+def canonical_kind(text: str) -> str:
+    """``canonical_kind("Pools") == "IPPool"``; an unknown name raises ValidationError."""
+    kind = _BY_ALIAS.get(text.strip().lower())
+    if kind is None:
+        raise ValidationError(f"resource type '{text}' is not supported")
+    return kind
