@@ -1,0 +1,227 @@
+"""The allocation block as a pure value (Calico's AllocationBlock).
+
+A block is a CIDR (a /26 by default) whose addresses are numbered by *ordinal*
+(address - network address; ordinal 0, the network address itself, is
+allocatable as in Calico). It records which ordinals are allocated and to
+which attribute entry (handle and secondary attributes; identical entries are
+shared), the ordered list of free ordinals (``unallocated``: lowest first in a
+fresh block, released ordinals appended so that they are reused last), a
+sequence number that grows on every update, and the sequence number at which
+each ordinal was allocated (the fence a late release must present).
+
+No I/O, clock or environment: the service passes claim times and initial
+sequence numbers in. ``to_json``/``from_json`` are the stored form
+(Calico's etcd field names).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from topoipam.errors import AlreadyExistsError, ValidationError
+
+#: Handle of Windows' host-reserved addresses; a block holding only these counts as empty.
+WINDOWS_RESERVED_HANDLE = "windows-reserved-ipam-handle"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def host_affinity(node: str) -> str:
+    return f"host:{node}"
+
+
+def affinity_node(affinity: str | None) -> str | None:
+    """``"host:kube-node-0"`` -> ``"kube-node-0"``; anything else -> None."""
+    if affinity and affinity.startswith("host:"):
+        return affinity[5:]
+    return None
+
+
+@dataclass
+class ReleaseOutcome:
+    released: list[int] = field(default_factory=list)  # ordinals freed
+    not_allocated: list[int] = field(default_factory=list)  # were free already
+    fenced: list[int] = field(default_factory=list)  # held under another handle / sequence number
+    by_handle: dict[str, int] = field(default_factory=dict)  # handle -> ordinals freed
+
+
+@dataclass
+class Block:
+    cidr: Network
+    affinity: str | None
+    claim_time: str | None  # RFC 3339, as written by the service
+    allocations: list[int | None]
+    unallocated: list[int]
+    attributes: list[dict]
+    sequence_number: int
+    seq_for_allocation: dict[int, int]
+
+    @classmethod
+    def new(cls, cidr: Network, affinity: str | None, claim_time: str | None, sequence_number: int) -> "Block":
+        size = cidr.num_addresses
+        return cls(cidr, affinity, claim_time, [None] * size, list(range(size)), [], sequence_number, {})
+
+    # -- addresses and ordinals -------------------------------------------------
+    @property
+    def size(self) -> int:
+        return len(self.allocations)
+
+    def ordinal(self, ip: Address) -> int:
+        ip = ipaddress.ip_address(ip)
+        if ip not in self.cidr:
+            raise ValidationError(f"address {ip} is not in block {self.cidr}")
+        return int(ip) - int(self.cidr.network_address)
+
+    def address(self, ordinal: int) -> Address:
+        return self.cidr.network_address + ordinal
+
+    def interface(self, ordinal: int):
+        """The address with the block's prefix, as results carry it (``10.0.0.5/26``)."""
+        return ipaddress.ip_interface(f"{self.address(ordinal)}/{self.cidr.prefixlen}")
+
+    # -- queries ------------------------------------------------------------------
+    def handle_of(self, ordinal: int) -> str | None:
+        idx = self.allocations[ordinal]
+        return None if idx is None else self.attributes[idx].get("handle_id")
+
+    def attrs_of(self, ordinal: int) -> dict:
+        idx = self.allocations[ordinal]
+        return {} if idx is None else dict(self.attributes[idx].get("secondary") or {})
+
+    def allocated_ordinals(self) -> list[int]:
+        return [o for o, idx in enumerate(self.allocations) if idx is not None]
+
+    @property
+    def in_use(self) -> int:
+        return sum(1 for idx in self.allocations if idx is not None)
+
+    def free_count(self, reserved: Iterable[int] = ()) -> int:
+        """Free ordinals that auto-assign may hand out (reserved ones excluded)."""
+        reserved = set(reserved)
+        return sum(1 for o in self.unallocated if o not in reserved)
+
+    def is_empty(self) -> bool:
+        """No allocation except Windows' host-reserved addresses."""
+        return all(self.handle_of(o) == WINDOWS_RESERVED_HANDLE for o in self.allocated_ordinals())
+
+    def ordinals_of_handle(self, handle: str) -> list[int]:
+        return [o for o in self.allocated_ordinals() if self.handle_of(o) == handle]
+
+    # -- changes ------------------------------------------------------------------
+    def _attribute_index(self, handle: str | None, attrs: Mapping[str, str] | None) -> int:
+        entry: dict = {}
+        if handle is not None:
+            entry["handle_id"] = handle
+        if attrs:
+            entry["secondary"] = dict(attrs)
+        for i, existing in enumerate(self.attributes):
+            if existing == entry:
+                return i  # identical (handle, attrs) entries are shared
+        self.attributes.append(entry)
+        return len(self.attributes) - 1
+
+    def auto_assign(self, n: int, handle: str | None, attrs: Mapping[str, str] | None,
+                    reserved: Iterable[int] = ()) -> list[int]:
+        """Take up to ``n`` ordinals from the front of ``unallocated``; reserved ones stay in place."""
+        reserved = set(reserved)
+        chosen = []
+        for o in self.unallocated:
+            if len(chosen) == n:
+                break
+            if o not in reserved:
+                chosen.append(o)
+        if chosen:
+            taken = set(chosen)
+            self.unallocated = [o for o in self.unallocated if o not in taken]
+            idx = self._attribute_index(handle, attrs)
+            for o in chosen:
+                self.allocations[o] = idx
+                self.seq_for_allocation[o] = self.sequence_number
+        return chosen
+
+    def assign(self, ordinal: int, handle: str | None, attrs: Mapping[str, str] | None) -> None:
+        """Allocate one given ordinal (reservations are not consulted: explicit requests win, as in Calico)."""
+        if self.allocations[ordinal] is not None:
+            raise AlreadyExistsError(
+                f"resource already exists: {self.address(ordinal)} (address already assigned in block {self.cidr})")
+        self.unallocated.remove(ordinal)
+        self.allocations[ordinal] = self._attribute_index(handle, attrs)
+        self.seq_for_allocation[ordinal] = self.sequence_number
+
+    def release(self, ordinals: Iterable[int], handle: str | None = None, seq: int | None = None) -> ReleaseOutcome:
+        """Free ``ordinals``. With ``handle``/``seq``, an ordinal held under another handle or allocated
+        at another sequence number is left alone (a late release must not free a reused address)."""
+        out = ReleaseOutcome()
+        for o in dict.fromkeys(ordinals):  # de-duplicated, order kept
+            if self.allocations[o] is None:
+                out.not_allocated.append(o)
+                continue
+            owner = self.handle_of(o)
+            if (handle is not None and owner != handle) or (seq is not None and self.seq_for_allocation.get(o) != seq):
+                out.fenced.append(o)
+                continue
+            self.allocations[o] = None
+            self.unallocated.append(o)  # reused last
+            self.seq_for_allocation.pop(o, None)
+            out.released.append(o)
+            if owner is not None:
+                out.by_handle[owner] = out.by_handle.get(owner, 0) + 1
+        if out.released:
+            self._compact_attributes()
+        return out
+
+    def _compact_attributes(self) -> None:
+        """Drop attribute entries no ordinal refers to; renumber the rest in order."""
+        used = sorted({idx for idx in self.allocations if idx is not None})
+        if len(used) == len(self.attributes):
+            return
+        renumber = {old: new for new, old in enumerate(used)}
+        self.attributes = [self.attributes[old] for old in used]
+        self.allocations = [None if idx is None else renumber[idx] for idx in self.allocations]
+
+    # -- stored form --------------------------------------------------------------
+    def to_json(self) -> bytes:
+        return json.dumps({
+            "cidr": str(self.cidr),
+            "affinity": self.affinity,
+            "affinityClaimTime": self.claim_time,
+            "allocations": self.allocations,
+            "unallocated": self.unallocated,
+            "attributes": self.attributes,
+            "sequenceNumber": self.sequence_number,
+            "sequenceNumberForAllocation": {str(k): v for k, v in sorted(self.seq_for_allocation.items())},
+            "deleted": False,
+        }, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "Block":
+        d = json.loads(data)
+        return cls(
+            cidr=ipaddress.ip_network(d["cidr"]),
+            affinity=d.get("affinity"),
+            claim_time=d.get("affinityClaimTime"),
+            allocations=list(d["allocations"]),
+            unallocated=list(d["unallocated"]),
+            attributes=list(d.get("attributes") or []),
+            sequence_number=int(d.get("sequenceNumber", 0)),
+            seq_for_allocation={int(k): int(v) for k, v in (d.get("sequenceNumberForAllocation") or {}).items()},
+        )
+
+
+def reserved_ordinals(cidr: Network, reserved: Iterable[Network]) -> frozenset[int]:
+    """Ordinals of ``cidr`` covered by any reserved network."""
+    base = int(cidr.network_address)
+    last = int(cidr.broadcast_address)
+    out: set[int] = set()
+    for net in reserved:
+        if net.version != cidr.version:
+            continue
+        lo = max(base, int(net.network_address))
+        hi = min(last, int(net.broadcast_address))
+        if lo <= hi:
+            out.update(range(lo - base, hi - base + 1))
+    return frozenset(out)

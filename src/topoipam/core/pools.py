@@ -1,0 +1,134 @@
+"""Which pools an assignment may use, with a reason for every pool not chosen.
+
+Calico's ``determinePools`` plus its use filter (reference section 4 steps 2-3):
+enabled pools of the family in name order, filtered by assignment mode, node
+selector and namespace selector; requested pools (names or CIDRs, request
+order) bypass those three filters; then the allowed-use filter. Every pool
+left out gets a reason so that the error can say which pools were tried and
+why each was not used (what Calico's ``no configured Calico pools`` lacks).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+from topoipam.errors import NoQualifiedPoolError, ValidationError
+from topoipam.model.types import ASSIGN_AUTOMATIC, IPPool
+from topoipam.selector import parse
+
+
+@dataclass(frozen=True)
+class Rejection:
+    pool: IPPool
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.pool.name} ({self.pool.spec.cidr}): {self.reason}"
+
+
+@dataclass
+class PoolChoice:
+    chosen: list[IPPool] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def reasons(self) -> str:
+        return "; ".join(str(r) for r in self.rejected)
+
+
+def _labels(labels: Mapping[str, str] | None) -> str:
+    return json.dumps(dict(sorted((labels or {}).items())), separators=(", ", ": "))
+
+
+def selects_node(pool: IPPool, labels: Mapping[str, str]) -> bool:
+    """The pool's node selector matches (empty selector: all nodes)."""
+    text = pool.spec.node_selector or "all()"
+    return parse(text).evaluate(labels)
+
+
+def _selector_reason(pool: IPPool, node: str, node_labels, namespace_labels) -> str | None:
+    if pool.spec.assignment_mode != ASSIGN_AUTOMATIC:
+        return f"assignment mode is {pool.spec.assignment_mode}; request the pool by name to use it"
+    if not selects_node(pool, node_labels):
+        return f"node selector {pool.spec.node_selector} does not match node {node} labels {_labels(node_labels)}"
+    ns_text = pool.spec.namespace_selector
+    if ns_text and not parse(ns_text).evaluate(namespace_labels or {}):
+        return f"namespace selector {ns_text} does not match namespace labels {_labels(namespace_labels)}"
+    return None
+
+
+def _match_requested(text: str, enabled: Sequence[IPPool], all_pools: Sequence[IPPool], version: int) -> IPPool:
+    by_name = {p.name: p for p in enabled}
+    if text in by_name:
+        return by_name[text]
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        net = None
+    if net is not None:
+        if net.version != version:
+            other = "IPv6" if version == 4 else "IPv4"
+            raise ValidationError(f"provided IPv{version} IPPools list contains one or more {other} IPPools")
+        for p in enabled:
+            if p.network == net:
+                return p
+    elif any(p.name == text and p.version != version for p in all_pools):
+        other = "IPv6" if version == 4 else "IPv4"
+        raise ValidationError(f"provided IPv{version} IPPools list contains one or more {other} IPPools")
+    raise NoQualifiedPoolError(f"the given pool ({text}) does not exist, or is not enabled")
+
+
+def choose_pools(pools: Sequence[IPPool], version: int, node: str, node_labels: Mapping[str, str],
+                 *, requested: Sequence[str] = (), namespace_labels: Mapping[str, str] | None = None,
+                 use: str = "Workload") -> PoolChoice:
+    """The pools to allocate from, in order; raises NoQualifiedPoolError naming every pool and its reason."""
+    if not use:
+        raise ValidationError("must specify the intended use when assigning an IP")
+    family = sorted((p for p in pools if p.version == version), key=lambda p: p.name)
+    choice = PoolChoice()
+    enabled = []
+    for p in family:
+        if p.spec.disabled:
+            choice.rejected.append(Rejection(p, "disabled"))
+        else:
+            enabled.append(p)
+    if requested:
+        picked = [_match_requested(t, enabled, pools, version) for t in requested]
+        choice.chosen = list(dict.fromkeys(picked))  # request order, duplicates once
+        choice.rejected += [Rejection(p, "not requested") for p in enabled if p not in choice.chosen]
+    else:
+        for p in enabled:
+            reason = _selector_reason(p, node, node_labels, namespace_labels)
+            if reason is None:
+                choice.chosen.append(p)
+            else:
+                choice.rejected.append(Rejection(p, reason))
+        if not choice.chosen:
+            raise NoQualifiedPoolError(_no_pools(node, version, choice))
+    usable = []
+    for p in choice.chosen:
+        if use in p.spec.allowed_uses:
+            usable.append(p)
+        else:
+            choice.rejected.append(Rejection(p, f"allowed uses {p.spec.allowed_uses} do not include {use}"))
+    if not usable:
+        raise NoQualifiedPoolError(
+            f"cannot find a qualified ippool, no pools match the required use ({use}); {choice.reasons()}")
+    choice.chosen = usable
+    return choice
+
+
+def _no_pools(node: str, version: int, choice: PoolChoice) -> str:
+    if not choice.rejected:
+        return f"no configured Calico pools for node {node}: there is no IPv{version} pool"
+    return f"no configured Calico pools for node {node}: IPv{version} pools tried: {choice.reasons()}"
+
+
+def pool_containing(pools: Sequence[IPPool], net) -> IPPool | None:
+    """The first pool (name order) whose CIDR contains the network or address ``net``."""
+    for p in sorted(pools, key=lambda p: p.name):
+        if p.version == net.version and (net.subnet_of(p.network) if hasattr(net, "subnet_of") else net in p.network):
+            return p
+    return None
