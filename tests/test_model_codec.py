@@ -1,0 +1,200 @@
+"""model.codec: YAML/JSON resource files, multi-document, List kinds, errors, output formats."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+
+import pytest
+
+from topoipam.errors import ValidationError
+from topoipam.model.codec import decode_documents, dumps_json, dumps_yaml
+from topoipam.model.storage import resource_to_dict
+from topoipam.model.validate import validate
+
+SEED = pathlib.Path("/work/shared/seed/000_f45c358d4eeae7f9.txt")
+
+RACK_POOLS = """\
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata:
+  name: rack-0-ippool
+spec:
+  cidr: 192.168.0.0/24
+  ipipMode: Always
+  natOutgoing: true
+  nodeSelector: rack == "0"
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata:
+  name: rack-1-ippool
+spec:
+  cidr: 192.168.1.0/24
+  ipipMode: Always
+  natOutgoing: true
+  nodeSelector: rack == "1"
+"""
+
+
+def decode_error(text: str, source: str = "rack.yaml") -> str:
+    with pytest.raises(ValidationError) as info:
+        decode_documents(text, source)
+    return str(info.value)
+
+
+def test_seed_rack_pools_parse_and_validate():
+    pools = [validate(p) for p in decode_documents(RACK_POOLS, "rack.yaml")]
+    assert [(p.name, p.spec.cidr, p.spec.ipip_mode, p.spec.nat_outgoing, p.spec.node_selector, p.spec.block_size)
+            for p in pools] == [
+        ("rack-0-ippool", "192.168.0.0/24", "Always", True, 'rack == "0"', 26),
+        ("rack-1-ippool", "192.168.1.0/24", "Always", True, 'rack == "1"', 26),
+    ]
+
+
+@pytest.mark.skipif(not SEED.exists(), reason="seed tutorial not present")
+def test_every_ippool_block_of_the_seed_parses_and_validates():
+    text = SEED.read_text()
+    blocks = re.findall(r"^(apiVersion: projectcalico\.org/v3\nkind: IPPool\n.*?)(?=^EOF|^```)", text, re.M | re.S)
+    assert len(blocks) >= 3
+    for block in blocks:
+        (pool,) = decode_documents(block, "seed")
+        assert validate(pool).spec.block_size == 26
+
+
+def test_multi_document_with_empty_documents_and_comments():
+    text = "---\n# nothing here\n---\n" + RACK_POOLS + "---\n...\n"
+    assert [p.name for p in decode_documents(text, "f.yaml")] == ["rack-0-ippool", "rack-1-ippool"]
+
+
+def test_list_kind_is_expanded():
+    text = """\
+apiVersion: projectcalico.org/v3
+kind: IPPoolList
+metadata:
+  resourceVersion: "12"
+items:
+- metadata:
+    name: a
+  spec:
+    cidr: 10.0.0.0/24
+- apiVersion: projectcalico.org/v3
+  kind: IPPool
+  metadata:
+    name: b
+  spec:
+    cidr: 10.0.1.0/24
+"""
+    pools = decode_documents(text, "list.yaml")
+    assert [(p.kind, p.name, p.spec.cidr) for p in pools] == [("IPPool", "a", "10.0.0.0/24"),
+                                                            ("IPPool", "b", "10.0.1.0/24")]
+
+
+def test_node_list_and_mixed_kinds():
+    text = """\
+kind: NodeList
+apiVersion: projectcalico.org/v3
+items:
+- metadata: {name: kube-node-0, labels: {rack: "0"}}
+---
+apiVersion: projectcalico.org/v3
+kind: IPAMConfiguration
+metadata: {name: default}
+spec: {strictAffinity: true, autoAllocateBlocks: true, maxBlocksPerHost: 2}
+---
+apiVersion: projectcalico.org/v3
+kind: IPReservation
+metadata: {name: r}
+spec: {reservedCIDRs: [10.0.0.5]}
+"""
+    kinds = [(r.kind, r.name) for r in decode_documents(text, "mixed.yaml")]
+    assert kinds == [("Node", "kube-node-0"), ("IPAMConfiguration", "default"), ("IPReservation", "r")]
+
+
+def test_list_item_of_wrong_kind_is_an_error():
+    text = "apiVersion: projectcalico.org/v3\nkind: IPPoolList\nitems:\n- kind: Node\n  metadata: {name: n}\n"
+    assert decode_error(text) == ('document 1 (IPPoolList) of rack.yaml: items[0].kind: a IPPoolList holds '
+                                  'IPPool items, got string "Node"')
+
+
+def test_error_in_list_item_names_item_and_field():
+    text = "apiVersion: projectcalico.org/v3\nkind: IPPoolList\nitems:\n- metadata: {name: a}\n  spec: {blockSize: x}\n"
+    assert decode_error(text) == ('document 1 (IPPoolList) of rack.yaml, items[0]: spec.blockSize: '
+                                  'expected an integer, got string "x"')
+
+
+def test_json_input_single_and_array():
+    doc = {"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"name": "j"},
+           "spec": {"cidr": "10.2.0.0/16", "blockSize": 24}}
+    (pool,) = decode_documents(json.dumps(doc), "pool.json")
+    assert (pool.name, pool.spec.block_size) == ("j", 24)
+    doc2 = dict(doc, metadata={"name": "k"})
+    assert [p.name for p in decode_documents(json.dumps([doc, doc2]), "pools.json")] == ["j", "k"]
+
+
+def test_second_document_error_names_document_kind_and_name():
+    bad = RACK_POOLS.replace("cidr: 192.168.1.0/24", 'cidr: 192.168.1.0/24\n  blockSize: "26"')
+    assert decode_error(bad) == ('document 2 (IPPool rack-1-ippool) of rack.yaml: spec.blockSize: '
+                                 'expected an integer, got string "26"')
+
+
+def test_unknown_field_and_kind_name_the_document():
+    assert decode_error(RACK_POOLS.replace("natOutgoing", "natOutgoin", 1)).startswith(
+        "document 1 (IPPool rack-0-ippool) of rack.yaml: spec.natOutgoin: unknown field")
+    assert decode_error(RACK_POOLS.replace("kind: IPPool", "kind: BGPPeer", 1)).startswith(
+        'document 1 (BGPPeer rack-0-ippool) of rack.yaml: kind: unknown resource type "BGPPeer"')
+
+
+def test_malformed_yaml_gives_line_and_column():
+    message = decode_error("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: [a\n", "bad.yaml")
+    assert message.startswith("bad.yaml: cannot parse YAML at line ")
+    assert re.search(r"line \d+, column \d+", message)
+
+
+def test_malformed_json_falls_back_to_yaml_error():
+    assert decode_error('{"kind": "IPPool",', "bad.json").startswith("bad.json: cannot parse YAML at line 2, column 1")
+
+
+@pytest.mark.parametrize("text", ["", "   \n", "---\n", "# only a comment\n", "---\n---\n"])
+def test_empty_input(text):
+    assert decode_error(text) == "No resources specified"
+
+
+def test_timestamps_stay_strings():
+    text = RACK_POOLS.split("---")[0].replace("metadata:\n", "metadata:\n  creationTimestamp: 2024-05-01T10:00:00Z\n")
+    (pool,) = decode_documents(text, "t.yaml")
+    assert pool.metadata.creation_timestamp == "2024-05-01T10:00:00Z"
+
+
+def test_dumps_yaml_sorted_keys_block_style():
+    pool = validate(decode_documents(RACK_POOLS, "rack.yaml")[0])
+    out = dumps_yaml(resource_to_dict(pool))
+    assert out == """\
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata:
+  name: rack-0-ippool
+spec:
+  allowedUses:
+  - Workload
+  - Tunnel
+  assignmentMode: Automatic
+  blockSize: 26
+  cidr: 192.168.0.0/24
+  ipipMode: Always
+  natOutgoing: true
+  nodeSelector: rack == "0"
+  vxlanMode: Never
+"""
+    assert [p.name for p in decode_documents(out, "again.yaml")] == ["rack-0-ippool"]
+
+
+def test_dumps_json_struct_order_two_space_no_trailing_newline():
+    pool = validate(decode_documents(RACK_POOLS, "rack.yaml")[0])
+    out = dumps_json(resource_to_dict(pool))
+    assert not out.endswith("\n")
+    assert out.startswith('{\n  "kind": "IPPool",\n  "apiVersion": "projectcalico.org/v3",\n  "metadata": {\n')
+    assert '\n    "cidr": "192.168.0.0/24",\n    "vxlanMode": "Never",\n    "ipipMode": "Always",' in out
+    (again,) = decode_documents(out, "again.json")
+    assert again == pool
