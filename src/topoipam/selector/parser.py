@@ -71,7 +71,12 @@ def _operation(tokens: list[Token], pos: int) -> tuple[nodes.Node, int]:
         pos += 1
     else:
         raise SelectorError(f"unexpected token: {token_str(tokens[pos])}")
-    return (nodes.Not(node) if negated else node), pos
+    if not negated:
+        return node, pos
+    # "!(!x)" is x. Calico keeps both and prints "!!x", which re-parses to x
+    # (leading "!" collapse by parity), so its text would not be a fixed
+    # point; folding here makes str(parse(str(s))) == str(parse(s)) hold.
+    return (node.operand if isinstance(node, nodes.Not) else nodes.Not(node)), pos
 
 
 def _label_operation(tokens: list[Token], pos: int) -> tuple[nodes.Node, int]:
