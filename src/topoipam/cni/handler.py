@@ -1,0 +1,286 @@
+"""CNI requests -> IPAM service calls -> CNI results, in-process.
+
+``handle(req, store, service)`` serves one decoded ``CniRequest`` against an
+open datastore and ``IpamService`` and returns the result object (ADD) or None.
+It is the seam the node agent (issue 5) calls for requests that reach it over
+its unix socket; ``respond(env, stdin, open_backend)`` adds decoding and the
+mapping of every failure to the spec's error object, and ``cni.main`` is the
+exec/stdin/stdout edge around it.
+
+What a request does:
+
+* ADD takes ``assign_ipv4``/``assign_ipv6`` addresses (or the ``IP=`` ones) for the
+  handle ``<network>.<CNI_CONTAINERID>`` with attributes node, namespace, pod,
+  container, interface, timestamp. It refuses a handle that already holds
+  addresses (the runtime must DEL first), so that a failure can release the
+  whole handle and leave nothing behind (invariant 5).
+* DEL releases the handle; an unknown handle is success (DEL is idempotent).
+* CHECK verifies that the handle holds every address of ``prevResult``.
+* GC releases every handle of this network whose attachment is not listed in
+  ``cni.dev/valid-attachments``; it goes on past failures and reports them all.
+* STATUS is ready when the datastore answers and some enabled pool for
+  workloads selects the node (or every requested pool exists and is enabled).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+import time
+import traceback
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from topoipam import errors as E
+from topoipam.cni import protocol as P
+from topoipam.cni.netconf import IpamConf, parse_args, parse_ipam
+from topoipam.model.types import USE_WORKLOAD
+from topoipam.resources import repo
+from topoipam.store.base import Store
+
+if TYPE_CHECKING:  # the service is imported when a request needs it: VERSION and errors stay cheap
+    from topoipam.ipam import IpamService
+
+VALID_ATTACHMENTS = "cni.dev/valid-attachments"
+OpenBackend = Callable[[str | None], "tuple[Store, IpamService]"]
+
+
+def handle_id(network: str, container_id: str) -> str:
+    return f"{network}.{container_id}"
+
+
+def go_timestamp(ns: int) -> str:
+    """Go's ``time.Now().UTC().String()``, as Calico records it: ``2024-01-02 03:04:05.123456789 +0000 UTC``."""
+    seconds, frac = divmod(ns, 1_000_000_000)
+    text = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
+    digits = f"{frac:09d}".rstrip("0")
+    return f"{text}.{digits} +0000 UTC" if digits else f"{text} +0000 UTC"
+
+
+def handle(req: P.CniRequest, store: Store, service: IpamService, *,
+           now_ns: Callable[[], int] = time.time_ns, default_nodename: str | None = None) -> dict | None:
+    """Serve one request; raise ``CniError`` or ``TopoipamError`` on failure."""
+    if req.command == "VERSION":
+        return P.version_object(req.version)
+    conf = parse_ipam(req.config, default_nodename)
+    if req.command == "ADD":
+        return _add(req, conf, store, service, now_ns)
+    if req.command == "DEL":
+        _release(service, handle_id(req.network, req.container_id))
+    elif req.command == "CHECK":
+        _check(req, service)
+    elif req.command == "GC":
+        _gc(req, service)
+    elif req.command == "STATUS":
+        _status(conf, store)
+    return None
+
+
+def _add(req: P.CniRequest, conf: IpamConf, store: Store, service: IpamService,
+         now_ns: Callable[[], int]) -> dict:
+    args = parse_args(req.args)
+    handle = handle_id(req.network, req.container_id)
+    held = _held(service, handle)
+    if held:
+        raise P.CniError(E.CNI_TOPOIPAM_ERROR,
+                         f"container {req.container_id} already holds {', '.join(map(str, held))} on network "
+                         f"{req.network} (handle {handle})",
+                         "a runtime must DEL before it repeats an ADD for the same container")
+    attrs = {"node": conf.nodename, "container": req.container_id, "interface": req.ifname,
+             "timestamp": go_timestamp(now_ns())}
+    if args.namespace:
+        attrs["namespace"] = args.namespace
+    if args.pod:
+        attrs["pod"] = args.pod
+    try:
+        if args.ips:
+            addresses = [_assign_one(service, store, ip, handle, attrs, conf.nodename) for ip in args.ips]
+        else:
+            addresses = _auto_assign(service, conf, handle, attrs)
+    except BaseException as exc:
+        _undo(service, handle, exc)
+        raise
+    ips = [(str(a), _gateway(conf, a)) for a in sorted(addresses, key=lambda a: a.version)]
+    return P.format_result(req.version, ips, conf.routes)
+
+
+def _held(service: IpamService, handle: str) -> list:
+    try:
+        return list(service.ips_by_handle(handle))
+    except E.NotFoundError:
+        return []
+
+
+def _auto_assign(service: IpamService, conf: IpamConf, handle: str, attrs: dict) -> list:
+    from topoipam.ipam import AssignRequest
+
+    num4, num6 = int(conf.assign_ipv4), int(conf.assign_ipv6)
+    res = service.auto_assign(AssignRequest(node=conf.nodename, handle=handle, num4=num4, num6=num6,
+                                            pools4=conf.ipv4_pools, pools6=conf.ipv6_pools,
+                                            attrs=attrs, use=USE_WORKLOAD))
+    got = list(res.ipv4) + list(res.ipv6)
+    if len(res.ipv4) < num4 or len(res.ipv6) < num6:
+        # The service is meant to raise here; should it ever report a partial
+        # result instead, it must not reach the runtime as a success.
+        raise E.ExhaustedError(
+            f"assigned {len(res.ipv4)} of {num4} IPv4 and {len(res.ipv6)} of {num6} IPv6 addresses "
+            f"for node {conf.nodename}", details="; ".join(getattr(res, "messages", ()) or ()))
+    return got
+
+
+def _assign_one(service: IpamService, store: Store, ip, handle: str, attrs: dict, node: str):
+    """Assign exactly ``ip``; return it with the prefix of the block it lies in."""
+    got = service.assign_ip(ip, handle, attrs, node)
+    if isinstance(got, (ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
+        return got
+    for pool in repo.list_pools(store):
+        if ip in pool.network:
+            return ipaddress.ip_interface(f"{ip}/{pool.spec.block_size}")
+    return ipaddress.ip_interface(ip)  # outside every pool: a host route, as Calico does (/32, /128)
+
+
+def _undo(service: IpamService, handle: str, exc: BaseException) -> None:
+    """Release what a failing ADD took (the handle was empty when it started)."""
+    try:
+        service.release_by_handle(handle)
+    except E.NotFoundError:
+        pass
+    except Exception as undo_exc:  # the datastore went away mid-ADD: the runtime's DEL will retry
+        note = f"releasing handle {handle} after the failure also failed ({undo_exc}); DEL will release it"
+        if isinstance(exc, E.TopoipamError):
+            exc.details = f"{exc.details}; {note}" if exc.details else note
+        elif isinstance(exc, P.CniError):
+            exc.details = f"{exc.details}; {note}" if exc.details else note
+
+
+def _gateway(conf: IpamConf, address) -> str | None:
+    gw = conf.gateways.get(address.version)
+    return str(gw) if gw else None
+
+
+def _release(service: IpamService, handle: str) -> None:
+    try:
+        service.release_by_handle(handle)
+    except E.NotFoundError:
+        pass  # DEL of an unknown container succeeds (SPEC.md: DEL is idempotent)
+
+
+def _check(req: P.CniRequest, service: IpamService) -> None:
+    handle = handle_id(req.network, req.container_id)
+    held = {ipaddress.ip_address(str(ip).split("/")[0]) for ip in _held(service, handle)}
+    if not held:
+        raise P.CniError(E.CNI_TOPOIPAM_ERROR, f"container {req.container_id} holds no address on network "
+                         f"{req.network} (handle {handle})")
+    prev = req.config.get("prevResult")
+    entries = prev.get("ips", []) if isinstance(prev, dict) else []
+    for entry in entries:
+        try:
+            ip = ipaddress.ip_interface(entry["address"]).ip
+        except (TypeError, KeyError, ValueError):
+            raise P.CniError(E.CNI_DECODE_FAILURE, f"prevResult ips entry {entry!r} has no valid address") from None
+        if ip not in held:
+            raise P.CniError(E.CNI_TOPOIPAM_ERROR, f"address {ip} of prevResult is not held by container "
+                             f"{req.container_id} on network {req.network} (handle {handle})",
+                             f"it holds {', '.join(sorted(map(str, held)))}")
+
+
+def _valid_attachments(config: Mapping[str, Any]) -> set[tuple[str, str]]:
+    value = config.get(VALID_ATTACHMENTS, [])
+    if not isinstance(value, list) or not all(isinstance(a, dict) and isinstance(a.get("containerID"), str)
+                                              for a in value):
+        raise P.CniError(E.CNI_INVALID_NETCONF, f"{VALID_ATTACHMENTS} must be a list of "
+                         '{"containerID": ..., "ifname": ...}')
+    return {(a["containerID"], str(a.get("ifname", ""))) for a in value}
+
+
+def _gc(req: P.CniRequest, service: IpamService) -> None:
+    valid = _valid_attachments(req.config)
+    valid_containers = {cid for cid, _ in valid}
+    stale: set[str] = set()
+    for alloc in service.allocations(prefix_handle=f"{req.network}."):
+        attrs = alloc.attrs or {}
+        container = attrs.get("container")
+        # A network name may contain dots: only handles this plugin wrote for
+        # this network are candidates, i.e. exactly "<network>.<container attribute>".
+        if not container or alloc.handle != handle_id(req.network, container):
+            continue
+        ifname = attrs.get("interface")
+        if (container, ifname) in valid or (not ifname and container in valid_containers):
+            continue
+        stale.add(alloc.handle)
+    failures = []
+    for handle in sorted(stale):
+        try:
+            _release(service, handle)
+        except E.TopoipamError as exc:
+            failures.append(f"{handle}: {exc}")
+    if failures:
+        raise P.CniError(E.CNI_TRY_AGAIN_LATER, f"GC released {len(stale) - len(failures)} of {len(stale)} "
+                         f"stale handles of network {req.network}", "; ".join(failures))
+
+
+def _status(conf: IpamConf, store: Store) -> None:
+    try:
+        reason = _not_ready_reason(conf, store)
+    except E.TopoipamError as exc:
+        raise P.CniError(P.STATUS_NOT_AVAILABLE, f"datastore {store.url or ''} does not answer: {exc}") from None
+    if reason:
+        raise P.CniError(P.STATUS_NOT_AVAILABLE, reason)
+
+
+def _not_ready_reason(conf: IpamConf, store: Store) -> str:
+    from topoipam.selector import parse as parse_selector
+
+    pools = repo.list_pools(store)
+    node = repo.get_node(store, conf.nodename)
+    labels = node.labels if node else {}
+    families = [v for v, on in ((4, conf.assign_ipv4), (6, conf.assign_ipv6)) if on]
+    for version in families:
+        requested = conf.ipv4_pools if version == 4 else conf.ipv6_pools
+        usable = [p for p in pools if p.version == version and not p.spec.disabled
+                  and USE_WORKLOAD in p.spec.allowed_uses]
+        if requested:
+            missing = [r for r in requested if not any(r in (p.name, p.spec.cidr) for p in usable)]
+            if missing:
+                return f"requested IPv{version} pools {missing} do not exist, are disabled or not for workloads"
+        elif not any(parse_selector(p.spec.node_selector).evaluate(labels) for p in usable):
+            return (f"no enabled IPv{version} pool for workloads selects node {conf.nodename} "
+                    f"(labels {labels}; {len(pools)} pools in the datastore)")
+    return ""
+
+
+def _error_version(stdin: bytes, req: P.CniRequest | None) -> str:
+    if req is not None and req.version in P.SUPPORTED_VERSIONS:
+        return req.version
+    marker = stdin.find(b'"cniVersion"')
+    if marker >= 0:
+        for version in P.SUPPORTED_VERSIONS:
+            if f'"{version}"'.encode() in stdin[marker:marker + 40]:
+                return version
+    return P.LATEST
+
+
+def respond(env: Mapping[str, str], stdin: bytes, open_backend: OpenBackend, *,
+            now_ns: Callable[[], int] = time.time_ns) -> tuple[int, bytes]:
+    """Decode, serve, encode: (exit code, stdout bytes). Never raises for a request's failure."""
+    req = None
+    try:
+        req = P.parse_request(env, stdin)
+        if req.command == "VERSION":
+            return 0, P.dumps(P.version_object(req.version))
+        conf = parse_ipam(req.config)
+        try:
+            store, service = open_backend(conf.datastore)
+        except E.TopoipamError as exc:
+            if req.command == "STATUS":  # STATUS has its own codes: 50 = cannot serve ADD
+                raise P.CniError(P.STATUS_NOT_AVAILABLE, f"datastore does not answer: {exc}") from None
+            raise
+        result = handle(req, store, service, now_ns=now_ns)
+        return 0, (P.dumps(result) if result is not None else b"")
+    except P.CniError as exc:
+        err = exc
+    except E.TopoipamError as exc:
+        err = P.CniError.from_topoipam(exc)
+    except Exception as exc:  # a bug: still answer in the protocol, with the trace on stderr
+        traceback.print_exc(file=sys.stderr)
+        err = P.CniError(E.CNI_TOPOIPAM_ERROR, f"internal error: {type(exc).__name__}: {exc}")
+    return 1, P.dumps(P.error_object(err, _error_version(stdin, req)))

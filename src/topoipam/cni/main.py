@@ -1,0 +1,66 @@
+"""``topoipam-cni``: the exec edge of the CNI IPAM plugin.
+
+Reads the environment and stdin, lets ``cni.handler.respond`` serve the
+request, writes the result or the spec's error object to stdout and exits 0 or
+1. ``-v``/``--version`` prints the plugin and protocol versions (as the
+reference plugins do when run without ``CNI_COMMAND``).
+
+The plugin is exec'd once per pod: this module and everything it imports stay
+on the lean path (standard library, errors, store base + SQLite, model types
+and storage, selector, core, resources.repo/keys, ipam, cni). A test runs the
+installed executable with ``-X importtime`` and fails if that changes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from topoipam.cni import protocol as P
+from topoipam.cni.handler import respond
+
+ABOUT = "topoipam-cni: topology-aware CNI IPAM plugin (topoipam)"
+
+
+class _Backend:
+    """Opens the datastore once per process and closes it when the request is done."""
+
+    def __init__(self) -> None:
+        self.store = None
+
+    def __call__(self, url: str | None):
+        from topoipam.ipam import IpamService
+        from topoipam.store import open_store
+
+        self.store = open_store(url)
+        return self.store, IpamService(self.store)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+def _about() -> str:
+    return f"{ABOUT}\nCNI protocol versions supported: {', '.join(P.SUPPORTED_VERSIONS)}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-v", "--version", "version"):
+        sys.stdout.write(_about())
+        return 0
+    if not os.environ.get("CNI_COMMAND"):
+        sys.stderr.write(_about())
+    stdin = b"" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read()
+    backend = _Backend()
+    try:
+        code, out = respond(os.environ, stdin, backend)
+    finally:
+        backend.close()
+    sys.stdout.buffer.write(out)
+    sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

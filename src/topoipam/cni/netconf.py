@@ -1,0 +1,198 @@
+"""The plugin's own inputs: the ``ipam`` section of the network config and ``CNI_ARGS``.
+
+``ipam`` fields (unknown ones are refused with CNI code 2, naming key and value):
+
+    type            the plugin name (whatever the runtime exec'd; not checked)
+    nodename        the node this plugin serves; else the host name
+    datastore       datastore URL; else $TOPOIPAM_DATASTORE, else the default SQLite file
+    assign_ipv4     bool or "true"/"false", default true (Calico: only "false" disables)
+    assign_ipv6     bool or "true"/"false", default false (Calico: only "true" enables)
+    ipv4_pools      pool names or CIDRs to use instead of the node selectors
+    ipv6_pools
+    gateway         an address or a list of at most one address per family; each
+                    returned address of that family carries it as ``gateway``
+    routes          [{"dst": CIDR, "gw": address}]; ``gw`` defaults to the configured
+                    gateway of the family. A route with neither is refused: the
+                    reference bridge plugin's CHECK fails on routes without a gw.
+
+``CNI_ARGS`` (``K=V;K=V``): ``IgnoreUnknown``, ``K8S_POD_NAMESPACE``,
+``K8S_POD_NAME``, ``K8S_POD_UID``, ``K8S_POD_INFRA_CONTAINER_ID``, and ``IP``
+(one address, or one IPv4 and one IPv6 separated by a comma) for a specific
+address. Other keys are refused unless ``IgnoreUnknown`` is true, as libcni does.
+
+Everything here is a value check with no I/O; violations raise ``CniError``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from topoipam import errors as E
+from topoipam.cni.protocol import CniError
+
+IPAM_FIELDS = frozenset({"type", "nodename", "datastore", "assign_ipv4", "assign_ipv6",
+                         "ipv4_pools", "ipv6_pools", "gateway", "routes"})
+KNOWN_ARGS = frozenset({"IgnoreUnknown", "K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_UID",
+                        "K8S_POD_INFRA_CONTAINER_ID", "IP"})
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass
+class IpamConf:
+    nodename: str
+    datastore: str | None = None
+    assign_ipv4: bool = True
+    assign_ipv6: bool = False
+    ipv4_pools: tuple[str, ...] = ()
+    ipv6_pools: tuple[str, ...] = ()
+    gateways: dict[int, IpAddress] = field(default_factory=dict)  # family -> gateway
+    routes: list[dict[str, str]] = field(default_factory=list)  # result form, gw always set
+
+
+@dataclass
+class CniArgs:
+    namespace: str | None = None
+    pod: str | None = None
+    pod_uid: str | None = None
+    ips: tuple[IpAddress, ...] = ()
+
+
+def _invalid(msg: str, details: str = "") -> CniError:
+    return CniError(E.CNI_INVALID_NETCONF, msg, details)
+
+
+def parse_ipam(config: Mapping[str, Any], default_nodename: str | None = None) -> IpamConf:
+    ipam = config.get("ipam")
+    if not isinstance(ipam, dict):
+        raise _invalid('network config has no "ipam" object', "expected \"ipam\": {\"type\": \"topoipam-cni\", ...}")
+    for key, value in ipam.items():
+        if key not in IPAM_FIELDS:
+            raise CniError(E.CNI_UNSUPPORTED_FIELD, f"unsupported field ipam.{key} = {json.dumps(value)}",
+                           f"known ipam fields: {', '.join(sorted(IPAM_FIELDS))}")
+    conf = IpamConf(nodename=_string(ipam, "nodename") or default_nodename or os.uname().nodename)
+    conf.datastore = _string(ipam, "datastore") or None
+    conf.assign_ipv4 = _flag(ipam, "assign_ipv4", True)
+    conf.assign_ipv6 = _flag(ipam, "assign_ipv6", False)
+    if not (conf.assign_ipv4 or conf.assign_ipv6):
+        raise _invalid("ipam.assign_ipv4 and ipam.assign_ipv6 are both false: nothing to assign")
+    conf.ipv4_pools = _pools(ipam, "ipv4_pools", 4)
+    conf.ipv6_pools = _pools(ipam, "ipv6_pools", 6)
+    conf.gateways = _gateways(ipam.get("gateway"))
+    conf.routes = _routes(ipam.get("routes"), conf.gateways)
+    return conf
+
+
+def _string(ipam: Mapping[str, Any], key: str) -> str:
+    value = ipam.get(key, "")
+    if not isinstance(value, str):
+        raise _invalid(f"ipam.{key} must be a string", f"got {json.dumps(value)}")
+    return value
+
+
+def _flag(ipam: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = ipam.get(key, default)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise _invalid(f"ipam.{key} must be true or false", f"got {json.dumps(value)}")
+
+
+def _pools(ipam: Mapping[str, Any], key: str, family: int) -> tuple[str, ...]:
+    value = ipam.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
+        raise _invalid(f"ipam.{key} must be a list of pool names or CIDRs", f"got {json.dumps(value)}")
+    for pool in value:
+        if "/" not in pool:
+            continue  # a pool name; the IPAM service resolves it
+        try:
+            net = ipaddress.ip_network(pool, strict=False)
+        except ValueError as exc:
+            raise _invalid(f'error parsing pool "{pool}" in ipam.{key}: {exc}') from None
+        if net.version != family:
+            raise _invalid(f'error parsing pool "{pool}" in ipam.{key}: "{pool}" isn\'t a IPv{family} address')
+    return tuple(value)
+
+
+def _address(text: Any, where: str) -> IpAddress:
+    if not isinstance(text, str):
+        raise _invalid(f"{where} must be an IP address string", f"got {json.dumps(text)}")
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise _invalid(f"{where}: {text!r} is not an IP address") from None
+
+
+def _gateways(value: Any) -> dict[int, IpAddress]:
+    if value is None:
+        return {}
+    items = value if isinstance(value, list) else [value]
+    gateways: dict[int, IpAddress] = {}
+    for item in items:
+        gw = _address(item, "ipam.gateway")
+        if gw.version in gateways:
+            raise _invalid(f"ipam.gateway has two IPv{gw.version} addresses", f"{gateways[gw.version]} and {gw}")
+        gateways[gw.version] = gw
+    return gateways
+
+
+def _routes(value: Any, gateways: Mapping[int, IpAddress]) -> list[dict[str, str]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _invalid("ipam.routes must be a list of {\"dst\": CIDR, \"gw\": address}", f"got {json.dumps(value)}")
+    routes = []
+    for i, route in enumerate(value):
+        where = f"ipam.routes[{i}]"
+        if not isinstance(route, dict) or set(route) - {"dst", "gw"} or "dst" not in route:
+            raise _invalid(f"{where} must be {{\"dst\": CIDR, \"gw\": address}}", f"got {json.dumps(route)}")
+        try:
+            dst = ipaddress.ip_network(route["dst"]) if isinstance(route["dst"], str) else None
+        except ValueError:
+            dst = None
+        if dst is None:
+            raise _invalid(f"{where}.dst: {json.dumps(route['dst'])} is not a CIDR")
+        gw = _address(route["gw"], f"{where}.gw") if "gw" in route else gateways.get(dst.version)
+        if gw is None:
+            raise _invalid(f"{where} ({dst}) has no gw and ipam.gateway has no IPv{dst.version} address",
+                           "routes are returned only with a next hop")
+        if gw.version != dst.version:
+            raise _invalid(f"{where}: gw {gw} and dst {dst} are of different IP families")
+        routes.append({"dst": str(dst), "gw": str(gw)})
+    return routes
+
+
+def parse_args(text: str) -> CniArgs:
+    """Parse ``CNI_ARGS``; invalid pairs or unknown keys (without IgnoreUnknown) -> code 4."""
+    pairs: dict[str, str] = {}
+    for item in filter(None, text.split(";")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CniError(E.CNI_INVALID_ENV, f"CNI_ARGS: invalid pair {item!r}", "expected KEY=VALUE;KEY=VALUE")
+        pairs[key] = value
+    ignore = pairs.get("IgnoreUnknown", "").lower() in ("1", "true")
+    unknown = sorted(k for k in pairs if k not in KNOWN_ARGS)
+    if unknown and not ignore:
+        raise CniError(E.CNI_INVALID_ENV, f"CNI_ARGS: unknown args {json.dumps(unknown)}", "add IgnoreUnknown=1 to ignore them")
+    args = CniArgs(namespace=pairs.get("K8S_POD_NAMESPACE") or None, pod=pairs.get("K8S_POD_NAME") or None,
+                   pod_uid=pairs.get("K8S_POD_UID") or None)
+    if pairs.get("IP"):
+        args.ips = _requested_ips(pairs["IP"])
+    return args
+
+
+def _requested_ips(text: str) -> tuple[IpAddress, ...]:
+    ips: list[IpAddress] = []
+    for part in text.split(","):
+        try:
+            ip = ipaddress.ip_address(part.strip())
+        except ValueError:
+            raise CniError(E.CNI_INVALID_ENV, f"CNI_ARGS: IP={text} is not an IP address", part) from None
+        if any(other.version == ip.version for other in ips):
+            raise CniError(E.CNI_INVALID_ENV, f"CNI_ARGS: IP={text} asks for two IPv{ip.version} addresses")
+        ips.append(ip)
+    return tuple(sorted(ips, key=lambda ip: ip.version))
