@@ -198,3 +198,24 @@ def test_dumps_json_struct_order_two_space_no_trailing_newline():
     assert '\n    "cidr": "192.168.0.0/24",\n    "vxlanMode": "Never",\n    "ipipMode": "Always",' in out
     (again,) = decode_documents(out, "again.json")
     assert again == pool
+
+
+def test_dumps_yaml_quotes_like_go_yaml():
+    out = dumps_yaml({"metadata": {"creationTimestamp": "2024-01-01T00:00:00Z", "resourceVersion": "12",
+                                   "labels": {"flag": "yes", "rack": "0"}}})
+    assert out == ('metadata:\n  creationTimestamp: "2024-01-01T00:00:00Z"\n  labels:\n    flag: "yes"\n'
+                   '    rack: "0"\n  resourceVersion: "12"\n')
+    (node,) = decode_documents("apiVersion: projectcalico.org/v3\nkind: Node\n" + out.replace(
+        "metadata:\n", "metadata:\n  name: n\n"), "n.yaml")
+    assert node.labels == {"flag": "yes", "rack": "0"} and node.metadata.resource_version == "12"
+
+
+def test_list_to_dict_round_trips_through_decode():
+    from topoipam.model.codec import list_to_dict
+
+    pools = [validate(p) for p in decode_documents(RACK_POOLS, "rack.yaml")]
+    d = list_to_dict("IPPool", pools, "42")
+    assert list(d) == ["kind", "apiVersion", "metadata", "items"]
+    assert d["kind"] == "IPPoolList" and d["metadata"] == {"resourceVersion": "42"}
+    assert decode_documents(dumps_yaml(d), "list.yaml") == pools
+    assert decode_documents(dumps_json(d), "list.json") == pools

@@ -10,6 +10,7 @@ import json
 
 from topoipam.errors import ValidationError
 from topoipam.model.storage import describe, resource_from_dict
+from topoipam.model.types import API_VERSION
 
 _LIST_KINDS = {"IPPoolList": "IPPool", "NodeList": "Node",
                "IPAMConfigurationList": "IPAMConfiguration", "IPReservationList": "IPReservation"}
@@ -109,13 +110,39 @@ def decode_documents(text: str, source: str) -> list:
     return resources
 
 
+_DUMPER = None
+
+
+def _dumper():
+    """SafeDumper quoting the way go-yaml does: double quotes where quoting is needed ("12", "yes")."""
+    global _DUMPER
+    if _DUMPER is None:
+        import yaml
+
+        class Dumper(yaml.SafeDumper):
+            def choose_scalar_style(self):
+                style = super().choose_scalar_style()
+                return '"' if style == "'" else style
+
+        _DUMPER = Dumper
+    return _DUMPER
+
+
 def dumps_yaml(obj) -> str:
     """YAML the way sigs.k8s.io/yaml writes it: block style, keys sorted, 2-space indent."""
     import yaml
 
-    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    return yaml.dump(obj, Dumper=dumper, default_flow_style=False, sort_keys=True,
+    return yaml.dump(obj, Dumper=_dumper(), default_flow_style=False, sort_keys=True,
                      allow_unicode=True, width=1 << 30)
+
+
+def list_to_dict(kind: str, resources, resource_version: str = "") -> dict:
+    """The ``<Kind>List`` form calicoctl prints for a listing: items in the order given."""
+    from topoipam.model.storage import resource_to_dict
+
+    metadata = {"resourceVersion": resource_version} if resource_version else {}
+    return {"kind": f"{kind}List", "apiVersion": API_VERSION, "metadata": metadata,
+            "items": [resource_to_dict(r) for r in resources]}
 
 
 def dumps_json(obj) -> str:
