@@ -11,7 +11,9 @@ Standard library only and cheap to import: the CNI plugin loads it.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Mapping
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds of import time on the CNI path
+    from typing import Mapping
 
 from topoipam.selector.parser import parse_tree
 from topoipam.selector.tokenizer import MAX_LABEL_LENGTH, valid_label
