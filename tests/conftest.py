@@ -11,7 +11,7 @@ import pytest
 
 from topoipam.store import open_store
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "etcd"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -20,12 +20,27 @@ def store(request, tmp_path):
         s = open_store("memory://")
     elif request.param == "sqlite":
         s = open_store(f"sqlite://{tmp_path}/store.db")
-    else:  # pragma: no cover - filled in by the etcd backend
+    elif request.param == "etcd":
+        server = request.getfixturevalue("etcd_server")
+        server.wipe()
+        s = open_store(server.url())
+    else:  # pragma: no cover
         pytest.skip(f"backend {request.param} not available")
     try:
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture(scope="session")
+def etcd_server(tmp_path_factory):
+    """One real single-member etcd on loopback for the session (tests/etcd_cluster.py); stopped by pid."""
+    from etcd_cluster import HAVE_ETCD, SKIP_REASON, EtcdCluster
+
+    if not HAVE_ETCD:
+        pytest.skip(SKIP_REASON)
+    with EtcdCluster(tmp_path_factory.mktemp("etcd")) as cluster:
+        yield cluster
 
 
 @pytest.fixture

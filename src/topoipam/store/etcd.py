@@ -1,0 +1,440 @@
+"""The etcd v3 datastore backend (``etcd://`` and ``etcds://``).
+
+Talks gRPC to etcd with the generated v3 stubs of ``etcd-sdk-python``; the
+channels, endpoint failover, authentication and error mapping are ours, because
+the CAS contract needs control over what may be retried. grpc and the stubs are
+imported when the first store is opened, never at module import.
+
+URL::
+
+    etcd://[user:password@]host:port[,host:port...][?timeout=5]
+    etcds://host:port[,...]?ca=/ca.pem&cert=/client.pem&key=/client-key.pem
+
+``config`` (a mapping with the same option names plus ``user`` and
+``password``) overrides the URL's options. ``.url`` never carries credentials.
+
+Revisions are etcd's ``mod_revision``. ``commit`` is one etcd Txn that compares
+the ``mod_revision`` of every key (0 = absent, for Create) and then applies the
+puts and deletes; its failure branch reads the keys back in the same Txn so the
+error can name the first condition that failed without a second round trip.
+
+Every gRPC exception passes through ``_map_rpc_error``: unreachable members,
+lost quorum, timeouts, TLS and authentication failures all become
+``DatastoreUnavailableError`` naming the endpoints and the reason. Every
+request carries a deadline and the ``hasleader`` metadata, so a member that
+has lost its leader answers at once instead of letting a CNI caller hang.
+
+Failover and retries: reads move to the next endpoint on any unavailability.
+A write moves on only when it provably did not reach a member that could apply
+it (connection failed, or the member refused it for having no leader), as
+etcd's own Go client does; after a timeout or a dropped connection its outcome
+is unknown and the caller gets ``DatastoreUnavailableError`` saying so (a blind
+resend of a CAS could report a conflict against its own write).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Sequence
+from urllib.parse import parse_qsl, unquote
+
+from topoipam.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    DatastoreUnavailableError,
+    TopoipamError,
+    ValidationError,
+)
+from topoipam.store.base import Create, Delete, Op, Record, Store, Update, check_one_op_per_key
+
+DEFAULT_PORT = 2379
+DEFAULT_TIMEOUT = 5.0
+MAX_TXN_OPS = 128  # etcd's default --max-txn-ops; get_many reads in chunks of this size
+OPTIONS = ("ca", "cert", "key", "timeout", "user", "password")
+
+# A member with no leader rejects requests carrying this metadata at once (etcd's
+# rpctypes.MetadataRequireLeaderKey) instead of waiting for an election.
+_REQUIRE_LEADER = ("hasleader", "true")
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One change seen by ``EtcdStore.watch``: ``type`` is ``"put"`` or ``"delete"``.
+
+    ``revision`` is the store revision of the change; for a delete ``value`` is empty.
+    """
+
+    type: str
+    key: str
+    value: bytes
+    revision: int
+
+
+@dataclass(frozen=True)
+class EtcdOptions:
+    endpoints: tuple[str, ...]
+    tls: bool
+    ca: str | None
+    cert: str | None
+    key: str | None
+    user: str | None
+    password: str | None
+    timeout: float
+    public_url: str
+
+
+def parse_url(url: str, config: Mapping[str, Any] | None = None) -> EtcdOptions:
+    """Split an etcd URL into endpoints and options; ValidationError on anything malformed."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("etcd", "etcds"):
+        raise ValidationError(f"etcd datastore URL {url!r} must start with etcd:// or etcds://")
+    netloc, _, query = rest.partition("?")
+    netloc = netloc.rstrip("/")
+    opts: dict[str, Any] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in OPTIONS or name in ("user", "password"):
+            raise ValidationError(
+                f"etcd datastore URL: unknown option {name!r} (known: ca, cert, key, timeout)"
+            )
+        opts[name] = value
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at:
+        user, colon, password = userinfo.partition(":")
+        opts["user"], opts["password"] = unquote(user), unquote(password) if colon else None
+    for name, value in (config or {}).items():
+        if name not in OPTIONS:
+            raise ValidationError(f"etcd datastore config: unknown option {name!r} (known: {', '.join(OPTIONS)})")
+        opts[name] = value
+    endpoints = tuple(_endpoint(h, url) for h in hosts.split(","))
+    if opts.get("user") and opts.get("password") is None:
+        raise ValidationError(f"etcd datastore URL: user {opts['user']!r} given without a password")
+    tls = scheme == "etcds"
+    if not tls and any(opts.get(k) for k in ("ca", "cert", "key")):
+        raise ValidationError("etcd datastore URL: ca, cert and key need the etcds:// scheme")
+    if bool(opts.get("cert")) != bool(opts.get("key")):
+        raise ValidationError("etcd datastore URL: a client certificate needs both cert and key")
+    try:
+        timeout = float(opts.get("timeout", DEFAULT_TIMEOUT))
+    except ValueError:
+        raise ValidationError(f"etcd datastore URL: timeout {opts['timeout']!r} is not a number of seconds") from None
+    if not timeout > 0:
+        raise ValidationError(f"etcd datastore URL: timeout must be positive, not {timeout}")
+    public_query = "&".join(f"{k}={opts[k]}" for k in ("ca", "cert", "key", "timeout") if opts.get(k) not in (None, ""))
+    public = f"{scheme}://{','.join(endpoints)}" + (f"?{public_query}" if public_query else "")
+    return EtcdOptions(
+        endpoints, tls, opts.get("ca") or None, opts.get("cert") or None, opts.get("key") or None,
+        opts.get("user") or None, opts.get("password"), timeout, public,
+    )
+
+
+def _endpoint(text: str, url: str) -> str:
+    text = text.strip()
+    if not text:
+        raise ValidationError(f"etcd datastore URL {url!r} names no host")
+    if text.startswith("["):  # [v6]:port
+        host, _, port = text[1:].partition("]")
+        port = port.lstrip(":")
+        host = f"[{host}]"
+    else:
+        host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
+    port = port or str(DEFAULT_PORT)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValidationError(f"etcd datastore URL: endpoint {text!r} is not host:port")
+    return f"{host}:{port}"
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The first key after every key that starts with ``prefix`` (etcd's range_end for a prefix)."""
+    b = bytearray(prefix)
+    while b and b[-1] == 0xFF:
+        b.pop()
+    if not b:
+        return b"\0"  # the whole keyspace
+    b[-1] += 1
+    return bytes(b)
+
+
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ValidationError(f"etcd datastore: cannot read the {what} file {path}: {e.strerror}") from None
+
+
+class _Outcome(Exception):
+    """Internal: an RPC failed; ``retry_write`` says whether a write may go to the next endpoint."""
+
+    def __init__(self, error: TopoipamError, retry_read: bool, retry_write: bool, reauth: bool = False):
+        super().__init__(error.message)
+        self.error, self.retry_read, self.retry_write, self.reauth = error, retry_read, retry_write, reauth
+
+
+class EtcdStore(Store):
+    def __init__(self, url: str, config: Mapping[str, Any] | None = None) -> None:
+        self._opts = parse_url(url, config)
+        self.url = self._opts.public_url
+        import grpc  # heavy: only when an etcd store is opened
+
+        from pyetcd import etcdrpc
+
+        self._grpc, self._pb = grpc, etcdrpc
+        self._creds = None
+        if self._opts.tls:
+            self._creds = grpc.ssl_channel_credentials(
+                _read_file(self._opts.ca, "ca") if self._opts.ca else None,
+                _read_file(self._opts.key, "key") if self._opts.key else None,
+                _read_file(self._opts.cert, "cert") if self._opts.cert else None,
+            )
+        self._lock = threading.Lock()
+        self._channels: dict[str, Any] = {}
+        self._current = 0
+        self._token: str | None = None
+        self._closed = False
+
+    # --- contract --------------------------------------------------------------------
+    def get(self, key: str) -> Record | None:
+        resp = self._call("KV", "Range", self._pb.RangeRequest(key=key.encode()), write=False)
+        return self._record(resp.kvs[0]) if resp.kvs else None
+
+    def list(self, prefix: str, *, start: str | None = None, limit: int | None = None) -> list[Record]:
+        if start is not None and not start.startswith(prefix):
+            raise ValidationError(f"list start {start!r} does not begin with the prefix {prefix!r}")
+        if limit is not None and limit <= 0:
+            return []
+        req = self._pb.RangeRequest(
+            key=(start or prefix).encode() or b"\0",
+            range_end=_prefix_end(prefix.encode()),
+            limit=limit or 0,
+            sort_order=self._pb.RangeRequest.ASCEND,
+            sort_target=self._pb.RangeRequest.KEY,
+        )
+        resp = self._call("KV", "Range", req, write=False)
+        return [self._record(kv) for kv in resp.kvs]
+
+    def get_many(self, keys) -> dict[str, Record]:
+        keys = list(dict.fromkeys(keys))
+        found: dict[str, Record] = {}
+        for i in range(0, len(keys), MAX_TXN_OPS):
+            chunk = keys[i:i + MAX_TXN_OPS]
+            reads = [self._pb.RequestOp(request_range=self._pb.RangeRequest(key=k.encode())) for k in chunk]
+            resp = self._call("KV", "Txn", self._pb.TxnRequest(success=reads), write=False)
+            for r in resp.responses:
+                for kv in r.response_range.kvs:
+                    rec = self._record(kv)
+                    found[rec.key] = rec
+        return found
+
+    def commit(self, ops: Sequence[Op]) -> int:
+        pb = self._pb
+        check_one_op_per_key(ops)
+        compare, success, failure = [], [], []
+        for op in ops:
+            key = op.key.encode()
+            rev = 0 if isinstance(op, Create) else op.revision
+            compare.append(pb.Compare(key=key, result=pb.Compare.EQUAL, target=pb.Compare.MOD, mod_revision=rev))
+            if isinstance(op, (Create, Update)):
+                success.append(pb.RequestOp(request_put=pb.PutRequest(key=key, value=op.value)))
+            elif isinstance(op, Delete):
+                success.append(pb.RequestOp(request_delete_range=pb.DeleteRangeRequest(key=key)))
+            # The failure branch reads every key back, so the error names the culprit.
+            failure.append(pb.RequestOp(request_range=pb.RangeRequest(key=key, keys_only=True)))
+        req = pb.TxnRequest(compare=compare, success=success, failure=failure)
+        resp = self._call("KV", "Txn", req, write=bool(success))
+        if resp.succeeded:
+            return resp.header.revision
+        current = {}
+        for r in resp.responses:
+            for kv in r.response_range.kvs:
+                current[kv.key.decode()] = kv.mod_revision
+        for op in ops:
+            have = current.get(op.key, 0)
+            if isinstance(op, Create):
+                if have:
+                    raise AlreadyExistsError(f"key {op.key} already exists")
+            elif have != op.revision:
+                raise ConflictError(f"update conflict on key {op.key}: revision {op.revision} expected, found {have}")
+        raise ConflictError("transaction conditions failed, but every key matched when read back")  # not reached
+
+    def watch(self, prefix: str, start_revision: int | None = None) -> Iterator[WatchEvent]:
+        """Yield every change under ``prefix`` from ``start_revision`` (default: changes after now), forever.
+
+        Close the generator to stop. Raises ``DatastoreUnavailableError`` when the
+        stream breaks (resume from the last revision seen + 1) and ``ConflictError``
+        when ``start_revision`` has been compacted away (list again, then watch
+        from the list's revision + 1).
+        """
+        pb = self._pb
+        create = pb.WatchCreateRequest(
+            key=prefix.encode() or b"\0", range_end=_prefix_end(prefix.encode()), start_revision=start_revision or 0
+        )
+        stop = threading.Event()
+
+        def requests():
+            yield pb.WatchRequest(create_request=create)
+            stop.wait()  # etcd ends the watch when the client half-closes, so hold the stream open
+
+        endpoint = self._endpoint_name()
+        try:
+            stream = self._stub(endpoint, "Watch").Watch(requests(), metadata=self._metadata())
+        except self._grpc.RpcError as exc:
+            raise self._map_rpc_error(exc, endpoint).error from None
+        try:
+            for resp in stream:
+                if resp.compact_revision:
+                    raise ConflictError(
+                        f"cannot watch {prefix} from revision {start_revision}: etcd compacted history up to"
+                        f" revision {resp.compact_revision}; list again and watch from there"
+                    )
+                for ev in resp.events:
+                    kind = "delete" if ev.type == pb.Event.DELETE else "put"
+                    yield WatchEvent(kind, ev.kv.key.decode(), bytes(ev.kv.value), ev.kv.mod_revision)
+            raise DatastoreUnavailableError(f"etcd watch on {prefix} ended by the server ({endpoint})")
+        except self._grpc.RpcError as exc:
+            raise self._map_rpc_error(exc, endpoint).error from None
+        finally:
+            stop.set()
+            stream.cancel()
+
+    def revision(self) -> int:
+        """The current store revision (a watch from ``revision() + 1`` sees every later change)."""
+        resp = self._call("KV", "Range", self._pb.RangeRequest(key=b"\0", limit=1, count_only=True), write=False)
+        return resp.header.revision
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            channels, self._channels = list(self._channels.values()), {}
+        for ch in channels:
+            ch.close()
+
+    # --- plumbing --------------------------------------------------------------------
+    @staticmethod
+    def _record(kv) -> Record:
+        return Record(kv.key.decode(), bytes(kv.value), kv.mod_revision)
+
+    def _endpoint_name(self) -> str:
+        with self._lock:
+            return self._opts.endpoints[self._current % len(self._opts.endpoints)]
+
+    def _channel(self, endpoint: str):
+        with self._lock:
+            if self._closed:
+                raise DatastoreUnavailableError(f"etcd datastore {self.url} is closed")
+            ch = self._channels.get(endpoint)
+            if ch is None:
+                # Short reconnect backoff: a restarted member is used again within a second.
+                options = [
+                    ("grpc.initial_reconnect_backoff_ms", 100),
+                    ("grpc.min_reconnect_backoff_ms", 100),
+                    ("grpc.max_reconnect_backoff_ms", 1000),
+                ]
+                if self._creds is not None:
+                    ch = self._grpc.secure_channel(endpoint, self._creds, options=options)
+                else:
+                    ch = self._grpc.insecure_channel(endpoint, options=options)
+                self._channels[endpoint] = ch
+            return ch
+
+    def _stub(self, endpoint: str, service: str):
+        return getattr(self._pb, f"{service}Stub")(self._channel(endpoint))
+
+    def _metadata(self) -> tuple:
+        return (_REQUIRE_LEADER, ("token", self._token)) if self._token else (_REQUIRE_LEADER,)
+
+    def _call(self, service: str, method: str, request, *, write: bool):
+        """Send one request, failing over across endpoints within the store's timeout."""
+        deadline = time.monotonic() + self._opts.timeout
+        n = len(self._opts.endpoints)
+        reasons: list[str] = []
+        reauthed = False
+        attempt = 0
+        while True:
+            endpoint = self._endpoint_name()
+            remaining = deadline - time.monotonic()
+            try:
+                if self._opts.user and self._token is None:
+                    self._authenticate(endpoint, remaining)
+                    remaining = deadline - time.monotonic()
+                fn = getattr(self._stub(endpoint, service), method)
+                return fn(request, timeout=max(remaining, 0.05), metadata=self._metadata())
+            except self._grpc.RpcError as exc:
+                outcome = self._map_rpc_error(exc, endpoint)
+            except _Outcome as raised:
+                outcome = raised
+            if outcome.reauth and not reauthed:
+                self._token, reauthed = None, True
+                continue
+            reasons.append(f"{endpoint}: {outcome.error.details or outcome.error.message}")
+            attempt += 1
+            may_retry = outcome.retry_write if write else outcome.retry_read
+            if not may_retry:
+                raise outcome.error
+            with self._lock:
+                self._current += 1
+            if time.monotonic() >= deadline or attempt >= 2 * n:
+                raise DatastoreUnavailableError(
+                    f"etcd datastore unavailable: no member of {', '.join(self._opts.endpoints)} answered"
+                    f" within {self._opts.timeout:g}s ({'; '.join(reasons[-n:])}); try again later",
+                    details="; ".join(reasons),
+                )
+            if attempt >= n:
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))  # every member refused: let an election run
+
+    def _authenticate(self, endpoint: str, remaining: float) -> None:
+        req = self._pb.AuthenticateRequest(name=self._opts.user, password=self._opts.password or "")
+        try:
+            resp = self._stub(endpoint, "Auth").Authenticate(req, timeout=max(remaining, 0.05))
+        except self._grpc.RpcError as exc:
+            if "authentication is not enabled" in (exc.details() or ""):
+                self._token = ""  # the cluster does not check credentials; send none
+                return
+            raise self._map_rpc_error(exc, endpoint) from None
+        self._token = resp.token
+
+    def _map_rpc_error(self, exc, endpoint: str) -> _Outcome:
+        """The one place where gRPC and etcd errors become topoipam errors."""
+        code = exc.code() if hasattr(exc, "code") else None
+        details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
+        low = details.lower()
+        sc = self._grpc.StatusCode
+        where = f"etcd at {endpoint}"
+
+        def unavailable(reason: str, read: bool, write: bool, reauth: bool = False) -> _Outcome:
+            err = DatastoreUnavailableError(f"{where}: {reason}; try again later", details=reason)
+            return _Outcome(err, read, write, reauth)
+
+        if any(s in low for s in ("ssl", "handshake", "certificate", "tls")):
+            return unavailable(
+                f"TLS handshake failed ({details}); check the ca, cert and key options", True, True
+            )
+        if "invalid auth token" in low or "auth: revision in header is old" in low:
+            return unavailable("authentication token expired", True, True, reauth=True)
+        if "authentication failed" in low or "invalid user id or password" in low:
+            return unavailable(f"authentication failed for user {self._opts.user!r}: {details}", False, False)
+        if code == sc.PERMISSION_DENIED or "user name is empty" in low or "permission denied" in low:
+            who = f"user {self._opts.user!r}" if self._opts.user else "no user (the cluster requires authentication)"
+            return unavailable(f"permission denied for {who}: {details}", False, False)
+        if code == sc.UNAVAILABLE:
+            # Nothing reached a member that could apply it: safe to resend a write elsewhere.
+            not_sent = "failed to connect" in low or "no leader" in low or "connection refused" in low
+            reason = "no leader (the cluster has lost quorum or is electing)" if "no leader" in low else details
+            return unavailable(f"unreachable: {reason}", True, not_sent)
+        if code == sc.DEADLINE_EXCEEDED:
+            return unavailable(
+                f"timed out after {self._opts.timeout:g}s (a write's outcome is unknown; read before retrying)",
+                True, False,
+            )
+        if "too many operations in txn request" in low:
+            err = ValidationError(
+                f"{where} refused a transaction with more operations than its --max-txn-ops allows"
+                f" (etcd's default is {MAX_TXN_OPS}); split the change or raise that limit"
+            )
+            return _Outcome(err, False, False)
+        if code == sc.RESOURCE_EXHAUSTED:
+            return unavailable(f"busy: {details}", True, False)
+        if code == sc.CANCELLED:
+            return unavailable(f"request cancelled: {details}", True, False)
+        return unavailable(f"request failed ({code.name if code else 'error'}): {details}", False, False)
