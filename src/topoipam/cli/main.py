@@ -1,0 +1,107 @@
+"""``topoipam [--datastore URL] COMMAND ...``: the command-line entry point.
+
+Commands live in modules listed in ``COMMAND_MODULES``; each has
+``register(subparsers)`` adding its sub-commands with
+``set_defaults(run=function)``, where ``run(args, ctx) -> int``. Adding a
+command module is one line in that tuple.
+
+This is the ONE place where errors become exit codes: a ``TopoipamError``
+prints its message on stderr and exits with its ``exit_code`` (0 ok, 1
+operation failed, 2 usage or validation, 3 datastore unavailable); a usage
+error from argparse exits 2. Results go to stdout, errors to stderr. An
+unexpected exception (a bug) still shows its traceback.
+
+Start-up stays lean: argparse and the stdlib only here; each command imports
+what it needs (PyYAML only for YAML in or out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from topoipam.errors import EXIT_USAGE, TopoipamError, ValidationError
+
+COMMAND_MODULES = (
+    "topoipam.cli.resources",  # create apply replace delete get patch label
+    "topoipam.cli.init",  # init
+)
+
+
+class UsageError(ValidationError):
+    """The command line itself is wrong (exit 2)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so errors map to exit codes in one place."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}. Use '{self.prog} --help' to read about this command.")
+
+
+class Context:
+    """What a command needs from the edge: the datastore (opened on first use) and the streams."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self._store = None
+
+    @property
+    def store(self):
+        if self._store is None:
+            from topoipam.store import open_store
+
+            self._store = open_store(self.args.datastore)
+        return self._store
+
+    @property
+    def out(self):
+        return sys.stdout
+
+    @property
+    def err(self):
+        return sys.stderr
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="topoipam", description="Topology-aware IP address management (calicoctl-compatible).")
+    parser.add_argument("--datastore", metavar="URL", default=None,
+                        help="sqlite:///path, etcd://host:port or memory:// (default: $TOPOIPAM_DATASTORE, "
+                             "else an SQLite file under the user's data directory)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    subparsers.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code (the console script passes it to sys.exit)."""
+    ctx = None
+    try:
+        args = build_parser().parse_args(argv)
+        ctx = Context(args)
+        return args.run(args, ctx)
+    except TopoipamError as err:
+        message = err.message.rstrip("\n")
+        if message:
+            print(message, file=sys.stderr)
+        return err.exit_code
+    except SystemExit as exc:  # --help, and argparse's own exits
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else EXIT_USAGE)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

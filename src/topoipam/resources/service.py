@@ -1,0 +1,444 @@
+"""Writes of the v3 resources: create, apply, replace, delete, patch, label.
+
+Resources live at ``resources.keys`` paths as ``model.storage`` JSON; the
+record's revision is the resource's ``resourceVersion``. Every write is a
+compare-and-swap on the revision that was read (DESIGN.md invariant 2).
+
+Several resources are one request: each is validated (``model.validate``
+plus the cross-resource rules: pool overlap with stored pools *and* with the
+other new pools, blocks of another size), and only when all pass are they
+written in ONE ``store.commit``. Any failure writes nothing and names the
+failing document (``TopoipamError.document``). A commit that loses a race to
+another writer is planned again from fresh reads, so a lost race ends either
+in success or in the same error a sequential run would have given.
+
+Pool delete follows Calico (reference 1.3): disable (CAS) so that no new
+block is claimed, release the pool's block affinities through the IPAM
+service, then delete (CAS on the disabled version).
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Iterable, Sequence, TypeVar
+
+from topoipam.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    NotFoundError,
+    RetriesExhaustedError,
+    TopoipamError,
+    ValidationError,
+)
+from topoipam.model.storage import from_storage, resource_from_dict, resource_to_dict, to_storage
+from topoipam.model.validate import field_error, overlap_error, validate, validation_error
+from topoipam.resources.keys import resource_key, resource_prefix
+from topoipam.store.base import Create, Delete, Op, Store, Update
+
+T = TypeVar("T")
+
+IPAM_CONFIG_NAME = "default"
+
+CREATE, APPLY, REPLACE = "create", "apply", "replace"
+
+
+def ident(kind: str, name: str) -> str:
+    """Calico's resource identifier in messages: ``IPPool(rack-0-ippool)``."""
+    return f"{kind}({name})"
+
+
+def not_found(kind: str, name: str) -> NotFoundError:
+    return NotFoundError(f"resource does not exist: {ident(kind, name)} with error: <nil>")
+
+
+def tag_document(err: TopoipamError, index: int, resource) -> TopoipamError:
+    """Record which input document (1-based) an error belongs to; the CLI words the message."""
+    err.document = (index, resource.kind, resource.name)  # type: ignore[attr-defined]
+    return err
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _cas(store: Store, attempt: Callable[[], tuple[list[Op], T]], what: str) -> T:
+    """Plan with ``attempt()`` from fresh reads and commit its ops, again while the commit loses a race.
+
+    The loop is the one CAS retry helper of the project (``ipam/retry.py``,
+    same layer, imported lazily so that reads never load it).
+    """
+    from topoipam.ipam.retry import Plan, run_cas
+
+    def one(_lost: int):
+        ops, result = attempt()
+        return Plan(ops=ops, result=result)
+
+    return run_cas(store, one, what)
+
+
+class StaleVersionError(ConflictError):
+    """The resourceVersion the caller gave is older than the stored one (calicoctl's text)."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(f"update conflict: {ident(kind, name)}")
+
+
+@dataclass
+class BatchResult:
+    """What a create/apply/replace wrote: ``written`` in input order; ``skipped`` (create --skip-exists)."""
+
+    written: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+
+    @property
+    def handled(self) -> int:
+        return len(self.written) + len(self.skipped)
+
+
+class ResourceService:
+    """The v3 resources over one datastore."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # ---------------------------------------------------------------- reads
+
+    def _read(self, kind: str, name: str):
+        """``(resource, revision)`` or ``(None, 0)``."""
+        record = self.store.get(resource_key(kind, name))
+        if record is None:
+            return None, 0
+        return from_storage(kind, record.value, record.revision), record.revision
+
+    def list(self, kind: str) -> list:
+        """Every resource of ``kind`` in name order."""
+        return [from_storage(kind, r.value, r.revision) for r in self.store.list(resource_prefix(kind))]
+
+    def get(self, kind: str, names: Sequence[str]) -> list:
+        """One entry per name, in order: the resource, or None when it does not exist."""
+        records = self.store.get_many(resource_key(kind, n) for n in names)
+        out = []
+        for name in names:
+            record = records.get(resource_key(kind, name))
+            out.append(None if record is None else from_storage(kind, record.value, record.revision))
+        return out
+
+    # ---------------------------------------------------------------- create / apply / replace
+
+    def create(self, resources: Sequence, *, skip_exists: bool = False) -> BatchResult:
+        """Create all of ``resources`` or none. ``skip_exists``: an existing one is left as it is."""
+        return self._batch(resources, CREATE, skip_exists)
+
+    def apply(self, resources: Sequence) -> BatchResult:
+        """Create the absent ones and update the present ones, all or none."""
+        return self._batch(resources, APPLY, False)
+
+    def replace(self, resources: Sequence) -> BatchResult:
+        """Update resources that must all exist, all or none."""
+        return self._batch(resources, REPLACE, False)
+
+    def _batch(self, resources: Sequence, mode: str, skip_exists: bool) -> BatchResult:
+        if not resources:
+            raise ValidationError("No resources specified")
+        self._check_unique(resources)
+
+        def attempt():
+            result, ops = self._plan(resources, mode, skip_exists)
+            return ops, result
+
+        # A Create that finds its key, or an Update whose revision moved, lost a race to another
+        # writer: the next plan reads again and then succeeds or reports what a sequential run would.
+        return _cas(self.store, attempt, f"{mode} of {len(resources)} resource(s)")
+
+    @staticmethod
+    def _check_unique(resources: Sequence) -> None:
+        seen: dict[tuple[str, str], int] = {}
+        for index, res in enumerate(resources, start=1):
+            key = (res.kind, res.name)
+            if key in seen:
+                err = ValidationError(f"{ident(*key)} is given twice in the input (documents {seen[key]} and {index})")
+                raise tag_document(err, index, res)
+            seen[key] = index
+
+    def _plan(self, resources: Sequence, mode: str, skip_exists: bool) -> tuple[BatchResult, list[Op]]:
+        """Validate every resource against fresh reads; the ops that write them all."""
+        result, ops = BatchResult(), []
+        pools = None  # stored pools, read once when a pool is created
+        new_pools: list = []
+        for index, res in enumerate(resources, start=1):
+            try:
+                current, revision = self._read(res.kind, res.name)
+                if current is None and res.kind == "IPPool" and mode != REPLACE and pools is None:
+                    pools = self.list("IPPool")
+                op, stored = self._plan_one(res, mode, current, revision, (pools or []) + new_pools)
+            except TopoipamError as err:
+                raise tag_document(err, index, res)
+            if op is None:
+                if not skip_exists:
+                    raise tag_document(AlreadyExistsError(f"resource already exists: {ident(res.kind, res.name)}"),
+                                       index, res)
+                result.skipped.append(current)
+                continue
+            if isinstance(op, Create) and res.kind == "IPPool":
+                new_pools.append(stored)
+            ops.append(op)
+            result.written.append(stored)
+        return result, ops
+
+    def _plan_one(self, res, mode: str, current, revision: int, other_pools: list):
+        """``(op, resource as stored)``; ``(None, None)`` when a create finds it present."""
+        if res.kind == "IPAMConfiguration" and res.name != IPAM_CONFIG_NAME:
+            raise ValidationError('Cannot create an IPAMConfiguration resource with a name other than "default"')
+        if current is None:
+            if mode == REPLACE:
+                raise not_found(res.kind, res.name)
+            return self._plan_create(res, other_pools)
+        if mode == CREATE:
+            return None, None
+        wanted = res.metadata.resource_version
+        if wanted and wanted != str(revision):
+            # The user's copy is stale: someone changed the resource since it was read.
+            raise StaleVersionError(res.kind, res.name)
+        stored = validate(res, old=current)
+        stored.metadata.uid = current.metadata.uid
+        stored.metadata.creation_timestamp = current.metadata.creation_timestamp
+        stored.metadata.resource_version = ""
+        return Update(resource_key(res.kind, res.name), to_storage(stored), revision), stored
+
+    def _plan_create(self, res, other_pools: list):
+        stored = validate(res)
+        if stored.kind == "IPPool":
+            self._check_new_pool(stored, other_pools)
+        stored.metadata.uid = str(uuid.uuid4())
+        stored.metadata.creation_timestamp = _now()
+        stored.metadata.resource_version = ""
+        return Create(resource_key(res.kind, res.name), to_storage(stored)), stored
+
+    def _check_new_pool(self, pool, other_pools: list) -> None:
+        """Create-only rules of reference 1.2 that need other objects: overlap, blocks of another size."""
+        fields = overlap_error(pool, other_pools)
+        if fields:
+            raise validation_error(fields)
+        sizes = self._block_sizes_in(pool)
+        if any(size != pool.spec.block_size for size in sizes):
+            raise validation_error([field_error(
+                "IPPool.Spec.BlockSize", pool.spec.block_size,
+                "IPPool blocksSize conflicts with existing allocations that use a different blockSize")])
+
+    def _block_sizes_in(self, pool) -> set[int]:
+        """Prefix lengths of stored blocks inside ``pool``'s CIDR (blocks outlive a deleted pool)."""
+        from topoipam.ipam import keys  # the IPAM key layout; same layer, loaded only on pool create
+
+        net = pool.network
+        prefix = keys.block_prefix(net.version)
+        start = prefix + keys.net_suffix(net).partition("-")[0]  # every prefix length at the pool's start
+        sizes: set[int] = set()
+        while True:
+            page = self.store.list(prefix, start=start, limit=256)
+            for record in page:
+                block = keys.parse_suffix(record.key[len(prefix):], net.version)
+                if block.network_address > net.broadcast_address:
+                    return sizes  # key order is address order: past the pool's end
+                sizes.add(block.prefixlen)
+            if len(page) < 256:
+                return sizes
+            start = page[-1].key + "\0"
+
+    # ---------------------------------------------------------------- delete
+
+    def delete(self, items: Iterable) -> list[tuple[str, str, TopoipamError | None]]:
+        """Delete each item (a resource, or a ``(kind, name)`` pair); one ``(kind, name, error)`` per item.
+
+        Unlike create, deletes are independent (calicoctl's behaviour): a
+        missing resource does not stop the others. A resource that carries a
+        resourceVersion is deleted only if it is still at that version.
+        """
+        out = []
+        for item in items:
+            kind, name = (item.kind, item.name) if hasattr(item, "kind") else item
+            wanted = item.metadata.resource_version if hasattr(item, "metadata") else ""
+            try:
+                if kind == "IPPool":
+                    self._delete_pool(name, wanted)
+                else:
+                    _cas(self.store, lambda: self._plan_delete(kind, name, wanted), f"delete of {ident(kind, name)}")
+                out.append((kind, name, None))
+            except TopoipamError as err:
+                out.append((kind, name, err))
+        return out
+
+    def _plan_delete(self, kind: str, name: str, wanted: str = ""):
+        record = self.store.get(resource_key(kind, name))
+        if record is None:
+            raise not_found(kind, name)
+        if wanted and wanted != str(record.revision):
+            raise StaleVersionError(kind, name)
+        return [Delete(record.key, record.revision)], None
+
+    def _delete_pool(self, name: str, wanted: str = "") -> None:
+        """Reference 1.3: disable, release the pool's block affinities, delete."""
+        key = resource_key("IPPool", name)
+
+        def disable():
+            pool, revision = self._read("IPPool", name)
+            if pool is None:
+                raise not_found("IPPool", name)
+            if wanted and wanted != str(revision):
+                raise StaleVersionError("IPPool", name)
+            if pool.spec.disabled:
+                return [], pool
+            # From here on no allocator picks this pool for a new block.
+            pool.spec.disabled = True
+            return [Update(key, to_storage(pool), revision)], pool
+
+        pool = _cas(self.store, disable, f"disable of {ident('IPPool', name)}")
+        self._release_pool_affinities(pool)
+
+        def remove():
+            pool, revision = self._read("IPPool", name)
+            if pool is None:
+                return [], None  # deleted by someone else meanwhile: the outcome asked for
+            if not pool.spec.disabled:
+                # Re-enabled meanwhile, so blocks may have been claimed after the release above.
+                raise ConflictError(f"update conflict: {ident('IPPool', name)} was enabled again while "
+                                    "being deleted; it was not deleted")
+            return [Delete(key, revision)], None
+
+        _cas(self.store, remove, f"delete of {ident('IPPool', name)}")
+
+    def _release_pool_affinities(self, pool) -> None:
+        try:
+            from topoipam.ipam import IpamService  # same level; imported lazily (INTERFACES.md)
+        except ImportError:
+            IpamService = None
+        if IpamService is None:
+            # TODO(ipam): the IPAM service is still being written. Until it lands there are no
+            # blocks to release; once it does this call releases them (reference 1.3 step 2).
+            return
+        IpamService(self.store).release_pool_affinities(pool)
+
+    # ---------------------------------------------------------------- patch / label
+
+    def patch(self, kind: str, name: str, patch_text: str):
+        """Apply a JSON merge patch (RFC 7386) to the stored resource; returns it as stored."""
+        try:
+            patch = json.loads(patch_text)
+        except ValueError as exc:
+            raise ValidationError(f"patch is not valid JSON: {exc}") from None
+        if not isinstance(patch, dict):
+            raise ValidationError("patch must be a JSON object, e.g. '{\"spec\":{\"disabled\":true}}'")
+
+        def attempt():
+            current, revision = self._read(kind, name)
+            if current is None:
+                raise not_found(kind, name)
+            meta = patch.get("metadata")
+            wanted = meta.get("resourceVersion") if isinstance(meta, dict) else None
+            if wanted and str(wanted) != str(revision):
+                raise StaleVersionError(kind, name)
+            merged = merge_patch(resource_to_dict(current), patch)
+            if isinstance(merged.get("metadata"), dict):
+                merged["metadata"].pop("resourceVersion", None)
+            patched = resource_from_dict(merged, f"patched {ident(kind, name)}")
+            if (patched.kind, patched.name) != (kind, name):
+                raise ValidationError(f"a patch cannot change the kind or name of {ident(kind, name)}")
+            return self._plan_update(current, patched, revision)
+
+        return _cas(self.store, attempt, f"patch of {ident(kind, name)}")
+
+    @staticmethod
+    def _plan_update(current, changed, revision: int):
+        stored = validate(changed, old=current)
+        stored.metadata.uid = current.metadata.uid
+        stored.metadata.creation_timestamp = current.metadata.creation_timestamp
+        stored.metadata.resource_version = ""
+        return [Update(resource_key(stored.kind, stored.name), to_storage(stored), revision)], stored
+
+    def label(self, kind: str, name: str, key: str, value: str, *, overwrite: bool = False,
+              typed_kind: str | None = None) -> str:
+        """Set label ``key=value``; returns ``"set"`` or ``"updated"``. Messages are calicoctl's (7.3)."""
+        what = f"{typed_kind or kind} {name}"
+
+        def attempt():
+            current, revision = self._read(kind, name)
+            if current is None:
+                raise NotFoundError(f"{what} not found")
+            labels = current.metadata.labels
+            if key in labels and labels[key] != value and not overwrite:
+                raise AlreadyExistsError(f"failed to update label of {what}, key {key} is already present. "
+                                         "please use '--overwrite' to set a new value")
+            outcome = "updated" if key in labels else "set"
+            ops, _ = self._plan_update(current, _with_labels(current, {**labels, key: value}), revision)
+            return ops, outcome
+
+        return self._label_cas(attempt, what)
+
+    def unlabel(self, kind: str, name: str, key: str, *, typed_kind: str | None = None) -> None:
+        """Remove label ``key``; calicoctl's messages (7.3)."""
+        what = f"{typed_kind or kind} {name}"
+
+        def attempt():
+            current, revision = self._read(kind, name)
+            if current is None:
+                raise NotFoundError(f"{what} not found")
+            labels = dict(current.metadata.labels)
+            if key not in labels:
+                raise NotFoundError(f"cannot remove label of {what}, key {key} does not exist")
+            del labels[key]
+            return self._plan_update(current, _with_labels(current, labels), revision)
+
+        self._label_cas(attempt, what)
+
+    def _label_cas(self, attempt, what: str):
+        try:
+            return _cas(self.store, attempt, f"label of {what}")
+        except RetriesExhaustedError:
+            raise RetriesExhaustedError(f"failed to update {what}, label not changed") from None
+
+    # ---------------------------------------------------------------- init
+
+    def ensure_pools(self, pools: Sequence) -> list[tuple[object, str]]:
+        """Create each pool unless a pool of its IP version exists (reference 1.4); idempotent.
+
+        Returns ``(pool, outcome)`` with outcome ``"created"`` or the reason it was not.
+        """
+        out = []
+        for pool in pools:
+            version = ipaddress.ip_network(pool.spec.cidr, strict=False).version
+            existing = [p for p in self.list("IPPool") if p.version == version]
+            if existing:
+                out.append((pool, f"an IPv{version} pool exists already ({existing[0].name})"))
+                continue
+            try:
+                self.create([pool])
+            except AlreadyExistsError:  # a concurrent init won: the outcome asked for
+                out.append((pool, "created by someone else meanwhile"))
+                continue
+            except TopoipamError as err:
+                raise tag_document(err, 1, pool) from None
+            out.append((pool, "created"))
+        return out
+
+
+def _with_labels(resource, labels: dict):
+    changed = copy.deepcopy(resource)
+    changed.metadata.labels = labels
+    return changed
+
+
+def merge_patch(target, patch):
+    """RFC 7386 JSON merge patch: objects merge recursively, ``null`` deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
