@@ -219,3 +219,11 @@ def test_list_to_dict_round_trips_through_decode():
     assert d["kind"] == "IPPoolList" and d["metadata"] == {"resourceVersion": "42"}
     assert decode_documents(dumps_yaml(d), "list.yaml") == pools
     assert decode_documents(dumps_json(d), "list.json") == pools
+
+
+def test_duplicate_keys_are_errors():
+    yaml_text = RACK_POOLS.split("---")[0] + "  cidr: 10.0.0.0/24\n"
+    message = decode_error(yaml_text)
+    assert message.startswith("rack.yaml: cannot parse YAML at line 10, column 3: mapping key 'cidr' already defined")
+    json_text = '{"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "kind": "Node"}'
+    assert decode_error(json_text, "p.json") == "p.json: cannot parse JSON: key 'kind' given twice"

@@ -26,7 +26,16 @@ def _loader():
         base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
         class Loader(base):  # type: ignore[misc, valid-type]
-            pass
+            def construct_mapping(self, node, deep=False):
+                # go-yaml (and so calicoctl) rejects a key given twice; PyYAML would keep the last one.
+                seen = set()
+                for key_node, _value in node.value:
+                    key = key_node.value
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"mapping key {key!r} already defined", key_node.start_mark)
+                    seen.add(key)
+                return super().construct_mapping(node, deep)
 
         Loader.yaml_implicit_resolvers = {
             first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
@@ -50,11 +59,26 @@ def _load_yaml(text: str, source: str) -> list:
         raise ValidationError(f"{source}: cannot parse YAML: {exc}") from None
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs):
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def _load(text: str, source: str) -> list:
     stripped = text.lstrip()
     if stripped[:1] in ("{", "["):
         try:
-            value = json.loads(text)
+            value = json.loads(text, object_pairs_hook=_unique_keys)
+        except _DuplicateKey as exc:
+            raise ValidationError(f"{source}: cannot parse JSON: key {exc.args[0]!r} given twice") from None
         except ValueError:
             pass  # flow-style YAML, or broken JSON: YAML gives the position of the problem
         else:
