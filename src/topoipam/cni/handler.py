@@ -268,6 +268,8 @@ def respond(env: Mapping[str, str], stdin: bytes, open_backend: OpenBackend, *,
         if req.command == "VERSION":
             return 0, P.dumps(P.version_object(req.version))
         conf = parse_ipam(req.config)
+        if req.command in ("ADD", "CHECK"):
+            parse_args(req.args)  # refuse bad input before the datastore is even opened
         try:
             store, service = open_backend(conf.datastore)
         except E.TopoipamError as exc:

@@ -29,10 +29,11 @@ class _Backend:
         self.store = None
 
     def __call__(self, url: str | None):
-        from topoipam.ipam import IpamService
         from topoipam.store import open_store
 
         self.store = open_store(url)
+        from topoipam.ipam import IpamService
+
         return self.store, IpamService(self.store)
 
     def close(self) -> None:
