@@ -1,7 +1,7 @@
 """Calico's label selector language: parse, canonical text, evaluation.
 
     sel = parse('rack == "0"')      # cached; SelectorError carries Calico's text
-    sel.evaluate({"rack": "0"})     # True
+    sel.evaluate({"rack": "0"})     # True: whether these labels are selected
     str(sel)                        # canonical form, 'rack == "0"'; blank -> 'all()'
 
 Selectors compare and hash by their canonical text, as Calico's UniqueID does.
@@ -11,9 +11,6 @@ Standard library only and cheap to import: the CNI plugin loads it.
 from __future__ import annotations
 
 from functools import lru_cache
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs milliseconds of import time on the CNI path
-    from typing import Mapping
 
 from topoipam.selector.parser import parse_tree
 from topoipam.selector.tokenizer import MAX_LABEL_LENGTH, valid_label
@@ -24,18 +21,16 @@ __all__ = ["MAX_LABEL_LENGTH", "Selector", "parse", "valid_label", "validate"]
 class Selector:
     """A parsed selector. Immutable; build it with ``parse``."""
 
-    __slots__ = ("_text", "_predicate", "root")
+    # ``evaluate(labels) -> bool`` is the compiled predicate itself, stored
+    # per instance: no method frame between the caller and the closures.
+    __slots__ = ("_text", "evaluate", "root")
 
     def __init__(self, root) -> None:
         out: list[str] = []
         root.render(out)
         self.root = root
         self._text = "".join(out)
-        self._predicate = root.compile()
-
-    def evaluate(self, labels: Mapping[str, str]) -> bool:
-        """Whether ``labels`` (label name -> value) are selected."""
-        return self._predicate(labels)
+        self.evaluate = root.compile()
 
     def __str__(self) -> str:
         return self._text

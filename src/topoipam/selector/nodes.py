@@ -134,6 +134,9 @@ class Not(Node):
         self.operand.render(out)
 
     def compile(self) -> Predicate:
+        if isinstance(self.operand, Has):  # "!has(x)" is common in pool selectors
+            label = self.operand.label
+            return lambda labels: label not in labels
         inner = self.operand.compile()
         return lambda labels: not inner(labels)
 
