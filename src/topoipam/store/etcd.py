@@ -289,7 +289,7 @@ class EtcdStore(Store):
                         f" revision {resp.compact_revision}; list again and watch from there"
                     )
                 for ev in resp.events:
-                    kind = "delete" if ev.type == pb.Event.DELETE else "put"
+                    kind = "delete" if ev.type == type(ev).DELETE else "put"
                     yield WatchEvent(kind, ev.kv.key.decode(), bytes(ev.kv.value), ev.kv.mod_revision)
             raise DatastoreUnavailableError(f"etcd watch on {prefix} ended by the server ({endpoint})")
         except self._grpc.RpcError as exc:

@@ -1,0 +1,276 @@
+"""The etcd backend beyond the shared contract (which runs on etcd through the ``store`` fixture):
+URL handling, lazy import, TLS, user/password auth, unreachable endpoints, etcd's transaction
+size limit, watch, and a three-member cluster losing its leader, its quorum, and a member that
+comes back. Every etcd here is a real process on loopback, stopped by pid in fixture teardown.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from etcd_cluster import HAVE_ETCD, SKIP_REASON, EtcdCluster, free_port, make_tls
+from topoipam.errors import DatastoreUnavailableError, ValidationError
+from topoipam.store import Create, open_store
+from topoipam.store.etcd import EtcdStore, parse_url
+
+needs_etcd = pytest.mark.skipif(not HAVE_ETCD, reason=SKIP_REASON)
+
+
+def finishes(fn, within: float):
+    """Run ``fn`` in a thread; return ("ok", value) or ("error", exc), or fail if it hangs past ``within`` s.
+
+    A hang guard, generous on purpose: the assertions are about what happened, not how fast.
+    """
+    box: list = []
+
+    def run():
+        try:
+            box.append(("ok", fn()))
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            box.append(("error", e))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(within)
+    assert box, f"call still running after {within}s: it hangs instead of failing"
+    return box[0]
+
+
+# -- URL ------------------------------------------------------------------------------
+
+
+def test_url_strips_credentials_and_keeps_endpoints():
+    opts = parse_url("etcd://alice:s%3Acret@10.0.0.1:2379,10.0.0.2,[::1]:2380?timeout=2")
+    assert opts.endpoints == ("10.0.0.1:2379", "10.0.0.2:2379", "[::1]:2380")
+    assert (opts.user, opts.password, opts.timeout) == ("alice", "s:cret", 2.0)
+    assert "alice" not in opts.public_url and "cret" not in opts.public_url
+    assert opts.public_url == "etcd://10.0.0.1:2379,10.0.0.2:2379,[::1]:2380?timeout=2"
+
+
+def test_config_mapping_overrides_url_options():
+    opts = parse_url("etcds://h:1", {"ca": "/ca.pem", "cert": "/c.pem", "key": "/k.pem", "user": "u", "password": "p"})
+    assert (opts.tls, opts.ca, opts.cert, opts.key, opts.user) == (True, "/ca.pem", "/c.pem", "/k.pem", "u")
+    assert "p" not in opts.public_url.split("?")[0].replace("etcds", "")
+
+
+@pytest.mark.parametrize(
+    "url, words",
+    [
+        ("etcd://h:1?ca=/x", "etcds://"),
+        ("etcds://h:1?cert=/x", "both cert and key"),
+        ("etcd://h:1?colour=red", "colour"),
+        ("etcd://h:notaport", "h:notaport"),
+        ("etcd://h:1?timeout=soon", "soon"),
+        ("etcd://bob@h:1", "without a password"),
+        ("etcd://", "names no host"),
+    ],
+)
+def test_bad_urls_are_rejected_with_the_reason(url, words):
+    with pytest.raises(ValidationError, match=words):
+        parse_url(url)
+
+
+def test_unreadable_ca_file_is_a_validation_error(tmp_path):
+    with pytest.raises(ValidationError, match="ca file"):
+        EtcdStore(f"etcds://127.0.0.1:1?ca={tmp_path}/missing.pem")
+
+
+def test_importing_the_store_package_loads_no_grpc():
+    code = "import sys, topoipam.store, topoipam.store.etcd; print('grpc' in sys.modules, 'pyetcd' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+# -- unreachable ------------------------------------------------------------------------
+
+
+def test_unreachable_endpoint_is_unavailable_not_a_hang():
+    port = free_port()  # nothing listens there
+    store = open_store(f"etcd://127.0.0.1:{port}?timeout=1")
+    try:
+        kind, err = finishes(lambda: store.create("/k", b"v"), within=15)
+        assert kind == "error" and isinstance(err, DatastoreUnavailableError), err
+        assert f"127.0.0.1:{port}" in str(err) and "try again later" in str(err)
+        kind, err = finishes(lambda: store.get("/k"), within=15)
+        assert isinstance(err, DatastoreUnavailableError)
+    finally:
+        store.close()
+
+
+@needs_etcd
+def test_a_dead_endpoint_in_the_list_is_skipped(etcd_server):
+    etcd_server.wipe()
+    url = f"etcd://127.0.0.1:{free_port()},{etcd_server.endpoints()}"
+    with open_store(url) as store:
+        for i in range(3):  # whichever endpoint it starts on, every call lands
+            rev = store.create(f"/dead-first/{i}", b"x")
+            assert store.get(f"/dead-first/{i}").revision == rev
+
+
+# -- watch ------------------------------------------------------------------------------
+
+
+@needs_etcd
+def test_watch_replays_changes_from_a_revision_in_order(etcd_server):
+    etcd_server.wipe()
+    with EtcdStore(etcd_server.url()) as store:
+        start = store.revision() + 1
+        r1 = store.create("/w/a", b"1")
+        r2 = store.update("/w/a", b"2", r1)
+        store.create("/other/x", b"-")
+        store.delete("/w/a", r2)
+        r4 = store.create("/w/b", b"3")
+        events = store.watch("/w/", start)
+        seen = [next(events) for _ in range(4)]
+        events.close()
+    assert [(e.type, e.key, e.value) for e in seen] == [
+        ("put", "/w/a", b"1"), ("put", "/w/a", b"2"), ("delete", "/w/a", b""), ("put", "/w/b", b"3"),
+    ]
+    assert seen[0].revision == r1 and seen[1].revision == r2 and seen[3].revision == r4
+    assert seen[2].revision < r4
+
+
+# -- TLS --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_etcd(tmp_path_factory):
+    if not HAVE_ETCD:
+        pytest.skip(SKIP_REASON)
+    base = tmp_path_factory.mktemp("etcd-tls")
+    tls = make_tls(base / "pki")
+    with EtcdCluster(base, tls=tls) as cluster:
+        yield cluster
+
+
+def test_tls_with_the_right_client_certificate_works(tls_etcd):
+    with open_store(tls_etcd.url()) as store:
+        assert store.url.startswith("etcds://127.0.0.1:")
+        rev = store.create("/tls/k", b"v")
+        assert store.get("/tls/k").revision == rev
+
+
+@pytest.mark.parametrize("variant", ["no client cert", "client cert from another CA", "server CA unknown"])
+def test_tls_fails_clearly_without_the_right_certificates(tls_etcd, variant):
+    t = tls_etcd.tls
+    query = {
+        "no client cert": f"ca={t.ca}",
+        "client cert from another CA": f"ca={t.ca}&cert={t.other_cert}&key={t.other_key}",
+        "server CA unknown": f"ca={t.other_ca}&cert={t.client_cert}&key={t.client_key}",
+    }[variant]
+    with open_store(f"etcds://{tls_etcd.endpoints()}?{query}&timeout=2") as store:
+        kind, err = finishes(lambda: store.get("/tls/k"), within=20)
+    assert kind == "error" and isinstance(err, DatastoreUnavailableError), err
+    assert tls_etcd.endpoints() in str(err)
+
+
+def test_plain_etcd_url_against_a_tls_member_is_unavailable(tls_etcd):
+    with open_store(f"etcd://{tls_etcd.endpoints()}?timeout=1") as store:
+        kind, err = finishes(lambda: store.get("/tls/k"), within=15)
+    assert isinstance(err, DatastoreUnavailableError), err
+
+
+# -- auth and etcd's default transaction limit -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def auth_etcd(tmp_path_factory):
+    if not HAVE_ETCD:
+        pytest.skip(SKIP_REASON)
+    with EtcdCluster(tmp_path_factory.mktemp("etcd-auth"), max_txn_ops=128) as cluster:
+        cluster.enable_auth("ipam", "pa55word")
+        yield cluster
+
+
+def test_user_and_password_authenticate_and_stay_out_of_the_url(auth_etcd):
+    with open_store(f"etcd://ipam:pa55word@{auth_etcd.endpoints()}") as store:
+        assert "pa55word" not in store.url and "ipam" not in store.url
+        rev = store.create("/auth/k", b"v")
+        assert store.get("/auth/k").revision == rev
+
+
+def test_wrong_password_says_authentication_failed(auth_etcd):
+    with open_store(f"etcd://ipam:wrong@{auth_etcd.endpoints()}?timeout=2") as store:
+        with pytest.raises(DatastoreUnavailableError, match="authentication failed for user 'ipam'"):
+            store.get("/auth/k")
+
+
+def test_no_credentials_on_an_auth_cluster_is_refused_clearly(auth_etcd):
+    with open_store(f"etcd://{auth_etcd.endpoints()}?timeout=2") as store:
+        with pytest.raises(DatastoreUnavailableError, match="requires authentication"):
+            store.create("/auth/anon", b"v")
+
+
+def test_a_transaction_over_etcds_limit_is_a_validation_error_and_writes_nothing(auth_etcd):
+    with open_store(f"etcd://ipam:pa55word@{auth_etcd.endpoints()}") as store:
+        with pytest.raises(ValidationError, match="max-txn-ops"):
+            store.commit([Create(f"/big/{i:04d}", b"x") for i in range(129)])
+        assert store.list("/big/") == []
+        assert len(store.get_many([f"/big/{i:04d}" for i in range(300)])) == 0
+
+
+# -- three members ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def trio(tmp_path):
+    if not HAVE_ETCD:
+        pytest.skip(SKIP_REASON)
+    with EtcdCluster(tmp_path, size=3) as cluster:
+        yield cluster
+
+
+def _write_until_it_lands(store, key: str, attempts: int = 60) -> tuple[int, list]:
+    """Create ``key``, retrying on DatastoreUnavailableError only; every attempt must end (no hang)."""
+    errors = []
+    for _ in range(attempts):
+        kind, value = finishes(lambda: store.create(key, b"v"), within=30)
+        if kind == "ok":
+            return value, errors
+        assert isinstance(value, DatastoreUnavailableError), value
+        errors.append(value)
+    pytest.fail(f"{key} never written after {attempts} attempts: {errors[-1]}")
+
+
+@pytest.mark.slow
+def test_killing_the_leader_fails_writes_cleanly_then_they_resume(trio):
+    with open_store(trio.url() + "?timeout=2") as store:
+        store.create("/ha/before", b"v")
+        leader = trio.leader()
+        trio.kill(leader)
+        rev, errors = _write_until_it_lands(store, "/ha/after")
+        assert all("try again later" in str(e) for e in errors)
+        assert store.get("/ha/after").revision == rev
+        assert store.get("/ha/before") is not None
+        assert trio.leader() != leader
+
+
+@pytest.mark.slow
+def test_without_quorum_writes_are_unavailable_not_hung(trio):
+    with open_store(trio.url() + "?timeout=2") as store:
+        store.create("/q/k", b"v")
+        first = trio.leader()
+        trio.kill(first)
+        trio.kill(next(i for i in trio.alive()))
+        for op in (lambda: store.create("/q/new", b"v"), lambda: store.get("/q/k")):
+            kind, err = finishes(op, within=30)
+            assert kind == "error" and isinstance(err, DatastoreUnavailableError), err
+            assert "try again later" in str(err)
+
+
+@pytest.mark.slow
+def test_a_killed_member_restarts_and_catches_up(trio):
+    victim = next(i for i in range(3) if i != trio.leader())
+    trio.kill(victim)
+    with open_store(trio.url() + "?timeout=2") as store:
+        revs = [_write_until_it_lands(store, f"/rejoin/{i}")[0] for i in range(5)]
+    trio.restart(victim)
+    with open_store(trio.url([victim]) + "?timeout=5") as only_victim:
+        records = only_victim.list("/rejoin/")
+        assert [r.revision for r in records] == revs
+        rev = only_victim.create("/rejoin/via-victim", b"v")  # forwarded to the leader
+        assert only_victim.get("/rejoin/via-victim").revision == rev
