@@ -1,0 +1,215 @@
+"""Typed reads of blocks, affinities, handles and summaries, and the write ops that change them.
+
+Nothing here commits: functions read and return values with the revisions read,
+or build ``store.base`` ops conditional on those revisions. The service
+combines the ops of one decision into one commit (``retry.run_cas``).
+Invariant kept by construction: every op that creates or deletes a block also
+sets or clears its bit in the chunk summary, in the same commit.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from typing import Iterator
+
+from topoipam.core import blockgen
+from topoipam.core.block import Block, reserved_ordinals
+from topoipam.core.summary import CHUNK_BITS, Chunk, chunk_of, global_block_index
+from topoipam.ipam import keys
+from topoipam.store.base import Check, Create, Delete, Op, Record, Store, Update
+
+CHUNK_PAGE = 64  # summary records per range read (a /8 of /26 blocks is 64 chunks)
+BLOCK_PAGE = 256  # blocks per range read when scanning a pool (borrow, reclaim, pool delete)
+AFFINITY_VALUE = json.dumps({"state": "confirmed", "deleted": False}, separators=(",", ":")).encode()
+
+
+@dataclass
+class StoredBlock:
+    block: Block
+    revision: int
+
+    @property
+    def key(self) -> str:
+        return keys.block_key(self.block.cidr)
+
+
+def load_block(record: Record | None) -> StoredBlock | None:
+    return None if record is None else StoredBlock(Block.from_json(record.value), record.revision)
+
+
+def block_net_of(ip, block_size: int):
+    return ipaddress.ip_network((int(ip), block_size), strict=False)
+
+
+def list_affine_nets(store: Store, node: str, version: int) -> list:
+    """Networks of the node's affine blocks of one family, in address order (one read)."""
+    prefix = keys.affinity_prefix(node, version)
+    return [keys.parse_suffix(r.key[len(prefix):], version) for r in store.list(prefix)]
+
+
+def fully_reserved(net, reserved) -> bool:
+    return any(r.version == net.version and net.subnet_of(r) for r in reserved)
+
+
+def reserved_in(block: Block, reserved) -> frozenset[int]:
+    return reserved_ordinals(block.cidr, reserved) if reserved else frozenset()
+
+
+# -- handles -------------------------------------------------------------------
+
+def handle_ops(records: dict[str, Record], deltas: dict[str, dict[str, int]]) -> list[Op]:
+    """Ops applying per-handle, per-block count changes; a handle whose counts all reach 0 is deleted."""
+    ops: list[Op] = []
+    for handle, per_block in deltas.items():
+        key = keys.handle_key(handle)
+        rec = records.get(key)
+        counts = dict(json.loads(rec.value)["block"]) if rec else {}
+        for cidr, delta in per_block.items():
+            counts[cidr] = counts.get(cidr, 0) + delta
+            if counts[cidr] <= 0:
+                del counts[cidr]
+        value = json.dumps({"block": counts, "deleted": False}, separators=(",", ":")).encode()
+        if rec is None:
+            if counts:
+                ops.append(Create(key, value))
+        elif counts:
+            ops.append(Update(key, value, rec.revision))
+        else:
+            ops.append(Delete(key, rec.revision))
+    return ops
+
+
+def handle_counts(record: Record | None) -> dict[str, int]:
+    return {} if record is None else dict(json.loads(record.value)["block"])
+
+
+# -- summaries -----------------------------------------------------------------
+
+def _chunk_params(net):
+    return net.version, net.prefixlen, global_block_index(int(net.network_address), net.max_prefixlen, net.prefixlen)
+
+
+def chunk_bit_op(store: Store, net, value: bool, record: Record | None = None, *, read: bool = True) -> Op | None:
+    """The op setting (block created) or clearing (block deleted) ``net``'s bit in its chunk summary."""
+    version, size, g = _chunk_params(net)
+    key = keys.chunk_key(version, size, chunk_of(g))
+    if record is None and read:
+        record = store.get(key)
+    if record is None:
+        return Create(key, Chunk(chunk_of(g), 1 << (g & ((1 << CHUNK_BITS) - 1))).to_json()) if value else None
+    chunk = Chunk.from_json(record.value)
+    chunk.set(g, value)
+    return Update(key, chunk.to_json(), record.revision)
+
+
+def _free_slots(store: Store, version: int, size: int, lo: int, hi: int) -> Iterator[tuple[int, Record | None]]:
+    """Global block indices in [lo, hi] with no block, ascending, each with its chunk record (None: no record)."""
+    prefix = keys.chunk_prefix(version, size)
+    cursor, last = chunk_of(lo), chunk_of(hi)
+
+    def absent(c):
+        first = max(lo, c << CHUNK_BITS)
+        for g in range(first, min(hi, ((c + 1) << CHUNK_BITS) - 1) + 1):
+            yield g, None
+
+    while cursor <= last:
+        records = store.list(prefix, start=keys.chunk_key(version, size, cursor), limit=CHUNK_PAGE)
+        for rec in records:
+            chunk = Chunk.from_json(rec.value)
+            if chunk.index > last:
+                break
+            for c in range(cursor, chunk.index):
+                yield from absent(c)
+            for g in chunk.free_in(lo, hi):
+                yield g, rec
+            cursor = chunk.index + 1
+        if len(records) < CHUNK_PAGE or Chunk.from_json(records[-1].value).index >= last:
+            break
+    for c in range(cursor, last + 1):
+        yield from absent(c)
+
+
+def find_unclaimed_block(store: Store, pool, node: str, reserved) -> tuple | None:
+    """The first block of ``pool`` in ``node``'s order that does not exist and is not fully reserved,
+    with its chunk record: (network, record|None). Reads a few summary records, never the blocks."""
+    size, maxp = pool.spec.block_size, pool.network.max_prefixlen
+    first = global_block_index(int(pool.network.network_address), maxp, size)
+    count = blockgen.num_blocks(pool.network, size)
+    start = blockgen.start_index(node, count)
+    for lo, hi in ((first + start, first + count - 1), (first, first + start - 1)):
+        if lo > hi:
+            continue
+        for g, rec in _free_slots(store, pool.version, size, lo, hi):
+            net = block_net_of(ipaddress.ip_address(g << (maxp - size)), size)
+            if not fully_reserved(net, reserved):
+                return net, rec
+    return None
+
+
+def scan_pool_blocks(store: Store, pool, node: str | None = None) -> Iterator[StoredBlock]:
+    """Existing blocks of ``pool`` (paged range reads); from ``node``'s start point with wrap-around
+    if a node is given, else in address order. For the rare paths only (borrow, reclaim, pool delete)."""
+    net, size = pool.network, pool.spec.block_size
+    step = 1 << (net.max_prefixlen - size)
+    base, end = int(net.network_address), int(net.broadcast_address)
+    split = base
+    if node is not None:
+        split = base + blockgen.start_index(node, blockgen.num_blocks(net, size)) * step
+    yield from _scan_range(store, net.version, size, split, end)
+    if split > base:
+        yield from _scan_range(store, net.version, size, base, split - 1)
+
+
+def _scan_range(store: Store, version: int, size: int, lo: int, hi: int) -> Iterator[StoredBlock]:
+    prefix = keys.block_prefix(version)
+    start = keys.block_key_at(version, lo)
+    while True:
+        records = store.list(prefix, start=start, limit=BLOCK_PAGE)
+        for rec in records:
+            bnet = keys.net_of_block_key(rec.key, version)
+            if int(bnet.network_address) > hi:
+                return
+            if bnet.prefixlen == size:
+                yield load_block(rec)
+        if len(records) < BLOCK_PAGE:
+            return
+        start = records[-1].key + "\x00"
+
+
+def delete_block_ops(store: Store, stored: StoredBlock, affinity_record: Record | None) -> list[Op]:
+    """Delete an (empty) block, its affinity record if given, and its summary bit."""
+    ops: list[Op] = [Delete(stored.key, stored.revision)]
+    if affinity_record is not None:
+        ops.append(Delete(affinity_record.key, affinity_record.revision))
+    bit = chunk_bit_op(store, stored.block.cidr, False)
+    if bit is not None:
+        ops.append(bit)
+    return ops
+
+
+def release_affinity_ops(store: Store, stored: StoredBlock, affinity_record: Record | None) -> list[Op]:
+    """Calico's affinity release: an empty block is deleted; a non-empty one keeps its allocations
+    and loses its affinity."""
+    if stored.block.is_empty():
+        return delete_block_ops(store, stored, affinity_record)
+    stored.block.affinity = None
+    stored.block.claim_time = None
+    stored.block.sequence_number += 1
+    ops: list[Op] = [Update(stored.key, stored.block.to_json(), stored.revision)]
+    if affinity_record is not None:
+        ops.append(Delete(affinity_record.key, affinity_record.revision))
+    return ops
+
+
+def claim_ops(store: Store, block: Block, node: str, chunk_record: Record | None, *, read_chunk: bool) -> list[Op]:
+    """Create the affinity and the block (and set its summary bit) in one commit."""
+    ops: list[Op] = [Create(keys.affinity_key(node, block.cidr), AFFINITY_VALUE),
+                     Create(keys.block_key(block.cidr), block.to_json())]
+    bit = chunk_bit_op(store, block.cidr, True, chunk_record, read=read_chunk)
+    ops.append(bit)
+    return ops
+
+
+__all__ = ["Check", "StoredBlock"]

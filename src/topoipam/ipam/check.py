@@ -1,0 +1,208 @@
+"""Listings, usage figures and the consistency check, as data for ``ipam show`` / ``ipam check``.
+
+These read whole key ranges (every block, handle and affinity): they are for
+operators, never on the assignment path. ``check`` returns findings; the CLI
+decides how to print them (problems -> exit 4).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from topoipam.core.block import affinity_node
+from topoipam.core.pools import pool_containing
+from topoipam.core.summary import Chunk, chunk_of, global_block_index
+from topoipam.ipam import keys
+from topoipam.ipam.blocks import load_block
+
+PROBLEM_KINDS = ("handle-without-address", "address-without-handle", "outside-pools", "node-missing",
+                 "affinity-without-block", "block-without-affinity-record", "summary-mismatch")
+INFO_KINDS = ("borrowed",)
+
+
+@dataclass(frozen=True)
+class Allocation:
+    ip: object  # ipaddress.IPv4Interface / IPv6Interface with the block prefix
+    handle: str | None
+    attrs: dict
+    block: object  # block network
+    node: str | None  # the block's affine node (None: no affinity)
+    sequence_number: int | None
+
+
+@dataclass(frozen=True)
+class BlockUsage:
+    cidr: object
+    affinity: str | None
+    node: str | None
+    pool: str | None
+    size: int
+    in_use: int
+
+    @property
+    def free(self) -> int:
+        return self.size - self.in_use
+
+
+@dataclass(frozen=True)
+class PoolUsage:
+    name: str
+    cidr: str
+    disabled: bool
+    size: int  # addresses in the pool
+    blocks: int  # blocks claimed
+    in_use: int
+
+    @property
+    def free(self) -> int:
+        return self.size - self.in_use
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # one of PROBLEM_KINDS or INFO_KINDS
+    detail: str  # a sentence for the operator
+    ip: object = None
+    handle: str | None = None
+
+    @property
+    def is_problem(self) -> bool:
+        return self.kind in PROBLEM_KINDS
+
+
+@dataclass
+class CheckReport:
+    blocks: int = 0
+    allocations: int = 0
+    handles: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [f for f in self.findings if f.is_problem]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def iter_blocks(store) -> Iterator:
+    for version in (4, 6):
+        for rec in store.list(keys.block_prefix(version)):
+            yield load_block(rec)
+
+
+def allocations(store, prefix_handle: str | None = None) -> list[Allocation]:
+    out = []
+    for stored in iter_blocks(store):
+        b = stored.block
+        for o in b.allocated_ordinals():
+            handle = b.handle_of(o)
+            if prefix_handle is not None and not (handle or "").startswith(prefix_handle):
+                continue
+            out.append(Allocation(b.interface(o), handle, b.attrs_of(o), b.cidr, affinity_node(b.affinity),
+                                  b.seq_for_allocation.get(o)))
+    return out
+
+
+def block_usage(store, snap) -> list[BlockUsage]:
+    out = []
+    for stored in iter_blocks(store):
+        b = stored.block
+        pool = pool_containing(snap.pools, b.cidr)
+        out.append(BlockUsage(b.cidr, b.affinity, affinity_node(b.affinity), pool.name if pool else None,
+                              b.size, b.in_use))
+    return out
+
+
+def pool_usage(store, snap) -> list[PoolUsage]:
+    blocks = block_usage(store, snap)
+    out = []
+    for p in snap.pools:
+        mine = [u for u in blocks if u.pool == p.name]
+        out.append(PoolUsage(p.name, p.spec.cidr, p.spec.disabled, p.network.num_addresses, len(mine),
+                             sum(u.in_use for u in mine)))
+    return out
+
+
+def check(store, snap) -> CheckReport:
+    report = CheckReport()
+    blocks = list(iter_blocks(store))
+    handles = {r.key[len(keys.HANDLE_PREFIX):]: json.loads(r.value)["block"] for r in store.list(keys.HANDLE_PREFIX)}
+    affinities = {r.key for r in store.list(keys.ROOT + "host/")}
+    report.blocks, report.handles = len(blocks), len(handles)
+    seen_counts: dict[str, dict[str, int]] = {}
+    add = report.findings.append
+    for stored in blocks:
+        b = stored.block
+        node = affinity_node(b.affinity)
+        if node is not None:
+            akey = keys.affinity_key(node, b.cidr)
+            if akey not in affinities:
+                add(Finding("block-without-affinity-record", f"block {b.cidr} is affine to {node} "
+                            f"but the affinity record {akey} is missing"))
+            affinities.discard(akey)
+        in_pool = pool_containing(snap.pools, b.cidr) is not None
+        for o in b.allocated_ordinals():
+            report.allocations += 1
+            _check_allocation(b, o, node, in_pool, handles, seen_counts, snap, add)
+    for akey in sorted(affinities):
+        add(Finding("affinity-without-block", f"affinity record {akey} has no block affine to its node"))
+    _check_handles(handles, seen_counts, add)
+    _check_summaries(store, blocks, add)
+    return report
+
+
+def _check_allocation(b, o, node, in_pool, handles, seen_counts, snap, add) -> None:
+    ip, handle, attrs = b.address(o), b.handle_of(o), b.attrs_of(o)
+    if handle is not None:
+        seen_counts.setdefault(handle, {}).setdefault(str(b.cidr), 0)
+        seen_counts[handle][str(b.cidr)] += 1
+        if handle not in handles:
+            add(Finding("address-without-handle", f"{ip} is allocated to handle {handle}, which does not exist",
+                        ip, handle))
+    if not in_pool:
+        add(Finding("outside-pools", f"{ip} is allocated in block {b.cidr}, which is outside every pool", ip, handle))
+    owner = attrs.get("node") or node
+    if owner and snap.node(owner) is None:
+        add(Finding("node-missing", f"{ip} is allocated to node {owner}, which no longer exists", ip, handle))
+    if attrs.get("node") and node and attrs["node"] != node:
+        add(Finding("borrowed", f"{ip} of node {attrs['node']} is borrowed from block {b.cidr} affine to {node}",
+                    ip, handle))
+
+
+def _check_handles(handles, seen_counts, add) -> None:
+    for handle, counts in sorted(handles.items()):
+        actual = seen_counts.get(handle, {})
+        if not actual:
+            add(Finding("handle-without-address", f"handle {handle} holds no address", handle=handle))
+        elif {c: n for c, n in counts.items() if n} != actual:
+            add(Finding("handle-without-address", f"handle {handle} counts {counts} but blocks hold {actual}",
+                        handle=handle))
+
+
+def _check_summaries(store, blocks, add) -> None:
+    expected: dict[tuple, set[int]] = {}
+    for stored in blocks:
+        net = stored.block.cidr
+        g = global_block_index(int(net.network_address), net.max_prefixlen, net.prefixlen)
+        expected.setdefault((net.version, net.prefixlen, chunk_of(g)), set()).add(g)
+    stored_chunks = {}
+    for rec in store.list(keys.ROOT + "summary/"):
+        parts = rec.key[len(keys.ROOT + "summary/"):].split("/")
+        chunk = Chunk.from_json(rec.value)
+        stored_chunks[(int(parts[0][3:]), int(parts[1]), chunk.index)] = chunk
+    for where in sorted(set(expected) | set(stored_chunks)):
+        chunk = stored_chunks.get(where) or Chunk(where[2])
+        want = Chunk(where[2])
+        for g in expected.get(where, ()):
+            want.set(g, True)
+        if chunk.bits != want.bits:
+            add(Finding("summary-mismatch", f"claimed-block summary IPv{where[0]} /{where[1]} chunk {where[2]:#x} "
+                        f"records {chunk.count()} blocks, {want.count()} exist"))
+
+
+__all__ = ["Allocation", "BlockUsage", "CheckReport", "Finding", "PoolUsage", "ipaddress"]

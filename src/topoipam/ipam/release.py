@@ -1,0 +1,211 @@
+"""Releasing addresses and affinities, and claiming affinities explicitly.
+
+Each public function plans from fresh reads and commits once per decision
+through ``retry.run_cas``: a block update together with the handle counts it
+changes. A block left empty and without affinity is deleted; a block left
+empty whose pool no longer selects its affine node loses its affinity (and is
+deleted) in the same commit (Calico's ensureConsistentAffinity).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from topoipam.core.block import Block, affinity_node, host_affinity
+from topoipam.core.pools import pool_containing, selects_node
+from topoipam.errors import NotFoundError, ValidationError
+from topoipam.ipam import keys
+from topoipam.ipam.blocks import (AFFINITY_VALUE, StoredBlock, block_net_of, chunk_bit_op, delete_block_ops,
+                                  handle_counts, handle_ops, list_affine_nets, load_block, release_affinity_ops,
+                                  scan_pool_blocks)
+from topoipam.ipam.retry import Plan, run_cas
+from topoipam.store.base import Create, Delete, Update
+
+BLOCK_SIZES = {4: range(20, 33), 6: range(116, 129)}  # every block size a pool may have
+
+
+def parse_ip(text):
+    try:
+        return ipaddress.ip_address(str(text).split("/")[0])
+    except ValueError:
+        raise ValidationError(f"invalid IP address {text!r}") from None
+
+
+def _candidate_keys(ip) -> list[str]:
+    """Keys of every block that could hold ``ip`` (one per possible block size): one get_many finds it."""
+    return [keys.block_key(block_net_of(ip, size)) for size in BLOCK_SIZES[ip.version]]
+
+
+def _settle_block(store, snap, stored: StoredBlock, records) -> list:
+    """Ops writing a block after a release: update, or delete when it is empty and has no affinity
+    (or its pool no longer selects its node)."""
+    block = stored.block
+    if block.is_empty():
+        node = affinity_node(block.affinity)
+        if block.affinity is None:
+            return delete_block_ops(store, stored, None)
+        if node is not None and _pool_dropped_node(snap, block.cidr, node):
+            return delete_block_ops(store, stored, store.get(keys.affinity_key(node, block.cidr)))
+    block.sequence_number += 1
+    return [Update(stored.key, block.to_json(), stored.revision)]
+
+
+def _pool_dropped_node(snap, net, node_name: str) -> bool:
+    node = snap.node(node_name)
+    if node is None:
+        return False  # the node is gone: leave its affinity to explicit cleanup
+    pool = pool_containing(snap.enabled_pools, net)
+    return pool is None or not selects_node(pool, node.labels)
+
+
+def release_ips(svc, ips, handle=None, seq=None) -> list:
+    """Free addresses; returns those that were not allocated (or, with ``handle``/``seq`` fencing,
+    not allocated under that handle / sequence number). One commit for all of them."""
+    addrs = list(dict.fromkeys(parse_ip(ip) for ip in ips))
+    snap = svc.snapshot()
+    store = svc.store
+
+    def attempt(_n):
+        found = store.get_many([k for ip in addrs for k in _candidate_keys(ip)])
+        blocks: dict[str, StoredBlock] = {}
+        unallocated, deltas, changed = [], {}, {}
+        for ip in addrs:
+            key = next((k for k in _candidate_keys(ip) if k in found), None)
+            if key is None:
+                unallocated.append(ip)
+                continue
+            stored = blocks.setdefault(key, load_block(found[key]))
+            out = stored.block.release([stored.block.ordinal(ip)], handle=handle, seq=seq)
+            unallocated += [stored.block.address(o) for o in out.not_allocated + out.fenced]
+            if out.released:
+                changed[key] = stored
+            for h, count in out.by_handle.items():
+                deltas.setdefault(h, {}).setdefault(str(stored.block.cidr), 0)
+                deltas[h][str(stored.block.cidr)] -= count
+        ops = []
+        for stored in changed.values():
+            ops += _settle_block(store, snap, stored, found)
+        handle_recs = store.get_many([keys.handle_key(h) for h in deltas])
+        ops += handle_ops(handle_recs, deltas)
+        return Plan(ops, unallocated)
+
+    return run_cas(store, attempt, "release addresses")
+
+
+def release_by_handle(svc, handle: str) -> list:
+    """Free every address held under ``handle``; NotFoundError if the handle does not exist."""
+    store, snap = svc.store, svc.snapshot()
+    hkey = keys.handle_key(handle)
+
+    def attempt(_n):
+        hrec = store.get(hkey)
+        if hrec is None:
+            raise NotFoundError(f"resource does not exist: IPAMHandleKey(id={handle})")
+        counts = handle_counts(hrec)
+        nets = [ipaddress.ip_network(c) for c in counts]
+        found = store.get_many([keys.block_key(n) for n in nets])
+        released, ops = [], []
+        for rec in found.values():
+            stored = load_block(rec)
+            out = stored.block.release(stored.block.ordinals_of_handle(handle))
+            released += [stored.block.address(o) for o in out.released]
+            if out.released:
+                ops += _settle_block(store, snap, stored, found)
+        # every count of the handle goes: blocks that no longer hold it (leaks) included
+        ops += handle_ops({hkey: hrec}, {handle: {c: -n for c, n in counts.items()}})
+        return Plan(ops, sorted(released))
+
+    return run_cas(store, attempt, f"release handle {handle}")
+
+
+def ips_by_handle(svc, handle: str) -> list:
+    store = svc.store
+    hrec = store.get(keys.handle_key(handle))
+    if hrec is None:
+        raise NotFoundError(f"resource does not exist: IPAMHandleKey(id={handle})")
+    found = store.get_many([keys.block_key(ipaddress.ip_network(c)) for c in handle_counts(hrec)])
+    out = []
+    for rec in found.values():
+        block = load_block(rec).block
+        out += [block.address(o) for o in block.ordinals_of_handle(handle)]
+    return sorted(out)
+
+
+# -- affinities ------------------------------------------------------------------
+
+def _block_nets(snap, cidr_text: str):
+    try:
+        cidr = ipaddress.ip_network(cidr_text, strict=False)
+    except ValueError:
+        raise ValidationError(f"invalid CIDR {cidr_text!r}") from None
+    pool = pool_containing(snap.enabled_pools, cidr)
+    if pool is None:
+        raise ValidationError(f"The requested CIDR ({cidr}) is not within any configured pools.")
+    if cidr.prefixlen > pool.spec.block_size:
+        raise ValidationError(f"The requested CIDR ({cidr}) is smaller than the minimum.")
+    return cidr.subnets(new_prefix=pool.spec.block_size)
+
+
+def claim_affinity(svc, cidr_text: str, node: str):
+    """Claim every block of ``cidr`` for ``node``: returns (claimed, held by another host) networks."""
+    snap, store = svc.snapshot(), svc.store
+    if snap.node(node) is None:
+        raise NotFoundError(f"resource does not exist: Node({node})")
+    claimed, failed = [], []
+    for net in _block_nets(snap, cidr_text):
+        bkey, akey = keys.block_key(net), keys.affinity_key(node, net)
+
+        def attempt(_n, net=net, bkey=bkey, akey=akey):
+            recs = store.get_many([bkey, akey])
+            stored = load_block(recs.get(bkey))
+            if stored is None:
+                block = Block.new(net, host_affinity(node), svc.claim_time(), svc.initial_sequence())
+                ops = [Create(bkey, block.to_json()), chunk_bit_op(store, net, True)]
+                if akey not in recs:
+                    ops.insert(0, Create(akey, AFFINITY_VALUE))
+                return Plan(ops, True)
+            if stored.block.affinity != host_affinity(node):
+                return Plan(result=False)
+            return Plan([] if akey in recs else [Create(akey, AFFINITY_VALUE)], True)
+
+        (claimed if run_cas(store, attempt, f"claim block {net}") else failed).append(net)
+    return claimed, failed
+
+
+def release_affinity(svc, net, node: str, must_be_empty: bool = False) -> bool:
+    """Release ``node``'s affinity to block ``net``: an empty block is deleted, a non-empty one keeps its
+    allocations without affinity (unless ``must_be_empty``). False if the block is not ``node``'s."""
+    store = svc.store
+    bkey, akey = keys.block_key(net), keys.affinity_key(node, net)
+
+    def attempt(_n):
+        recs = store.get_many([bkey, akey])
+        stored = load_block(recs.get(bkey))
+        if stored is None or stored.block.affinity != host_affinity(node):
+            return Plan([Delete(akey, recs[akey].revision)], stored is None) if akey in recs else Plan(result=False)
+        if must_be_empty and not stored.block.is_empty():
+            return Plan(result=False)
+        return Plan(release_affinity_ops(store, stored, recs.get(akey)), True)
+
+    return bool(run_cas(store, attempt, f"release affinity of block {net}"))
+
+
+def release_host_affinities(svc, node: str, must_be_empty: bool = False) -> list:
+    """Release all of ``node``'s affinities (both families); returns the blocks released."""
+    done = []
+    for version in (4, 6):
+        for net in list_affine_nets(svc.store, node, version):
+            if release_affinity(svc, net, node, must_be_empty):
+                done.append(net)
+    return done
+
+
+def release_pool_affinities(svc, pool) -> list:
+    """Reference 1.3 step 2: every affine block of the pool loses its affinity (empty ones are deleted)."""
+    done = []
+    for stored in scan_pool_blocks(svc.store, pool):
+        node = affinity_node(stored.block.affinity)
+        if node is not None and release_affinity(svc, stored.block.cidr, node):
+            done.append(stored.block.cidr)
+    return done
+

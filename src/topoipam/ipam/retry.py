@@ -1,0 +1,49 @@
+"""The one compare-and-swap retry loop of the IPAM service.
+
+Every IPAM write is planned from fresh reads and committed conditionally on the
+revisions read (``store.commit`` with Update/Create/Delete/Check). A commit that
+loses a race (``ConflictError``, or ``AlreadyExistsError`` from a Create) means
+someone else changed what we read: read again and re-plan. After
+``MAX_RETRIES`` lost races in a row the caller gets ``RetriesExhaustedError``;
+a conflict never escapes the service. Errors raised while *planning* (e.g. an
+address already assigned) propagate unchanged: they are answers, not races.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Generic, Sequence, TypeVar
+
+from topoipam.errors import AlreadyExistsError, ConflictError, RetriesExhaustedError
+from topoipam.store.base import Op, Store
+
+MAX_RETRIES = 100  # Calico's datastoreRetries
+
+T = TypeVar("T")
+
+
+@dataclass
+class Plan(Generic[T]):
+    """What one attempt wants written (nothing: no commit) and what the call returns if it lands."""
+
+    ops: Sequence[Op] = field(default_factory=list)
+    result: T | None = None
+
+
+def run_cas(store: Store, attempt: Callable[[int], Plan[T]], what: str) -> T | None:
+    """Plan with ``attempt(n)`` (n = lost races so far) and commit, until a commit lands."""
+    for n in range(MAX_RETRIES):
+        plan = attempt(n)
+        if not plan.ops:
+            return plan.result
+        try:
+            store.commit(plan.ops)
+            return plan.result
+        except (ConflictError, AlreadyExistsError):
+            if n >= 2:  # heavy contention: spread the contenders out a little
+                time.sleep(random.uniform(0, 0.0005 * min(n, 20)))
+    raise RetriesExhaustedError(
+        f"Max retries hit - excessive concurrent IPAM requests ({what}: "
+        f"{MAX_RETRIES} compare-and-swap conflicts in a row)")

@@ -1,0 +1,202 @@
+"""The IPAM service: the one entry point for assigning and releasing addresses.
+
+``IpamService(store, clock=time.time, topology=None)``. Every operation reads
+what it needs, decides with ``core`` and writes by compare-and-swap through
+``retry.run_cas``; ``ConflictError`` never escapes. A request that fails
+releases what it had assigned before reporting (dual stack included), so a
+rejected or failed request leaves the datastore as it found it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Mapping, Sequence
+
+from topoipam.core.block import Block, host_affinity
+from topoipam.core.pools import pool_containing
+from topoipam.errors import AllocationError, BlockLimitError, ExhaustedError, NotFoundError, TopoipamError, ValidationError
+from topoipam.ipam import keys, release
+from topoipam.ipam.assign import FamilyAssigner
+from topoipam.ipam.blocks import AFFINITY_VALUE, block_net_of, chunk_bit_op, handle_ops, load_block
+from topoipam.ipam.retry import Plan, run_cas
+from topoipam.ipam.topology import Snapshot, StoreTopology, Topology
+from topoipam.model.types import USE_WORKLOAD
+from topoipam.store.base import Create, Store, Update
+
+@dataclass
+class AssignRequest:
+    node: str
+    handle: str | None = None
+    num4: int = 1
+    num6: int = 0
+    pools4: Sequence[str] = ()  # names or CIDRs; bypass node/namespace selectors and assignment mode
+    pools6: Sequence[str] = ()
+    namespace: str | None = None
+    namespace_labels: Mapping[str, str] | None = None
+    attrs: Mapping[str, str] = field(default_factory=dict)
+    use: str = USE_WORKLOAD
+    max_blocks_per_host: int = 0
+    allow_partial: bool = False  # True: return a shortfall with messages instead of undoing and raising
+
+
+@dataclass
+class AssignResult:
+    ipv4: list = field(default_factory=list)  # ipaddress.IPv4Interface with the block prefix
+    ipv6: list = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+
+
+def clean_handle(handle: str | None) -> str | None:
+    """Calico cuts handles at the first carriage return; an empty handle is rejected."""
+    if handle is None:
+        return None
+    handle = str(handle).split("\r", 1)[0]
+    if not handle or "\n" in handle:
+        raise ValidationError(f"invalid handle {handle!r}: it must be a non-empty single line")
+    return handle
+
+
+def shortfall_message(version: int, got: int, wanted: int, messages: Sequence[str]) -> str:
+    """Calico's PartialFulfillmentError text."""
+    return "; ".join([f"Assigned {got} out of {wanted} requested IPv{version} addresses", *messages])
+
+
+def _check_strict(block: Block, node: str) -> None:
+    if block.affinity is None:
+        raise AllocationError(f"Attempt to assign from block {block.cidr} with no affinity")
+    if block.affinity != host_affinity(node):
+        raise AllocationError(f"Block host affinity does not match: block {block.cidr} is affine to "
+                              f"{block.affinity}, not host:{node} (strict affinity is enabled)")
+
+
+class IpamService:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time, topology: Topology | None = None):
+        self.store = store
+        self.clock = clock
+        self.topology = topology or StoreTopology(store)
+
+    # -- used by the modules of this package ------------------------------------
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.topology)
+
+    def claim_time(self) -> str:
+        return datetime.fromtimestamp(self.clock(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def initial_sequence(self) -> int:
+        return int(self.clock() * 1e9)  # Calico: time.Now().UnixNano() for a new block
+
+    # -- assignment ---------------------------------------------------------------
+    def auto_assign(self, req: AssignRequest) -> AssignResult:
+        req.handle = clean_handle(req.handle)
+        if req.num4 < 0 or req.num6 < 0:
+            raise ValidationError("the number of addresses to assign must not be negative")
+        snap = self.snapshot()
+        node = snap.node(req.node)
+        if node is None:
+            raise NotFoundError(f"resource does not exist: Node({req.node}): node {req.node} is not registered")
+        result, started = AssignResult(), []
+        try:
+            for version, num, pools in ((4, req.num4, req.pools4), (6, req.num6, req.pools6)):
+                if num <= 0:
+                    continue
+                family = FamilyAssigner(self, snap, req, node, version, num, pools)
+                started.append(family)
+                family.run()
+                (result.ipv4 if version == 4 else result.ipv6).extend(family.ips)
+                if family.need > 0:
+                    text = shortfall_message(version, len(family.ips), num, family.messages)
+                    if not req.allow_partial:
+                        raise (BlockLimitError if family.block_limit_hit else ExhaustedError)(text)
+                    result.messages.append(text)
+        except TopoipamError as exc:
+            exc.ips = [ip for f in started for ip in f.ips]  # what had been assigned (now released)
+            self._undo(req.handle, exc.ips)
+            raise
+        return result
+
+    def _undo(self, handle, interfaces) -> None:
+        if interfaces:
+            release.release_ips(self, [i.ip for i in interfaces], handle=handle)
+
+    def assign_ip(self, ip, handle: str | None, attrs: Mapping[str, str] | None, node: str):
+        """Assign one given address (Calico's AssignIP): claims its block for ``node`` if it has none.
+        Ignores node selectors, allowed uses and reservations, as Calico does."""
+        handle = clean_handle(handle)
+        addr = release.parse_ip(ip)
+        snap = self.snapshot()
+        if snap.node(node) is None:
+            raise NotFoundError(f"resource does not exist: Node({node}): node {node} is not registered")
+        pool = pool_containing(snap.enabled_pools, addr)
+        if pool is None:
+            raise ValidationError(f"The provided IP address {addr} is not in a configured pool")
+        net = block_net_of(addr, pool.spec.block_size)
+        bkey, hkeys = keys.block_key(net), ([keys.handle_key(handle)] if handle else [])
+        strict = snap.config.strict_affinity
+
+        def attempt(_n):
+            recs = self.store.get_many([bkey, *hkeys])
+            stored = load_block(recs.get(bkey))
+            block = stored.block if stored else Block.new(net, host_affinity(node), self.claim_time(),
+                                                          self.initial_sequence())
+            if stored is not None and strict:
+                _check_strict(block, node)
+            ordinal = block.ordinal(addr)
+            block.assign(ordinal, handle, attrs)
+            if stored is None:  # claim the block for the node in the same commit
+                ops = [Create(keys.affinity_key(node, net), AFFINITY_VALUE), Create(bkey, block.to_json()),
+                       chunk_bit_op(self.store, net, True)]
+            else:
+                block.sequence_number += 1
+                ops = [Update(bkey, block.to_json(), stored.revision)]
+            if handle:
+                ops += handle_ops(recs, {handle: {str(net): 1}})
+            return Plan(ops, block.interface(ordinal))
+
+        return run_cas(self.store, attempt, f"assign {addr}")
+
+    # -- release and affinities (see ipam/release.py) -----------------------------
+    def release_ips(self, ips, handle: str | None = None, seq: int | None = None) -> list:
+        return release.release_ips(self, ips, clean_handle(handle), seq)
+
+    def release_by_handle(self, handle: str) -> list:
+        return release.release_by_handle(self, clean_handle(handle))
+
+    def ips_by_handle(self, handle: str) -> list:
+        return release.ips_by_handle(self, clean_handle(handle))
+
+    def claim_affinity(self, cidr: str, node: str):
+        return release.claim_affinity(self, cidr, node)
+
+    def release_affinity(self, cidr, node: str, must_be_empty: bool = False) -> list:
+        nets = ipaddress.ip_network(cidr, strict=False)
+        snap = self.snapshot()
+        pool = pool_containing(snap.pools, nets)
+        size = pool.spec.block_size if pool else nets.prefixlen
+        subnets = nets.subnets(new_prefix=size) if nets.prefixlen < size else [nets]
+        return [n for n in subnets if release.release_affinity(self, n, node, must_be_empty)]
+
+    def release_host_affinities(self, node: str, must_be_empty: bool = False) -> list:
+        return release.release_host_affinities(self, node, must_be_empty)
+
+    def release_pool_affinities(self, pool) -> list:
+        return release.release_pool_affinities(self, pool)
+
+    # -- reporting (see ipam/check.py) ------------------------------------------
+    def allocations(self, prefix_handle: str | None = None):
+        from topoipam.ipam.check import allocations
+        return allocations(self.store, prefix_handle)
+
+    def block_usage(self):
+        from topoipam.ipam.check import block_usage
+        return block_usage(self.store, self.snapshot())
+
+    def pool_usage(self):
+        from topoipam.ipam.check import pool_usage
+        return pool_usage(self.store, self.snapshot())
+
+    def check(self):
+        from topoipam.ipam.check import check
+        return check(self.store, self.snapshot())
