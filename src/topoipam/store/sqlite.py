@@ -219,7 +219,11 @@ class SqliteStore(Store):
         return found
 
     def _apply(self, conn: sqlite3.Connection, ops: list[Op]) -> int:
-        have = {k: r.revision for k, r in self._select_keys(conn, [op.key for op in ops]).items()}
+        if len(ops) == 1:  # the common single compare-and-swap: skip building an IN list
+            row = conn.execute("SELECT revision FROM kv WHERE key = ?", (ops[0].key,)).fetchone()
+            have = {ops[0].key: row[0]} if row is not None else {}
+        else:
+            have = {k: r.revision for k, r in self._select_keys(conn, [op.key for op in ops]).items()}
         for op in ops:
             current = have.get(op.key, 0)
             if isinstance(op, Create):
