@@ -192,18 +192,21 @@ def test_mode_strings_are_case_sensitive(field, attr, tag, value):
 
 
 def test_unknown_use():
-    assert message(pool(allowed_uses=["Workload", "Pods"])) == one("IPpool.AllowedUses", "Pods", "unknown use: Pods")
+    # Calico reports the whole list (Go's %v form) as the value.
+    assert message(pool(allowed_uses=["Workload", "Pods"])) == one("IPpool.AllowedUses", "[Workload Pods]",
+                                                                    "unknown use: Pods")
 
 
 def test_load_balancer_rules():
     assert message(pool(allowed_uses=["LoadBalancer", "Tunnel"])) == one(
-        "IPpool.AllowedUses", "Tunnel", "LoadBalancer cannot be used at the same time as: Tunnel")
-    assert "Neither IPIPMode nor VXLANMode can be enabled on AllowedUses LoadBalancer IP pool" in message(
-        pool(allowed_uses=["LoadBalancer"], vxlan_mode="Always"))
-    assert "IP Pool with AllowedUse LoadBalancer must have DisableBGPExport set to true" in message(
-        pool(allowed_uses=["LoadBalancer"], disable_bgp_export=True))
+        "IPpool.AllowedUses", "[LoadBalancer Tunnel]", "LoadBalancer cannot be used at the same time as: Tunnel")
+    assert message(pool(allowed_uses=["LoadBalancer"], vxlan_mode="Always")) == one(
+        "IPpool.IPIPMode", "Never", "Neither IPIPMode nor VXLANMode can be enabled on AllowedUses LoadBalancer IP pool")
+    assert message(pool(allowed_uses=["LoadBalancer"], disable_bgp_export=True)) == one(
+        "IPpool.DisableBGPExport", "10.0.0.0/24",
+        "IP Pool with AllowedUse LoadBalancer must have DisableBGPExport set to true")
     assert message(pool(allowed_uses=["LoadBalancer"], node_selector='rack == "0"')) == one(
-        "IPpool.NodeSelector", 'rack == "0"', "IP Pool with AllowedUse LoadBalancer must have node selector set to all()")
+        "IPpool.NodeSelector", "10.0.0.0/24", "IP Pool with AllowedUse LoadBalancer must have node selector set to all()")
     assert validate(pool(allowed_uses=["LoadBalancer"])).spec.allowed_uses == ["LoadBalancer"]
 
 
@@ -251,7 +254,8 @@ def test_ipamconfig_rules():
         "Cannot disable 'StrictAffinity' and 'AutoAllocateBlocks' at the same time")
     assert message(cfg(max_blocks_per_host=2)) == "MaxBlocksPerHost requires StrictAffinity to be enabled"
     assert validate(cfg(strict_affinity=True, max_blocks_per_host=2)).spec.max_blocks_per_host == 2
-    assert "MaxBlocksPerHost = '-1'" in message(cfg(strict_affinity=True, max_blocks_per_host=-1))
+    assert message(cfg(strict_affinity=True, max_blocks_per_host=-1)) == one(
+        "MaxBlocksPerHost", -1, "must be greater than or equal to 0")
     assert "KubeVirtVMAddressPersistence = 'Maybe'" in message(cfg(kube_virt_vm_address_persistence="Maybe"))
 
 
@@ -288,8 +292,36 @@ def test_node_bad_tunnel_addresses():
         "-  IPv4VXLANTunnelAddr = 'nope' (Reason: failed to validate Field: IPv4VXLANTunnelAddr because of Tag: ipv4 )\n")
 
 
-def test_node_name_and_labels():
-    assert message(Node(Metadata(""))) == "error with field Metadata.Name (name must be specified)"
-    assert "Metadata.Labels = 'bad key!'" in message(Node(Metadata("n", labels={"bad key!": "x"})))
-    assert "invalid label value for key rack" in message(Node(Metadata("n", labels={"rack": "a b"})))
-    assert validate(Node(Metadata("n", labels={"empty": ""}))).labels == {"empty": ""}
+NAME_REASON = ("name must consist of lower case alphanumeric characters, '-' or '.' "
+               "(regex: [a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)")
+
+
+def test_node_name():
+    assert message(Node(Metadata(""))) == one("Metadata.Name", "", NAME_REASON)
+    assert message(Node(Metadata("Kube_Node"))) == one("Metadata.Name", "Kube_Node", NAME_REASON)
+    long_name = "a" * 254
+    assert message(Node(Metadata(long_name))) == one("Metadata.Name", long_name, "name is too long by 1 bytes")
+
+
+def test_node_label_key_and_value_use_kubernetes_texts():
+    assert message(Node(Metadata("n", labels={"bad key": "x"}))) == one(
+        "Metadata.Labels (label)", "bad key",
+        "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+        "alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is "
+        "'([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')")
+    assert message(Node(Metadata("n", labels={"rack": "a b"}))) == one(
+        "Metadata.Labels (value)", "a b",
+        "a valid label value must be an empty string or consist of alphanumeric characters, '-', '_' or '.', "
+        "and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', "
+        "regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')")
+    assert "prefix part a lowercase RFC 1123 subdomain" in message(Node(Metadata("n", labels={"Topo.IO/zone": "w"})))
+    assert "prefix part must be non-empty" in message(Node(Metadata("n", labels={"/zone": "w"})))
+    assert "with an optional DNS subdomain prefix" in message(Node(Metadata("n", labels={"a/b/c": "w"})))
+    assert "must be no more than 63 characters" in message(Node(Metadata("n", labels={"rack": "x" * 64})))
+    ok = {"empty": "", "topology.kubernetes.io/zone": "west", "A_b.c-9": "Z_9.x-1"}
+    assert validate(Node(Metadata("n", labels=ok))).labels == ok
+
+
+def test_node_empty_bgp_section():
+    assert message(Node(Metadata("n"), NodeSpec(bgp=NodeBGPSpec()))) == one(
+        "BGP", "&{<nil>    }", "Spec.BGP should not be empty")

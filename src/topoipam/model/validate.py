@@ -20,6 +20,8 @@ from topoipam.model.types import (
     ALLOWED_USES,
     ASSIGN_AUTOMATIC,
     DEFAULT_BLOCK_SIZE,
+    MODE_ALWAYS,
+    MODE_CROSS_SUBNET,
     MODE_NEVER,
     USE_LOAD_BALANCER,
     USE_TUNNEL,
@@ -28,6 +30,7 @@ from topoipam.model.types import (
     IPPool,
     IPReservation,
     Node,
+    NodeBGPSpec,
 )
 
 _MODE_RE = re.compile(r"^(Always|CrossSubnet|Never)$")
@@ -36,8 +39,6 @@ _LINK_LOCAL = {4: ipaddress.ip_network("169.254.0.0/16"), 6: ipaddress.ip_networ
 _LINK_LOCAL_REASON = {4: "IPPool CIDR overlaps with IPv4 Link Local range 169.254.0.0/16",
                       6: "IPPool CIDR overlaps with IPv6 Link Local range fe80::/10"}
 _SELECTOR_MAX = 1024
-# Kubernetes label syntax: optional DNS-subdomain prefix, name of <= 63 characters.
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -176,27 +177,27 @@ def _pool_struct_rules(pool: IPPool) -> list[str]:
 
 
 def _pool_spec_rules(pool: IPPool) -> list[str]:
-    """validateIPPoolSpec: allowed uses and the selectors' global() ban."""
+    """validateIPPoolSpec's rules that the client-side checks do not already cover (names/values as Calico's)."""
     spec = pool.spec
     errors = []
     uses = spec.allowed_uses
-    for use in uses:
+    load_balancer = USE_LOAD_BALANCER in uses
+    encap = spec.ipip_mode in (MODE_ALWAYS, MODE_CROSS_SUBNET) or spec.vxlan_mode in (MODE_ALWAYS, MODE_CROSS_SUBNET)
+    if load_balancer and encap:
+        errors.append(field_error("IPpool.IPIPMode", spec.ipip_mode, "Neither IPIPMode nor VXLANMode can be enabled "
+                                  "on AllowedUses LoadBalancer IP pool"))
+    for use in uses:  # Calico reports the whole list as the value
         if use not in ALLOWED_USES:
-            errors.append(field_error("IPpool.AllowedUses", use, f"unknown use: {use}"))
-    if USE_LOAD_BALANCER in uses:
-        for use in uses:
-            if use in (USE_WORKLOAD, USE_TUNNEL):
-                errors.append(field_error("IPpool.AllowedUses", use,
-                                          f"LoadBalancer cannot be used at the same time as: {use}"))
-        if spec.ipip_mode != MODE_NEVER or spec.vxlan_mode != MODE_NEVER:
-            errors.append(field_error("IPpool.AllowedUses", _go_list(uses), "Neither IPIPMode nor VXLANMode can "
-                                      "be enabled on AllowedUses LoadBalancer IP pool"))
-        if spec.disable_bgp_export:
-            errors.append(field_error("IPpool.DisableBGPExport", "true", "IP Pool with AllowedUse LoadBalancer "
-                                      "must have DisableBGPExport set to true"))
-        if spec.node_selector != "all()":
-            errors.append(field_error("IPpool.NodeSelector", spec.node_selector,
-                                      "IP Pool with AllowedUse LoadBalancer must have node selector set to all()"))
+            errors.append(field_error("IPpool.AllowedUses", _go_list(uses), f"unknown use: {use}"))
+        elif load_balancer and use != USE_LOAD_BALANCER:
+            errors.append(field_error("IPpool.AllowedUses", _go_list(uses),
+                                      f"LoadBalancer cannot be used at the same time as: {use}"))
+    if load_balancer and spec.disable_bgp_export:
+        errors.append(field_error("IPpool.DisableBGPExport", spec.cidr, "IP Pool with AllowedUse LoadBalancer "
+                                  "must have DisableBGPExport set to true"))
+    if load_balancer and spec.node_selector != "all()":
+        errors.append(field_error("IPpool.NodeSelector", spec.cidr,
+                                  "IP Pool with AllowedUse LoadBalancer must have node selector set to all()"))
     if USE_TUNNEL in uses and spec.namespace_selector:
         errors.append(field_error("IPpool.NamespaceSelector", spec.namespace_selector,
                                   "IP Pool with AllowedUse Tunnel cannot have namespaceSelector specified - "
@@ -220,28 +221,71 @@ def _check_pool(pool: IPPool, old) -> None:
 
 
 def _name_errors(resource) -> list[str]:
-    """Metadata checks shared by every kind: the name and the label syntax."""
+    """validateObjectMeta: the name (DNS subdomain) and the label keys and values (Kubernetes syntax)."""
     meta = resource.metadata
     errors = []
-    if not meta.name:
-        errors.append(field_error("Metadata.Name", None, "name must be specified"))
-    elif len(meta.name) > 253 or not _DNS_SUBDOMAIN.match(meta.name):
+    if len(meta.name) > 253:
+        errors.append(field_error("Metadata.Name", meta.name, f"name is too long by {len(meta.name) - 253} bytes"))
+    if not _DNS_SUBDOMAIN.match(meta.name):
         errors.append(field_error("Metadata.Name", meta.name, "name must consist of lower case alphanumeric "
                                   "characters, '-' or '.' (regex: [a-z0-9]([-a-z0-9]*[a-z0-9])?"
                                   "(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)"))
     for key, value in meta.labels.items():
-        if not _label_key_ok(key):
-            errors.append(field_error("Metadata.Labels", key, "invalid label key"))
-        if len(value) > 63 or not _LABEL_NAME.match(value):
-            errors.append(field_error("Metadata.Labels", value, f"invalid label value for key {key}"))
+        errors += [field_error("Metadata.Labels (label)", key, e) for e in qualified_name_errors(key)]
+        errors += [field_error("Metadata.Labels (value)", value, e) for e in label_value_errors(value)]
     return errors
 
 
-def _label_key_ok(key: str) -> bool:
-    prefix, slash, name = key.rpartition("/")
-    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
-        return False
-    return bool(name) and len(name) <= 63 and bool(_LABEL_NAME.match(name))
+def _regex_error(msg: str, fmt: str, *examples: str) -> str:
+    """Kubernetes' RegexError text (its double spaces included)."""
+    shown = "".join(f"'{e}', " if i == 0 else f" or '{e}', " for i, e in enumerate(examples))
+    return f"{msg} (e.g. {shown}regex used for validation is '{fmt}')"
+
+
+_QNAME_FMT = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
+_QNAME_MSG = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"
+_QNAME_RE = re.compile(f"^{_QNAME_FMT}$")
+_DNS_FMT = "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+_DNS_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+            "and must start and end with an alphanumeric character")
+
+
+def qualified_name_errors(key: str) -> list[str]:
+    """Kubernetes IsQualifiedName: a label key, optionally ``<dns-subdomain>/`` prefixed."""
+    parts = key.split("/")
+    if len(parts) > 2:
+        return [_regex_error("a qualified name " + _QNAME_MSG, _QNAME_FMT, "MyName", "my.name", "123-abc")
+                + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"]
+    errors = []
+    name = parts[-1]
+    if len(parts) == 2:
+        prefix = parts[0]
+        if not prefix:
+            errors.append("prefix part must be non-empty")
+        else:
+            if len(prefix) > 253:
+                errors.append("prefix part must be no more than 253 characters")
+            if not _DNS_SUBDOMAIN.match(prefix):
+                errors.append("prefix part " + _regex_error(_DNS_MSG, _DNS_FMT, "example.com"))
+    if not name:
+        errors.append("name part must be non-empty")
+    elif len(name) > 63:
+        errors.append("name part must be no more than 63 characters")
+    if not _QNAME_RE.match(name):
+        errors.append("name part " + _regex_error(_QNAME_MSG, _QNAME_FMT, "MyName", "my.name", "123-abc"))
+    return errors
+
+
+def label_value_errors(value: str) -> list[str]:
+    """Kubernetes IsValidLabelValue: empty, or a qualified name of at most 63 characters."""
+    errors = []
+    if len(value) > 63:
+        errors.append("must be no more than 63 characters")
+    if value and not _QNAME_RE.match(value):
+        errors.append(_regex_error("a valid label value must be an empty string or consist of alphanumeric "
+                                   "characters, '-', '_' or '.', and must start and end with an alphanumeric "
+                                   "character", f"({_QNAME_FMT})?", "MyValue", "my_value", "12345"))
+    return errors
 
 
 def _ip_errors(field: str, text: str, version: int) -> list[str]:
@@ -265,6 +309,9 @@ def _check_node(node: Node, old) -> None:
     spec = node.spec
     errors = _name_errors(node)
     if spec.bgp is not None:
+        if spec.bgp == NodeBGPSpec():
+            # Go prints the empty *NodeBGPSpec as "&{<nil>    }".
+            errors.append(field_error("BGP", "&{<nil>    }", "Spec.BGP should not be empty"))
         errors += _cidr_errors("IPv4Address", spec.bgp.ipv4_address, 4)
         errors += _cidr_errors("IPv6Address", spec.bgp.ipv6_address, 6)
         errors += _ip_errors("IPv4IPIPTunnelAddr", spec.bgp.ipv4_ipip_tunnel_addr, 4)
@@ -283,9 +330,10 @@ def _check_ipam_config(config: IPAMConfig, old) -> None:
     if config.name != "default":
         raise ValidationError('Cannot create an IPAMConfiguration resource with a name other than "default"')
     errors = _name_errors(config)
-    if spec.max_blocks_per_host < 0 or spec.max_blocks_per_host > 1000000:
-        errors.append(field_error("IPAMConfiguration.Spec.MaxBlocksPerHost", spec.max_blocks_per_host,
-                                  "must be between 0 and 1000000"))
+    if spec.max_blocks_per_host < 0:
+        errors.append(field_error("MaxBlocksPerHost", spec.max_blocks_per_host, "must be greater than or equal to 0"))
+    elif spec.max_blocks_per_host > 1000000:  # the CRD's maximum
+        errors.append(field_error("MaxBlocksPerHost", spec.max_blocks_per_host, "must be less than or equal to 1000000"))
     if spec.kube_virt_vm_address_persistence not in ("Enabled", "Disabled"):
         errors.append(_tag_error("KubeVirtVMAddressPersistence", spec.kube_virt_vm_address_persistence,
                                  "kubeVirtVMAddressPersistence"))
