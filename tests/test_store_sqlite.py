@@ -204,6 +204,8 @@ _WORKER = textwrap.dedent(
     url, key, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     conflicts = 0
     with open_store(url) as s:
+        if count == 0:  # only create the key (racing on a brand-new file)
+            s.create(key, b"0")
         done = 0
         while done < count:
             rec = s.get(key)
@@ -220,11 +222,11 @@ PROCESSES = 8
 INCREMENTS = 400
 
 
-def _run_workers(url, keys):
+def _run_workers(url, keys, increments=INCREMENTS):
     procs = []
     try:
         for key in keys:
-            procs.append(subprocess.Popen([sys.executable, "-c", _WORKER, url, key, str(INCREMENTS)],
+            procs.append(subprocess.Popen([sys.executable, "-c", _WORKER, url, key, str(increments)],
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE))
         results = [p.communicate(timeout=120) for p in procs]
     finally:
@@ -259,3 +261,14 @@ def test_processes_on_distinct_keys_of_one_file_lose_no_update(tmp_path):
     assert _run_workers(url, keys) == 0  # distinct keys never conflict
     with open_store(url) as s:
         assert {r.key: int(r.value) for r in s.list("/counter/")} == {k: INCREMENTS for k in keys}
+
+
+@pytest.mark.slow
+def test_processes_creating_a_brand_new_file_at_once_all_succeed(tmp_path):
+    url = f"sqlite://{tmp_path}/fresh/new.db"
+    keys = [f"/born/{i}" for i in range(PROCESSES)]
+    assert _run_workers(url, keys, increments=0) == 0
+    with open_store(url) as s:
+        assert [r.key for r in s.list("/born/")] == sorted(keys)
+        assert s.commit([]) == PROCESSES  # the schema was set up once, each create took one revision
+    assert _mode(tmp_path / "fresh" / "new.db") == 0o600

@@ -268,8 +268,10 @@ class SqliteStore(Store):
         SQLite's busy handler already waits ``timeout`` for a lock, but some
         busy cases return at once (WAL recovery, a snapshot that went stale),
         so the whole operation is retried with jittered backoff within the
-        same deadline. Conditions that failed (ConflictError, ...) are never
-        retried here: that is the caller's business.
+        same deadline. A retry that starts just before the deadline may still
+        wait in SQLite's handler, so the worst case is about twice ``timeout``.
+        Conditions that failed (ConflictError, ...) are never retried here:
+        that is the caller's business (ipam/retry.py).
         """
         deadline = time.monotonic() + self.timeout
         pause = 0.001
