@@ -397,6 +397,9 @@ class ResourceService:
     def _label_cas(self, attempt, what: str):
         try:
             return _cas(self.store, attempt, f"label of {what}")
+        except ValidationError as err:
+            err.message = f"failed to update {what}, label not changed: {err.message}"
+            raise
         except RetriesExhaustedError:
             raise RetriesExhaustedError(f"failed to update {what}, label not changed") from None
 
