@@ -96,8 +96,9 @@ def choose_pools(pools: Sequence[IPPool], version: int, node: str, node_labels: 
             enabled.append(p)
     if requested:
         picked = [_match_requested(t, enabled, pools, version) for t in requested]
-        choice.chosen = list(dict.fromkeys(picked))  # request order, duplicates once
-        choice.rejected += [Rejection(p, "not requested") for p in enabled if p not in choice.chosen]
+        names = list(dict.fromkeys(p.name for p in picked))  # request order, duplicates once
+        choice.chosen = [next(p for p in picked if p.name == n) for n in names]
+        choice.rejected += [Rejection(p, "not requested") for p in enabled if p.name not in names]
     else:
         for p in enabled:
             reason = _selector_reason(p, node, node_labels, namespace_labels)
