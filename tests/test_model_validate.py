@@ -54,9 +54,10 @@ def test_ipv6_defaults_and_canonical_cidr():
     assert (v.spec.cidr, v.spec.block_size) == ("fd00::/48", 122)
 
 
-def test_bare_address_is_a_host_prefix():
-    v = validate(pool("10.0.0.0", disabled=True, block_size=32))
-    assert v.spec.cidr == "10.0.0.0/32"
+def test_bare_address_is_not_a_pool_cidr():
+    # v3.32.1 parses pool CIDRs with ParseCIDR (not ParseCIDROrIP): a prefix length is required.
+    assert message(pool("10.0.0.0", disabled=True, block_size=32)) == one(
+        "IPPool.Spec.CIDR", "10.0.0.0", "IPPool CIDR must be a valid subnet")
 
 
 def test_selector_text_is_kept_as_written():
@@ -80,8 +81,10 @@ def test_invalid_cidr_is_returned_alone():
     assert msg == one("IPPool.Spec.CIDR", "nope", "IPPool CIDR must be a valid subnet")
 
 
-def test_not_strictly_masked():
-    assert message(pool("10.0.0.1/24")) == one("IPPool.Spec.CIDR", "10.0.0.1/24", "IPPool CIDR is not strictly masked")
+def test_not_strictly_masked_shows_the_masked_cidr():
+    # Calico normalises Spec.CIDR to the masked network before this check, so the value is 10.0.0.0/24.
+    assert message(pool("10.0.0.1/24")) == one("IPPool.Spec.CIDR", "10.0.0.0/24", "IPPool CIDR is not strictly masked")
+    assert message(pool("fd00::1/64")) == one("IPPool.Spec.CIDR", "fd00::/64", "IPPool CIDR is not strictly masked")
 
 
 @pytest.mark.parametrize("size", [19, 33])
@@ -131,9 +134,9 @@ def test_link_local_ranges():
 def test_several_errors_use_calico_list_form_in_order():
     msg = message(pool("10.0.0.1/30", ipip_mode="Always", vxlan_mode="Always"))
     assert msg == ("error with the following fields:\n"
-                   f"-  IPPool.Spec.CIDR = '10.0.0.1/30' ({TOO_SMALL})\n"
+                   f"-  IPPool.Spec.CIDR = '10.0.0.0/30' ({TOO_SMALL})\n"
                    "-  IPPool.Spec.VXLANMode = 'Always' (Cannot enable both VXLAN and IPIP on the same IPPool)\n"
-                   "-  IPPool.Spec.CIDR = '10.0.0.1/30' (IPPool CIDR is not strictly masked)\n")
+                   "-  IPPool.Spec.CIDR = '10.0.0.0/30' (IPPool CIDR is not strictly masked)\n")
 
 
 # ------------------------------------------------------------------ update-only rules
@@ -152,6 +155,10 @@ def test_update_cidr_and_block_size_cannot_change():
 def test_update_with_equivalent_non_canonical_ipv6_text_is_allowed():
     old = validate(pool("fd00::/64"))
     assert validate(pool("fd00:0::/64"), old=old).spec.cidr == "fd00::/64"
+    # A stored non-canonical CIDR may be rewritten in canonical form (cidrChangeOK).
+    stored = validate(pool("fd00::/64"))
+    stored.spec.cidr = "FD00:0::/64"
+    assert validate(pool("fd00::/64"), old=stored).spec.cidr == "fd00::/64"
 
 
 def test_update_load_balancer_use_cannot_change_and_is_returned_alone():

@@ -82,10 +82,12 @@ def validate(resource, *, old=None):
 # ---------------------------------------------------------------- IPPool
 
 
-def _parse_cidr(text: str):
-    """Calico's ParseCIDROrIP: ``a.b.c.d/n`` or a bare address (as /32, /128); None if neither."""
+def _parse_cidr(text: str, *, bare_ip: bool = True):
+    """Calico's ParseCIDROrIP (``bare_ip``) or ParseCIDR: an interface keeping the host bits, or None."""
     addr, slash, prefix = text.partition("/")
     if slash and not (prefix.isdigit() and prefix.isascii()):
+        return None
+    if not slash and not bare_ip:
         return None
     try:
         return ipaddress.ip_interface(text if slash else addr)
@@ -93,15 +95,24 @@ def _parse_cidr(text: str):
         return None
 
 
+def _same_network(old_cidr: str, new_net) -> bool:
+    """Calico's cidrChangeOK for an already canonical new CIDR: the same network, however the old one was written."""
+    try:
+        return ipaddress.ip_network(old_cidr, strict=False) == new_net
+    except ValueError:
+        return False
+
+
 def _pool_defaults_and_client_rules(pool: IPPool, old: IPPool | None) -> list[str]:
     spec = pool.spec
     if not spec.cidr:
         return [field_error("IPPool.Spec.CIDR", None, "IPPool CIDR must be specified")]
-    iface = _parse_cidr(spec.cidr)
+    iface = _parse_cidr(spec.cidr, bare_ip=False)
     if iface is None:
         return [field_error("IPPool.Spec.CIDR", spec.cidr, "IPPool CIDR must be a valid subnet")]
-    spec.cidr = str(iface)
     version, net = iface.version, iface.network
+    # Calico stores the masked network; the error values below show it too.
+    spec.cidr = str(net)
     spec.vxlan_mode = spec.vxlan_mode or MODE_NEVER
     spec.ipip_mode = spec.ipip_mode or MODE_NEVER
     spec.block_size = spec.block_size or DEFAULT_BLOCK_SIZE[version]
@@ -111,7 +122,7 @@ def _pool_defaults_and_client_rules(pool: IPPool, old: IPPool | None) -> list[st
 
     errors = []
     if old is not None:
-        if spec.cidr != old.spec.cidr:
+        if spec.cidr != old.spec.cidr and not _same_network(old.spec.cidr, net):
             errors.append(field_error("IPPool.Spec.CIDR", spec.cidr, "IPPool CIDR cannot be modified"))
         if USE_LOAD_BALANCER in old.spec.allowed_uses and any(u != USE_LOAD_BALANCER for u in spec.allowed_uses):
             return [field_error("IPPool.Spec.AllowedUses", spec.allowed_uses and _go_list(spec.allowed_uses),
@@ -135,8 +146,6 @@ def _pool_defaults_and_client_rules(pool: IPPool, old: IPPool | None) -> list[st
         errors.append(field_error("IPPool.Spec.CIDR", spec.cidr, "IPPool CIDR is not strictly masked"))
     if net.overlaps(_LINK_LOCAL[version]):
         errors.append(field_error("IPPool.Spec.CIDR", spec.cidr, _LINK_LOCAL_REASON[version]))
-    if not errors:
-        spec.cidr = str(net)
     return errors
 
 
