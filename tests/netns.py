@@ -139,5 +139,5 @@ def link_exists(netns: str, ifname: str) -> bool:
 
 
 def python() -> str:
-    """The real interpreter of the venv (not a version-manager shim)."""
-    return os.path.realpath(VENV_BIN / "python3") if (VENV_BIN / "python3").exists() else sys.executable
+    """The venv's interpreter: a symlink to the real binary (not a version-manager shim), so the venv applies."""
+    return str(VENV_BIN / "python3") if (VENV_BIN / "python3").exists() else sys.executable
