@@ -21,7 +21,7 @@ import ipaddress
 import os
 import secrets
 
-from topoipam.errors import ValidationError
+from topoipam.errors import TopoipamError, ValidationError
 
 DEFAULT_IPV4_POOL_CIDR = "192.168.0.0/16"
 DEFAULT_POOL_NAME = {4: "default-ipv4-ippool", 6: "default-ipv6-ippool"}
@@ -137,7 +137,14 @@ def run_init(args, ctx) -> int:
     if not pools:
         print("NO_DEFAULT_POOLS is true: no default IP pools created", file=ctx.out)
         return 0
-    for pool, outcome in ResourceService(ctx.store).ensure_pools(pools):
+    try:
+        outcomes = ResourceService(ctx.store).ensure_pools(pools)
+    except TopoipamError as err:
+        document = getattr(err, "document", None)
+        failed = next((p for p in pools if document and p.name == document[2]), pools[0])
+        err.message = f"Failed to create default IPv{failed.version} IP pool: {failed.spec.cidr}: {err.message}"
+        raise
+    for pool, outcome in outcomes:
         s = pool.spec
         if outcome == "created":
             print(f"Created default IPv{pool.version} pool {pool.name} ({s.cidr}) with NAT outgoing "
