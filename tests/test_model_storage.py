@@ -271,3 +271,14 @@ def test_from_storage_rejects_garbage_and_kind_mismatch():
     data = to_storage(IPReservation(Metadata("r")))
     with pytest.raises(ValidationError, match="holds a IPReservation"):
         from_storage("IPPool", data, 1)
+
+
+def test_storage_module_is_standard_library_only():
+    import subprocess
+    import sys
+
+    code = ("import sys, topoipam.model.storage, topoipam.model.kinds; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('yaml', '_yaml', 'argparse')); "
+            "print(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
