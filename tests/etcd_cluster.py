@@ -141,9 +141,13 @@ class Member:
 class EtcdCluster:
     """``size`` etcd members on loopback; ``stop()`` (or the context manager) ends them all by pid."""
 
-    def __init__(self, tmp_dir: Path, size: int = 1, tls: TlsFiles | None = None, max_txn_ops: int = 4096) -> None:
+    def __init__(
+        self, tmp_dir: Path, size: int = 1, tls: TlsFiles | None = None, max_txn_ops: int = 4096,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.tmp_dir = Path(tmp_dir)
         self.max_txn_ops = max_txn_ops
+        self.extra_args = tuple(extra_args)
         self.tls = tls
         scheme = "https" if tls else "http"
         self.scheme = scheme
@@ -208,6 +212,7 @@ class EtcdCluster:
             # transaction (EtcdStore reports that limit as a ValidationError, see test_store_etcd).
             f"--max-txn-ops={self.max_txn_ops}",
         ]
+        args += self.extra_args
         if self.tls:
             args += [
                 f"--cert-file={self.tls.server_cert}",

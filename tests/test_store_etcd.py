@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -166,6 +167,7 @@ def test_tls_fails_clearly_without_the_right_certificates(tls_etcd, variant):
         kind, err = finishes(lambda: store.get("/tls/k"), within=20)
     assert kind == "error" and isinstance(err, DatastoreUnavailableError), err
     assert tls_etcd.endpoints() in str(err)
+    assert "TLS failed" in str(err) and "check the ca, cert and key options" in str(err)
 
 
 def test_plain_etcd_url_against_a_tls_member_is_unavailable(tls_etcd):
@@ -181,7 +183,9 @@ def test_plain_etcd_url_against_a_tls_member_is_unavailable(tls_etcd):
 def auth_etcd(tmp_path_factory):
     if not HAVE_ETCD:
         pytest.skip(SKIP_REASON)
-    with EtcdCluster(tmp_path_factory.mktemp("etcd-auth"), max_txn_ops=128) as cluster:
+    # Tokens live one second here, so a test can see the store authenticate again.
+    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd-auth"), max_txn_ops=128, extra_args=("--auth-token-ttl=1",))
+    with cluster:
         cluster.enable_auth("ipam", "pa55word")
         yield cluster
 
@@ -191,6 +195,14 @@ def test_user_and_password_authenticate_and_stay_out_of_the_url(auth_etcd):
         assert "pa55word" not in store.url and "ipam" not in store.url
         rev = store.create("/auth/k", b"v")
         assert store.get("/auth/k").revision == rev
+
+
+def test_an_expired_auth_token_is_renewed_transparently(auth_etcd):
+    with open_store(f"etcd://ipam:pa55word@{auth_etcd.endpoints()}") as store:
+        rev = store.create("/auth/ttl", b"v")
+        time.sleep(3)  # the token (TTL 1 s) expires on the server
+        assert store.update("/auth/ttl", b"w", rev) > rev
+        assert store.get("/auth/ttl").value == b"w"
 
 
 def test_wrong_password_says_authentication_failed(auth_etcd):

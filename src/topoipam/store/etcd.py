@@ -34,6 +34,7 @@ resend of a CAS could report a conflict against its own write).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -176,6 +177,8 @@ class EtcdStore(Store):
     def __init__(self, url: str, config: Mapping[str, Any] | None = None) -> None:
         self._opts = parse_url(url, config)
         self.url = self._opts.public_url
+        # gRPC's C core logs connection errors to stderr by itself; ours are raised as errors instead.
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
         import grpc  # heavy: only when an etcd store is opened
 
         from pyetcd import etcdrpc
@@ -267,6 +270,8 @@ class EtcdStore(Store):
         from the list's revision + 1).
         """
         pb = self._pb
+        if self._opts.user and self._token is None:
+            self.revision()  # authenticates through the normal path; the stream needs the token
         create = pb.WatchCreateRequest(
             key=prefix.encode() or b"\0", range_end=_prefix_end(prefix.encode()), start_revision=start_revision or 0
         )
@@ -403,12 +408,15 @@ class EtcdStore(Store):
         where = f"etcd at {endpoint}"
 
         def unavailable(reason: str, read: bool, write: bool, reauth: bool = False) -> _Outcome:
-            err = DatastoreUnavailableError(f"{where}: {reason}; try again later", details=reason)
+            later = "; try again later" if read else ""  # configuration problems do not heal by waiting
+            err = DatastoreUnavailableError(f"{where}: {reason}{later}", details=reason)
             return _Outcome(err, read, write, reauth)
 
-        if any(s in low for s in ("ssl", "handshake", "certificate", "tls")):
+        if any(s in low for s in ("ssl", "handshake", "certificate", "tls", "tsi_")):
             return unavailable(
-                f"TLS handshake failed ({details}); check the ca, cert and key options", True, True
+                f"TLS failed: the member's certificate is not signed by the given ca, or the member refused"
+                f" the client certificate ({details}); check the ca, cert and key options",
+                True, True,
             )
         if "invalid auth token" in low or "auth: revision in header is old" in low:
             return unavailable("authentication token expired", True, True, reauth=True)
@@ -420,9 +428,16 @@ class EtcdStore(Store):
         if code == sc.UNAVAILABLE:
             # Nothing reached a member that could apply it: safe to resend a write elsewhere.
             not_sent = "failed to connect" in low or "no leader" in low or "connection refused" in low
-            reason = "no leader (the cluster has lost quorum or is electing)" if "no leader" in low else details
-            return unavailable(f"unreachable: {reason}", True, not_sent)
-        if code == sc.DEADLINE_EXCEEDED:
+            if "no leader" in low:
+                return unavailable("no leader (the cluster has lost quorum or is electing)", True, True)
+            if not_sent:
+                hint = " (if the member serves TLS, use etcds://)" if "socket closed" in low and not self._opts.tls else ""
+                return unavailable(f"unreachable: {details}{hint}", True, True)
+            return unavailable(
+                f"connection lost mid-request ({details}; a write's outcome is unknown, read before retrying)",
+                True, False,
+            )
+        if code == sc.DEADLINE_EXCEEDED or "context deadline exceeded" in low:
             return unavailable(
                 f"timed out after {self._opts.timeout:g}s (a write's outcome is unknown; read before retrying)",
                 True, False,
