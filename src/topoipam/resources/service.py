@@ -37,7 +37,7 @@ from topoipam.errors import (
 )
 from topoipam.model.storage import from_storage, resource_from_dict, resource_to_dict, to_storage
 from topoipam.model.validate import field_error, overlap_error, validate, validation_error
-from topoipam.resources.keys import resource_key, resource_prefix
+from topoipam.resources.keys import POOL_GUARD_KEY, resource_key, resource_prefix
 from topoipam.store.base import Create, Delete, Op, Store, Update
 
 T = TypeVar("T")
@@ -168,6 +168,9 @@ class ResourceService:
     def _plan(self, resources: Sequence, mode: str, skip_exists: bool) -> tuple[BatchResult, list[Op]]:
         """Validate every resource against fresh reads; the ops that write them all."""
         result, ops = BatchResult(), []
+        # The guard is read BEFORE the pools: a create committed after this read moves the guard,
+        # so our commit fails and re-plans with that pool in view.
+        guard = self._pool_guard_op() if mode != REPLACE and any(r.kind == "IPPool" for r in resources) else None
         pools = None  # stored pools, read once when a pool is created
         new_pools: list = []
         for index, res in enumerate(resources, start=1):
@@ -188,7 +191,16 @@ class ResourceService:
                 new_pools.append(stored)
             ops.append(op)
             result.written.append(stored)
+        if new_pools:
+            ops.append(guard)
         return result, ops
+
+    def _pool_guard_op(self) -> Op:
+        """CAS on the pool guard: concurrent pool creates serialise, so the overlap check cannot be raced."""
+        record = self.store.get(POOL_GUARD_KEY)
+        if record is None:
+            return Create(POOL_GUARD_KEY, b"{}")
+        return Update(POOL_GUARD_KEY, record.value, record.revision)
 
     def _plan_one(self, res, mode: str, current, revision: int, other_pools: list):
         """``(op, resource as stored)``; ``(None, None)`` when a create finds it present."""
@@ -312,14 +324,8 @@ class ResourceService:
         _cas(self.store, remove, f"delete of {ident('IPPool', name)}")
 
     def _release_pool_affinities(self, pool) -> None:
-        try:
-            from topoipam.ipam import IpamService  # same level; imported lazily (INTERFACES.md)
-        except ImportError:
-            IpamService = None
-        if IpamService is None:
-            # TODO(ipam): the IPAM service is still being written. Until it lands there are no
-            # blocks to release; once it does this call releases them (reference 1.3 step 2).
-            return
+        from topoipam.ipam import IpamService  # same layer; imported lazily (INTERFACES.md)
+
         IpamService(self.store).release_pool_affinities(pool)
 
     # ---------------------------------------------------------------- patch / label
