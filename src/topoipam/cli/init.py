@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import secrets
+import re
 
 from topoipam.errors import TopoipamError, ValidationError
 
@@ -61,10 +61,9 @@ def _block_size(env, version: int) -> int:
     text = env.get(f"CALICO_IPV{version}POOL_BLOCK_SIZE", "")
     if text == "":
         return DEFAULT_BLOCK_SIZE[version]
-    try:
-        size = int(text.strip() if text.strip().lstrip("+-").isdigit() else "x")
-    except ValueError:
-        raise ValidationError(f'Unable to convert blocksize to int: strconv.Atoi: parsing "{text}": invalid syntax') from None
+    if not re.fullmatch(r"[+-]?[0-9]+", text):  # what Go's strconv.Atoi accepts
+        raise ValidationError(f'Unable to convert blocksize to int: strconv.Atoi: parsing "{text}": invalid syntax')
+    size = int(text)
     low, high = BLOCK_SIZE_RANGE[version]
     if not low <= size <= high:
         raise ValidationError(f"Invalid blocksize {size} for version {version}")
@@ -95,6 +94,8 @@ def _cidr(text: str, version: int) -> str:
 
 def _random_ula() -> str:
     """RFC 4193: fd00::/8 plus 40 random bits, as a /48."""
+    import secrets
+
     return str(ipaddress.IPv6Network(((0xFD << 120) | (secrets.randbits(40) << 80), 48)))
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import ipaddress
 import json
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Sequence, TypeVar
@@ -226,6 +225,8 @@ class ResourceService:
         stored = validate(res)
         if stored.kind == "IPPool":
             self._check_new_pool(stored, other_pools)
+        import uuid  # costs ~3 ms of start-up: only when something is created
+
         stored.metadata.uid = str(uuid.uuid4())
         stored.metadata.creation_timestamp = _now()
         stored.metadata.resource_version = ""
