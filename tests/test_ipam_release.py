@@ -188,3 +188,13 @@ def test_check_reports_planted_problems(w):
     kinds = sorted(f.kind for f in report.problems)
     assert kinds == ["address-without-handle", "handle-without-address", "node-missing"]
     assert report.blocks == 2 and report.allocations == 2 and not report.ok
+
+
+def test_releasing_one_handle_that_empties_several_affinityless_blocks(w):
+    res = w.assign("n0", "h", num4=130)
+    assert len({i.network for i in res.ipv4}) == 3
+    w.svc.release_host_affinities("n0")  # blocks keep their allocations without affinity
+    w.svc.release_by_handle("h")  # all three deleted in one commit: summary bits cleared together
+    assert w.svc.block_usage() == []
+    assert w.svc.check().ok
+    assert len(w.assign("n0", "again", num4=130).ipv4) == 130

@@ -91,17 +91,38 @@ def _chunk_params(net):
     return net.version, net.prefixlen, global_block_index(int(net.network_address), net.max_prefixlen, net.prefixlen)
 
 
+class ChunkEdits:
+    """Summary bit changes of one commit, merged so that each chunk record gets one op."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._chunks: dict[str, tuple[Record | None, Chunk]] = {}
+
+    def set(self, net, value: bool, record: Record | None = None, *, read: bool = True) -> None:
+        version, size, g = _chunk_params(net)
+        key = keys.chunk_key(version, size, chunk_of(g))
+        if key not in self._chunks:
+            if record is None and read:
+                record = self.store.get(key)
+            self._chunks[key] = (record, Chunk.from_json(record.value) if record else Chunk(chunk_of(g)))
+        self._chunks[key][1].set(g, value)
+
+    def ops(self) -> list[Op]:
+        out: list[Op] = []
+        for key, (record, chunk) in self._chunks.items():
+            if record is not None:
+                out.append(Update(key, chunk.to_json(), record.revision))
+            elif chunk.bits:
+                out.append(Create(key, chunk.to_json()))
+        return out
+
+
 def chunk_bit_op(store: Store, net, value: bool, record: Record | None = None, *, read: bool = True) -> Op | None:
     """The op setting (block created) or clearing (block deleted) ``net``'s bit in its chunk summary."""
-    version, size, g = _chunk_params(net)
-    key = keys.chunk_key(version, size, chunk_of(g))
-    if record is None and read:
-        record = store.get(key)
-    if record is None:
-        return Create(key, Chunk(chunk_of(g), 1 << (g & ((1 << CHUNK_BITS) - 1))).to_json()) if value else None
-    chunk = Chunk.from_json(record.value)
-    chunk.set(g, value)
-    return Update(key, chunk.to_json(), record.revision)
+    edits = ChunkEdits(store)
+    edits.set(net, value, record, read=read)
+    ops = edits.ops()
+    return ops[0] if ops else None
 
 
 def _free_slots(store: Store, version: int, size: int, lo: int, hi: int) -> Iterator[tuple[int, Record | None]]:
@@ -178,14 +199,19 @@ def _scan_range(store: Store, version: int, size: int, lo: int, hi: int) -> Iter
         start = records[-1].key + "\x00"
 
 
-def delete_block_ops(store: Store, stored: StoredBlock, affinity_record: Record | None) -> list[Op]:
-    """Delete an (empty) block, its affinity record if given, and its summary bit."""
+def delete_block_ops(store: Store, stored: StoredBlock, affinity_record: Record | None,
+                     chunks: ChunkEdits | None = None) -> list[Op]:
+    """Delete an (empty) block, its affinity record if given, and its summary bit (into ``chunks``
+    when several blocks change in one commit: the caller then adds ``chunks.ops()``)."""
     ops: list[Op] = [Delete(stored.key, stored.revision)]
     if affinity_record is not None:
         ops.append(Delete(affinity_record.key, affinity_record.revision))
-    bit = chunk_bit_op(store, stored.block.cidr, False)
-    if bit is not None:
-        ops.append(bit)
+    if chunks is not None:
+        chunks.set(stored.block.cidr, False)
+    else:
+        bit = chunk_bit_op(store, stored.block.cidr, False)
+        if bit is not None:
+            ops.append(bit)
     return ops
 
 

@@ -15,7 +15,7 @@ from topoipam.core.block import Block, affinity_node, host_affinity
 from topoipam.core.pools import pool_containing, selects_node
 from topoipam.errors import NotFoundError, ValidationError
 from topoipam.ipam import keys
-from topoipam.ipam.blocks import (AFFINITY_VALUE, StoredBlock, block_net_of, chunk_bit_op, delete_block_ops,
+from topoipam.ipam.blocks import (AFFINITY_VALUE, ChunkEdits, StoredBlock, block_net_of, chunk_bit_op, delete_block_ops,
                                   handle_counts, handle_ops, list_affine_nets, load_block, release_affinity_ops,
                                   scan_pool_blocks)
 from topoipam.ipam.retry import Plan, run_cas
@@ -36,16 +36,16 @@ def _candidate_keys(ip) -> list[str]:
     return [keys.block_key(block_net_of(ip, size)) for size in BLOCK_SIZES[ip.version]]
 
 
-def _settle_block(store, snap, stored: StoredBlock, records) -> list:
+def _settle_block(store, snap, stored: StoredBlock, chunks: ChunkEdits) -> list:
     """Ops writing a block after a release: update, or delete when it is empty and has no affinity
     (or its pool no longer selects its node)."""
     block = stored.block
     if block.is_empty():
         node = affinity_node(block.affinity)
         if block.affinity is None:
-            return delete_block_ops(store, stored, None)
+            return delete_block_ops(store, stored, None, chunks)
         if node is not None and _pool_dropped_node(snap, block.cidr, node):
-            return delete_block_ops(store, stored, store.get(keys.affinity_key(node, block.cidr)))
+            return delete_block_ops(store, stored, store.get(keys.affinity_key(node, block.cidr)), chunks)
     block.sequence_number += 1
     return [Update(stored.key, block.to_json(), stored.revision)]
 
@@ -82,9 +82,10 @@ def release_ips(svc, ips, handle=None, seq=None) -> list:
             for h, count in out.by_handle.items():
                 deltas.setdefault(h, {}).setdefault(str(stored.block.cidr), 0)
                 deltas[h][str(stored.block.cidr)] -= count
-        ops = []
+        ops, chunks = [], ChunkEdits(store)
         for stored in changed.values():
-            ops += _settle_block(store, snap, stored, found)
+            ops += _settle_block(store, snap, stored, chunks)
+        ops += chunks.ops()
         handle_recs = store.get_many([keys.handle_key(h) for h in deltas])
         ops += handle_ops(handle_recs, deltas)
         return Plan(ops, unallocated)
@@ -104,13 +105,14 @@ def release_by_handle(svc, handle: str) -> list:
         counts = handle_counts(hrec)
         nets = [ipaddress.ip_network(c) for c in counts]
         found = store.get_many([keys.block_key(n) for n in nets])
-        released, ops = [], []
+        released, ops, chunks = [], [], ChunkEdits(store)
         for rec in found.values():
             stored = load_block(rec)
             out = stored.block.release(stored.block.ordinals_of_handle(handle))
             released += [stored.block.address(o) for o in out.released]
             if out.released:
-                ops += _settle_block(store, snap, stored, found)
+                ops += _settle_block(store, snap, stored, chunks)
+        ops += chunks.ops()
         # every count of the handle goes: blocks that no longer hold it (leaks) included
         ops += handle_ops({hkey: hrec}, {handle: {c: -n for c, n in counts.items()}})
         return Plan(ops, sorted(released))
