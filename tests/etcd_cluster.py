@@ -319,6 +319,10 @@ class EtcdCluster:
         """Delete every key (a fresh keyspace for the next test; revisions keep growing)."""
         self._request(self.alive()[0], "/v3/kv/deleterange", {"key": b64("\0"), "range_end": b64("\0")})
 
+    def compact(self, revision: int) -> None:
+        """Drop the history before ``revision`` (watches from earlier revisions then fail)."""
+        self._request(self.alive()[0], "/v3/kv/compaction", {"revision": str(revision), "physical": True})
+
     def enable_auth(self, user: str, password: str) -> None:
         """Create ``root`` (and ``user`` with the root role), then turn authentication on."""
         for body_path, body in [

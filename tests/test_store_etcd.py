@@ -14,7 +14,7 @@ import time
 import pytest
 
 from etcd_cluster import HAVE_ETCD, SKIP_REASON, EtcdCluster, free_port, make_tls
-from topoipam.errors import DatastoreUnavailableError, ValidationError
+from topoipam.errors import ConflictError, DatastoreUnavailableError, ValidationError
 from topoipam.store import Create, open_store
 from topoipam.store.etcd import EtcdStore, parse_url
 
@@ -133,6 +133,53 @@ def test_watch_replays_changes_from_a_revision_in_order(etcd_server):
     ]
     assert seen[0].revision == r1 and seen[1].revision == r2 and seen[3].revision == r4
     assert seen[2].revision < r4
+
+
+@needs_etcd
+def test_watch_from_a_compacted_revision_says_list_again(etcd_server):
+    etcd_server.wipe()
+    with EtcdStore(etcd_server.url()) as store:
+        r1 = store.create("/wc/a", b"1")
+        r2 = store.update("/wc/a", b"2", r1)
+        etcd_server.compact(r2)
+        events = store.watch("/wc/", r1)
+        with pytest.raises(ConflictError, match="compacted"):
+            next(events)
+
+
+_INCREMENTER = """
+import sys
+from topoipam.errors import ConflictError
+from topoipam.store import open_store
+store = open_store(sys.argv[1])
+done = 0
+while done < int(sys.argv[2]):
+    rec = store.get("/race/n")
+    try:
+        store.update("/race/n", str(int(rec.value) + 1).encode(), rec.revision)
+        done += 1
+    except ConflictError:
+        pass
+store.close()
+"""
+
+
+@needs_etcd
+def test_processes_racing_on_one_key_lose_no_increment(etcd_server):
+    etcd_server.wipe()
+    url = etcd_server.url()
+    with open_store(url) as store:
+        store.create("/race/n", b"0")
+        procs = [subprocess.Popen([sys.executable, "-c", _INCREMENTER, url, "25"]) for _ in range(4)]
+        try:
+            codes = [p.wait(timeout=120) for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        assert codes == [0, 0, 0, 0]
+        assert store.get("/race/n").value == b"100"
 
 
 # -- TLS --------------------------------------------------------------------------------
