@@ -78,3 +78,14 @@ def test_unavailable_datastore_exit_3(tmp_path):
     (tmp_path / "dir").mkdir()
     r = run("--datastore", f"sqlite://{tmp_path}/dir", "get", "ippool")
     assert r.returncode == 3 and "Traceback" not in r.stderr and r.stderr.strip()
+
+
+def test_get_wide_does_not_load_yaml(sqlite_url):
+    """JSON/YAML and PyYAML stay off the table path (lean start-up)."""
+    run("--datastore", sqlite_url, "init")
+    code = ("import sys; from topoipam.cli.main import main; "
+            f"rc = main(['--datastore', {sqlite_url!r}, 'get', 'ippool', '-o', 'wide']); "
+            "heavy = [m for m in ('yaml', 'topoipam.model.codec', 'uuid') if m in sys.modules]; "
+            "print(rc, heavy, file=sys.stderr)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stderr.strip() == "0 []" and "default-ipv4-ippool" in r.stdout
