@@ -260,14 +260,16 @@ def _error_version(stdin: bytes, req: P.CniRequest | None) -> str:
 
 
 def respond(env: Mapping[str, str], stdin: bytes, open_backend: OpenBackend, *,
-            now_ns: Callable[[], int] = time.time_ns) -> tuple[int, bytes]:
-    """Decode, serve, encode: (exit code, stdout bytes). Never raises for a request's failure."""
+            now_ns: Callable[[], int] = time.time_ns, default_nodename: str | None = None) -> tuple[int, bytes]:
+    """Decode, serve, encode: (exit code, stdout bytes). Never raises for a request's failure.
+
+    ``default_nodename``: the node when the netconf names none (the agent passes its own)."""
     req = None
     try:
         req = P.parse_request(env, stdin)
         if req.command == "VERSION":
             return 0, P.dumps(P.version_object(req.version))
-        conf = parse_ipam(req.config)
+        conf = parse_ipam(req.config, default_nodename)
         if req.command in ("ADD", "CHECK"):
             parse_args(req.args)  # refuse bad input before the datastore is even opened
         try:
@@ -276,7 +278,7 @@ def respond(env: Mapping[str, str], stdin: bytes, open_backend: OpenBackend, *,
             if req.command == "STATUS":  # STATUS has its own codes: 50 = cannot serve ADD
                 raise P.CniError(P.STATUS_NOT_AVAILABLE, f"datastore does not answer: {exc}") from None
             raise
-        result = handle(req, store, service, now_ns=now_ns)
+        result = handle(req, store, service, now_ns=now_ns, default_nodename=default_nodename)
         return 0, (P.dumps(result) if result is not None else b"")
     except P.CniError as exc:
         err = exc

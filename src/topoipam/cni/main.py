@@ -3,7 +3,9 @@
 Reads the environment and stdin, lets ``cni.handler.respond`` serve the
 request, writes the result or the spec's error object to stdout and exits 0 or
 1. ``-v``/``--version`` prints the plugin and protocol versions (as the
-reference plugins do when run without ``CNI_COMMAND``).
+reference plugins do when run without ``CNI_COMMAND``). When the node agent
+serves the network (``ipam.agent_socket``, or the default socket exists) the
+request is forwarded to it instead (``cni.agent_client``).
 
 The plugin is exec'd once per pod: this module and everything it imports stay
 on the lean path (standard library, errors, store base + SQLite, model types
@@ -16,8 +18,8 @@ from __future__ import annotations
 import os
 import sys
 
+from topoipam.cni import agent_client
 from topoipam.cni import protocol as P
-from topoipam.cni.handler import respond
 
 ABOUT = "topoipam-cni: topology-aware CNI IPAM plugin (topoipam)"
 
@@ -45,6 +47,16 @@ def _about() -> str:
     return f"{ABOUT}\nCNI protocol versions supported: {', '.join(P.SUPPORTED_VERSIONS)}\n"
 
 
+def _direct(stdin: bytes) -> tuple[int, bytes]:
+    from topoipam.cni.handler import respond
+
+    backend = _Backend()
+    try:
+        return respond(os.environ, stdin, backend)
+    finally:
+        backend.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-v", "--version", "version"):
@@ -53,11 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     if not os.environ.get("CNI_COMMAND"):
         sys.stderr.write(_about())
     stdin = b"" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read()
-    backend = _Backend()
-    try:
-        code, out = respond(os.environ, stdin, backend)
-    finally:
-        backend.close()
+    agent = agent_client.agent_socket_for(stdin) if os.environ.get("CNI_COMMAND") != "VERSION" else None
+    if agent:  # the node agent serves it (cni/agent_client.py); no datastore code is imported
+        code, out = agent_client.forward(agent, os.environ, stdin)
+    else:
+        code, out = _direct(stdin)
     sys.stdout.buffer.write(out)
     sys.stdout.flush()
     return code

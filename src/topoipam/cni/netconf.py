@@ -5,6 +5,7 @@
     type            the plugin name (whatever the runtime exec'd; not checked)
     nodename        the node this plugin serves; else the host name
     datastore       datastore URL; else $TOPOIPAM_DATASTORE, else the default SQLite file
+    agent_socket    the node agent's unix socket (see cni/agent_client.py); "" = never use the agent
     assign_ipv4     bool or "true"/"false", default true (Calico: only "false" disables)
     assign_ipv6     bool or "true"/"false", default false (Calico: only "true" enables)
     ipv4_pools      pool names or CIDRs to use instead of the node selectors
@@ -35,7 +36,7 @@ from topoipam import errors as E
 from topoipam.cni.protocol import CniError
 
 IPAM_FIELDS = frozenset({"type", "nodename", "datastore", "assign_ipv4", "assign_ipv6",
-                         "ipv4_pools", "ipv6_pools", "gateway", "routes"})
+                         "ipv4_pools", "ipv6_pools", "gateway", "routes", "agent_socket"})
 KNOWN_ARGS = frozenset({"IgnoreUnknown", "K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_UID",
                         "K8S_POD_INFRA_CONTAINER_ID", "IP"})
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
