@@ -151,7 +151,7 @@ def test_every_ipamconfig_alias(cli, alias):
     assert cli("get", alias).out.startswith("NAME   STRICTAFFINITY")
 
 
-@pytest.mark.parametrize("alias", ["ipreservation", "ipreservations"])
+@pytest.mark.parametrize("alias", ["ipreservation", "ipreservations", "reservation", "reservations"])
 def test_every_ipreservation_alias(cli, alias):
     assert cli("get", alias).out == "NAME   \n\n"
 

@@ -21,7 +21,7 @@ _ALIASES = {
     "IPPool": ("ippool", "ippools", "ipp", "ipps", "pool", "pools"),
     "Node": ("node", "nodes", "no", "nos"),
     "IPAMConfiguration": ("ipamconfiguration", "ipamconfigurations", "ipamconfig", "ipamconfigs"),
-    "IPReservation": ("ipreservation", "ipreservations"),
+    "IPReservation": ("ipreservation", "ipreservations", "reservation", "reservations"),
 }
 
 _BY_ALIAS = {alias: kind for kind, aliases in _ALIASES.items() for alias in aliases}
