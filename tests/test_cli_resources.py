@@ -333,3 +333,29 @@ def test_datastore_unavailable_exits_3(tmp_path, capsys):
     code = main(["--datastore", f"sqlite://{blocker}/sub/db.sqlite", "get", "ippool"])
     err = capsys.readouterr().err
     assert code == 3 and "Traceback" not in err and str(blocker) in err
+
+
+def test_mixed_kinds_wording_and_multi_document_apply_replace_delete(cli, tmp_path):
+    both = pool("p1", "10.0.1.0/24") + "---\n" + node("n1")
+    f = tmp_path / "both.yaml"
+    f.write_text(both)
+    assert cli("apply", "-f", str(f)).out == "Successfully applied 2 resource(s)\n"
+    assert cli("replace", "-f", str(f)).out == "Successfully replaced 2 resource(s)\n"
+    assert cli("create", "--skip-exists", "-f", str(f)).out == "Successfully created 2 resource(s)\n"
+    r = cli("create", "-f", str(f))
+    assert r.code == 1 and r.err.startswith("failed to create any resources: [document 1 of 2, IPPool(p1): "
+                                            "resource already exists: IPPool(p1)]")
+    assert cli("delete", "-f", str(f)).out == "Successfully deleted 2 resource(s)\n"
+    assert cli("get", "nodes").out == "NAME   \n\n"
+
+
+def test_json_input_and_list_kind(cli):
+    doc = json.dumps({"apiVersion": "projectcalico.org/v3", "kind": "IPPoolList", "items": [
+        {"metadata": {"name": "a"}, "spec": {"cidr": "10.1.0.0/24"}},
+        {"metadata": {"name": "b"}, "spec": {"cidr": "fd00:1::/64", "vxlanMode": "Always"}}]})
+    assert cli("create", "-f", "-", stdin=doc).out == "Successfully created 2 'IPPool' resource(s)\n"
+    assert cli("get", "ippool").out == (
+        "NAME   CIDR          SELECTOR   \n"
+        "a      10.1.0.0/24   all()      \n"
+        "b      fd00:1::/64   all()      \n\n"
+    )
