@@ -147,6 +147,25 @@ def test_watch_from_a_compacted_revision_says_list_again(etcd_server):
             next(events)
 
 
+def test_watch_reports_a_dead_member_as_unavailable(tmp_path):
+    if not HAVE_ETCD:
+        pytest.skip(SKIP_REASON)
+    with EtcdCluster(tmp_path) as cluster, EtcdStore(cluster.url()) as store:
+        events = store.watch("/wd/", store.revision() + 1)
+        store.create("/wd/a", b"1")
+        assert next(events).key == "/wd/a"
+        cluster.kill(0)
+        kind, err = finishes(lambda: next(events), within=30)
+        assert kind == "error" and isinstance(err, DatastoreUnavailableError), err
+        assert cluster.endpoints() in str(err)
+
+
+def test_an_empty_key_is_refused_as_invalid(etcd_server):
+    with EtcdStore(etcd_server.url()) as store:
+        with pytest.raises(ValidationError, match="key is not provided"):
+            store.create("", b"v")
+
+
 _INCREMENTER = """
 import sys
 from topoipam.errors import ConflictError

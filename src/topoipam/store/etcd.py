@@ -293,6 +293,11 @@ class EtcdStore(Store):
                         f"cannot watch {prefix} from revision {start_revision}: etcd compacted history up to"
                         f" revision {resp.compact_revision}; list again and watch from there"
                     )
+                if resp.canceled:  # e.g. the member lost its leader
+                    raise DatastoreUnavailableError(
+                        f"etcd at {endpoint} cancelled the watch on {prefix}: {resp.cancel_reason or 'no reason given'}"
+                        "; watch again from the last revision seen + 1"
+                    )
                 for ev in resp.events:
                     kind = "delete" if ev.type == type(ev).DELETE else "put"
                     yield WatchEvent(kind, ev.kv.key.decode(), bytes(ev.kv.value), ev.kv.mod_revision)
@@ -363,8 +368,11 @@ class EtcdStore(Store):
                 if self._opts.user and self._token is None:
                     self._authenticate(endpoint, remaining)
                     remaining = deadline - time.monotonic()
+                # With several endpoints an attempt gets half of what is left, so one black-holed
+                # member cannot eat the whole budget before the others are tried.
+                budget = remaining if n == 1 else remaining / 2
                 fn = getattr(self._stub(endpoint, service), method)
-                return fn(request, timeout=max(remaining, 0.05), metadata=self._metadata())
+                return fn(request, timeout=max(budget, 0.05), metadata=self._metadata())
             except self._grpc.RpcError as exc:
                 outcome = self._map_rpc_error(exc, endpoint)
             except _Outcome as raised:
@@ -448,6 +456,8 @@ class EtcdStore(Store):
                 f" (etcd's default is {MAX_TXN_OPS}); split the change or raise that limit"
             )
             return _Outcome(err, False, False)
+        if code == sc.INVALID_ARGUMENT:  # empty key, request too large, ...: nothing was written
+            return _Outcome(ValidationError(f"{where} refused the request: {details}"), False, False)
         if code == sc.RESOURCE_EXHAUSTED:
             return unavailable(f"busy: {details}", True, False)
         if code == sc.CANCELLED:
