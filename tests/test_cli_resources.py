@@ -359,3 +359,10 @@ def test_json_input_and_list_kind(cli):
         "a      10.1.0.0/24   all()      \n"
         "b      fd00:1::/64   all()      \n\n"
     )
+
+
+def test_patch_types(cli):
+    cli("create", "-f", "-", stdin=pool())
+    assert cli("patch", "pool", "ippool-name1", "--type", "merge", "-p", '{"spec":{"disabled":true}}').code == 0
+    r = cli("patch", "pool", "ippool-name1", "-t", "json", "-p", "[]")
+    assert (r.code, r.err) == (2, "patch type 'json' is not supported: use strategic or merge\n")

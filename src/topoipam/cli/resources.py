@@ -48,6 +48,9 @@ def register(subparsers) -> None:
     p.add_argument("kind", metavar="KIND")
     p.add_argument("name", metavar="NAME")
     p.add_argument("-p", "--patch", required=True, metavar="JSON", help='e.g. \'{"spec":{"disabled":true}}\'')
+    p.add_argument("-t", "--type", default="strategic", metavar="TYPE",
+                   help="strategic (default) or merge: both a JSON merge patch (RFC 7386), which is what a "
+                        "strategic merge patch amounts to for these resources; json (RFC 6902) is not implemented")
     p.set_defaults(run=run_patch)
 
     p = subparsers.add_parser("label", help="Set or remove a label of a resource.",
@@ -182,6 +185,8 @@ def run_get(args, ctx) -> int:
 
 def run_patch(args, ctx) -> int:
     kind = _kind(args.kind)
+    if args.type not in ("strategic", "merge"):
+        raise ValidationError(f"patch type '{args.type}' is not supported: use strategic or merge")
     try:
         _service(ctx).patch(kind, args.name, args.patch)
     except TopoipamError as err:
