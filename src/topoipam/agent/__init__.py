@@ -1,0 +1,7 @@
+"""The per-node agent (``topoipam agent``): holds the datastore connection and serves the CNI plugin.
+
+Modules: ``daemon`` (the ``Agent``: life cycle, request serving, maintenance),
+``server`` (the unix socket), ``warm`` (pools, own Node, IPAM config and
+reservations kept warm by the store's watch), ``node`` (node registration and
+tunnel addresses, reference section 5). The CLI edge is ``cli/agent.py``.
+"""

@@ -143,10 +143,11 @@ def forward(path: str, env: Mapping[str, str], stdin: bytes) -> tuple[int, bytes
     except AgentUnavailable as exc:
         err = P.CniError(E.CNI_TRY_AGAIN_LATER, str(exc),
                          "the node's topoipam agent serves this network (ipam.agent_socket); is it running?")
-        return 1, P.dumps(P.error_object(err, _version(stdin)))
+        return 1, P.dumps(P.error_object(err, request_version(stdin)))
 
 
-def _version(stdin: bytes) -> str:
+def request_version(stdin: bytes) -> str:
+    """The request's cniVersion if supported (for error objects), else the latest."""
     try:
         version = json.loads(stdin).get("cniVersion")
     except (ValueError, UnicodeDecodeError, AttributeError):

@@ -1,0 +1,101 @@
+"""The node agent: one datastore connection, the node's registration and tunnel addresses, the CNI socket.
+
+    agent = Agent(store, node="kube-node-0", labels={"rack": "0"}, socket_path="/run/topoipam/agent.sock")
+    agent.start()          # serve at once; register the node as soon as the datastore answers
+    ...
+    agent.stop()           # SIGTERM: stop accepting, finish in-flight requests, remove the socket
+
+Requests are served by ``cni.handler.respond`` in-process against the agent's
+store and an ``IpamService`` whose topology is the warm one (``agent.warm``);
+the netconf's ``datastore`` is ignored (the agent has its own) and its
+``nodename`` defaults to the agent's node. Until the node is registered every
+request is answered with CNI code 11, as are requests while the datastore is
+unreachable (the store fails fast, so no request hangs).
+
+A maintenance thread registers the node (retrying while the datastore is away)
+and keeps the tunnel addresses in line whenever the topology reports a change,
+retrying with backoff after a failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Mapping
+
+from topoipam import errors as E
+from topoipam.agent.node import reconcile_tunnels, register_node
+from topoipam.agent.server import AgentServer
+from topoipam.agent.warm import WarmTopology
+from topoipam.cni import protocol as P
+from topoipam.cni.agent_client import DEFAULT_SOCKET, request_version
+from topoipam.cni.handler import respond
+from topoipam.ipam import IpamService
+from topoipam.store.base import Store
+
+log = logging.getLogger("topoipam.agent")
+
+RETRY_AFTER_FAILURE = 2.0  # seconds between maintenance attempts while the datastore is away
+
+
+class Agent:
+    def __init__(self, store: Store, node: str, labels: Mapping[str, str] | None = None,
+                 socket_path: str = DEFAULT_SOCKET, *, poll_interval: float = 1.0, max_in_flight: int = 32) -> None:
+        self.store = store
+        self.node = node
+        self.labels = dict(labels or {})
+        self.warm = WarmTopology(store, node, poll_interval=poll_interval)
+        self.service = IpamService(store, topology=self.warm)
+        self.server = AgentServer(socket_path, self.serve, max_in_flight=max_in_flight)
+        self.registered = threading.Event()
+        self.tunnels: dict[str, str] = {}
+        self.tunnels_done = threading.Event()  # the last reconciliation succeeded
+        self._changed = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- serving ---------------------------------------------------------------------
+    def serve(self, env: Mapping[str, str], stdin: bytes) -> tuple[int, bytes]:
+        if not self.registered.is_set() and env.get("CNI_COMMAND") != "VERSION":
+            err = P.CniError(E.CNI_TRY_AGAIN_LATER, f"the topoipam agent of node {self.node} is starting: "
+                             "its node is not registered yet (is the datastore reachable?)")
+            return 1, P.dumps(P.error_object(err, request_version(stdin)))
+        return respond(env, stdin, lambda _url: (self.store, self.service), default_nodename=self.node)
+
+    # --- life cycle ------------------------------------------------------------------
+    def start(self) -> "Agent":
+        self.warm.add_listener(self._changed.set)
+        self.server.start()
+        log.info("serving topoipam-cni on %s for node %s (datastore %s)", self.server.path, self.node,
+                 self.store.url)
+        self._thread = threading.Thread(target=self._maintain, name="topoipam-agent-maintain", daemon=True)
+        self._thread.start()
+        self.warm.start()
+        return self
+
+    def stop(self, grace: float = 60.0) -> bool:
+        """Stop accepting, finish what is in flight, remove the socket. True if nothing was cut short."""
+        self._stop.set()
+        self._changed.set()
+        clean = self.server.shutdown(grace)
+        self.warm.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=grace)
+        return clean
+
+    def _maintain(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if not self.registered.is_set():
+                    node, outcome = register_node(self.store, self.node, self.labels)
+                    log.info("node %s %s (labels %s)", self.node, outcome, node.labels)
+                    self.registered.set()
+                self._changed.clear()
+                self.tunnels_done.clear()
+                self.tunnels = reconcile_tunnels(self.store, self.node)
+                self.tunnels_done.set()
+            except E.TopoipamError as exc:
+                log.warning("node %s: %s; retrying in %gs", self.node, exc, RETRY_AFTER_FAILURE)
+                self._stop.wait(RETRY_AFTER_FAILURE)
+                continue
+            self._changed.wait()

@@ -1,0 +1,59 @@
+"""``topoipam agent --node NAME [--label k=v]... [--socket PATH] [--datastore URL]``: run the node agent.
+
+Runs in the foreground until SIGTERM or SIGINT, logging to stderr. On either
+signal it stops accepting requests, finishes those in flight, removes the
+socket and exits 0 (1 if in-flight requests outlived ``--grace``).
+``--datastore`` here is the same as the global option.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from topoipam.errors import EXIT_FAILED, EXIT_OK
+
+
+def register(subparsers) -> None:
+    text = "Run the node agent: register the node, keep its tunnel addresses, serve topoipam-cni over a unix socket."
+    p = subparsers.add_parser("agent", help=text, description=text)
+    p.add_argument("--node", required=True, help="the name of the Node this agent serves")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="a label to set on the Node (repeatable); other labels are left as they are")
+    from topoipam.cni.agent_client import DEFAULT_SOCKET
+
+    p.add_argument("--socket", default=DEFAULT_SOCKET, metavar="PATH",
+                   help=f"the unix socket topoipam-cni connects to (default {DEFAULT_SOCKET})")
+    p.add_argument("--datastore", dest="agent_datastore", metavar="URL", default=None,
+                   help="datastore URL (as the global --datastore)")
+    p.add_argument("--grace", type=float, default=60.0, metavar="SECONDS",
+                   help="how long shutdown waits for requests in flight (default 60)")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(run=run_agent)
+
+
+def run_agent(args, ctx) -> int:
+    from topoipam.agent.daemon import Agent
+    from topoipam.agent.node import parse_labels
+    from topoipam.store import open_store
+
+    logging.basicConfig(level=args.log_level.upper(), stream=ctx.err,
+                        format="%(asctime)s topoipam agent %(levelname)s: %(message)s")
+    labels = parse_labels(args.label)
+    store = open_store(args.agent_datastore or args.datastore)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    agent = Agent(store, args.node, labels, args.socket)
+    try:
+        agent.start()
+        while not stop.wait(3600):
+            pass
+        logging.getLogger("topoipam.agent").info("stopping: finishing %d request(s) in flight",
+                                                 agent.server.in_flight)
+        clean = agent.stop(args.grace)
+    finally:
+        store.close()
+    logging.getLogger("topoipam.agent").info("stopped (%d requests served)", agent.server.served)
+    return EXIT_OK if clean else EXIT_FAILED
