@@ -28,6 +28,10 @@ from topoipam.errors import EXIT_USAGE, TopoipamError, ValidationError
 COMMAND_MODULES = (
     "topoipam.cli.resources",  # create apply replace delete get patch label
     "topoipam.cli.init",  # init
+    "topoipam.cli.agent",  # agent
+    "topoipam.cli.ipam",  # ipam show/check/release/configure/split/assign
+    "topoipam.cli.workloads",  # get workloadendpoints (wraps get's run; after cli.resources)
+    "topoipam.cli.demo",  # demo
 )
 
 

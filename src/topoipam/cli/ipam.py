@@ -1,0 +1,396 @@
+"""``topoipam ipam show|check|release|configure|split|assign``: calicoctl's ipam commands, and ``assign``.
+
+Texts and tables follow calicoctl (reference 7.4-7.8). Differences, on purpose:
+errors go to stderr with topoipam's exit codes (2 for bad input, 1 for a
+failed operation, 3 when the datastore does not answer, 4 when ``ipam check``
+finds problems); ``release --from-report`` and ``split`` need no datastore
+lock (they are fenced / one transaction instead); ``release --handle`` and
+``assign`` exist for users without an orchestrator.
+
+``check`` and ``release --from-report`` live in ``cli/ipam_check.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from topoipam.errors import NotFoundError, TopoipamError, ValidationError
+
+INT32_MAX = 2**31 - 1
+
+
+def register(subparsers) -> None:
+    text = "IP address management: usage, consistency, release, configuration, pool split, assignment."
+    ipam = subparsers.add_parser("ipam", help=text, description=text)
+    sub = ipam.add_subparsers(dest="ipam_command", metavar="SUBCOMMAND", parser_class=type(ipam))
+    sub.required = True
+
+    p = sub.add_parser("show", help="Show IP pool and block usage, one address, borrowed addresses or the "
+                       "IPAM configuration.", description="topoipam ipam show [--show-blocks | --ip IP | "
+                       "--show-borrowed | --show-configuration]")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--show-blocks", action="store_true", help="also one row per block under its pool")
+    what.add_argument("--ip", metavar="IP", help="whether IP is assigned, its handle and attributes")
+    what.add_argument("--show-borrowed", action="store_true",
+                      help="addresses allocated to a node from a block affine to another node (or to none)")
+    what.add_argument("--show-configuration", action="store_true", help="the IPAM configuration")
+    p.set_defaults(run=run_show)
+
+    from topoipam.cli import ipam_check
+
+    ipam_check.register(sub)
+
+    p = sub.add_parser("release", help="Release an address, a handle's addresses, or what a check report "
+                       "found leaked.", description="topoipam ipam release --ip IP | --handle HANDLE | "
+                       "--from-report REPORT")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--ip", metavar="IP", help="release this address")
+    which.add_argument("--handle", metavar="HANDLE", help="release every address held under HANDLE")
+    which.add_argument("--from-report", metavar="REPORT", action="append",
+                       help="release what an 'ipam check -o REPORT' run found leaked, only where it is still "
+                            "as the report saw it (fenced by handle, sequence number and handle revision)")
+    p.set_defaults(run=run_release)
+
+    p = sub.add_parser("configure", help="Set StrictAffinity and MaxBlocksPerHost.",
+                       description="topoipam ipam configure [--strictaffinity=true|false] "
+                                   "[--max-blocks-per-host=N]")
+    p.add_argument("--strictaffinity", metavar="true|false",
+                   help="when true, no address is borrowed from a block affine to another node")
+    p.add_argument("--max-blocks-per-host", metavar="N", help="maximum number of blocks affine to one node "
+                   "(0: no limit from the configuration; needs strict affinity)")
+    p.set_defaults(run=run_configure)
+
+    p = sub.add_parser("split", help="Split an IP pool into N (a power of 2) equal pools.",
+                       description="Replace one IP pool by N equal pools named split-<name>-<i> with the same "
+                                   "spec. Unlike calicoctl no datastore lock is needed: the old pool's delete and "
+                                   "the new pools' creates are one transaction, so no allocator ever sees both or "
+                                   "neither. Blocks and affinities are kept (each lies in one new pool).")
+    p.add_argument("number", metavar="N", help="number of pools: 2, 4, 8, ...")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--cidr", metavar="CIDR", help="the pool whose CIDR this is")
+    where.add_argument("--name", metavar="POOL", help="the pool of this name")
+    p.set_defaults(run=run_split)
+
+    p = sub.add_parser("assign", help="Assign addresses to a workload on a node (without an orchestrator).",
+                       description="Assign addresses as the CNI plugin does for a pod and print one per line. "
+                                   "Without --handle a handle is generated and printed on stderr "
+                                   "('Handle ID: <handle>'): release with 'topoipam ipam release --handle'.")
+    p.add_argument("--node", required=True, metavar="NODE", help="the node the workload runs on")
+    p.add_argument("--handle", metavar="HANDLE", help="handle to hold the addresses (default: generated)")
+    p.add_argument("--ipv4", type=_count, metavar="N", help="IPv4 addresses (default 1, or 0 with --ipv6)")
+    p.add_argument("--ipv6", type=_count, default=0, metavar="N", help="IPv6 addresses (default 0)")
+    p.add_argument("--pool", action="append", default=[], metavar="NAME_OR_CIDR",
+                   help="use these pools (in order) instead of the node-selected ones; repeatable")
+    p.add_argument("--ip", metavar="IP", help="assign exactly this address (not with --ipv4/--ipv6/--pool)")
+    p.add_argument("--namespace", metavar="NS", help="namespace of the workload (recorded, and matched "
+                   "against pools' namespace selectors as a namespace without labels)")
+    p.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE",
+                   help="attribute recorded with the addresses (e.g. pod=web-1); repeatable")
+    p.set_defaults(run=run_assign)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of addresses {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"the number of addresses must not be negative: {text}")
+    return value
+
+
+def _service(ctx):
+    from topoipam.ipam import IpamService
+
+    return IpamService(ctx.store)
+
+
+def parse_ip(text: str):
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise ValidationError(f"invalid IP address specified: {text}") from None
+
+
+# ---------------------------------------------------------------- show
+
+
+def pct_cell(n: int, capacity: int) -> str:
+    """calicoctl's ``%.5g (%.f%%)``."""
+    return f"{float(n):.5g} ({100 * n / capacity:.0f}%)"
+
+
+def usage_row(kind: str, cidr, capacity: int, in_use: int) -> list[str]:
+    return [kind, str(cidr), f"{float(capacity):.5g}", pct_cell(in_use, capacity), pct_cell(capacity - in_use, capacity)]
+
+
+def run_show(args, ctx) -> int:
+    if args.ip is not None:
+        return _show_ip(ctx, parse_ip(args.ip))
+    if args.show_borrowed:
+        return _show_borrowed(ctx)
+    if args.show_configuration:
+        return _show_configuration(ctx)
+    from topoipam.cli.tables import render
+
+    svc = _service(ctx)
+    blocks = svc.block_usage()
+    rows = []
+    for pool in svc.pool_usage():
+        rows.append(usage_row("IP Pool", pool.cidr, pool.size, pool.in_use))
+        if args.show_blocks:
+            rows += [usage_row("Block", b.cidr, b.size, b.in_use) for b in blocks if b.pool == pool.name]
+    if args.show_blocks:  # calicoctl's hidden "orphaned allocation blocks" pool: block rows only
+        rows += [usage_row("Block", b.cidr, b.size, b.in_use) for b in blocks if b.pool is None]
+    ctx.out.write(render(["GROUPING", "CIDR", "IPS TOTAL", "IPS IN USE", "IPS FREE"], rows))
+    return 0
+
+
+def _show_ip(ctx, ip) -> int:
+    found = next((a for a in _service(ctx).allocations() if a.ip.ip == ip), None)
+    out = ctx.out
+    if found is None:
+        print(f"{ip} is not assigned", file=out)
+        return 0
+    print(f"IP {ip} is in use", file=out)
+    print(f"Handle ID: {found.handle if found.handle is not None else '<none>'}", file=out)
+    if found.attrs:
+        print("Active Owner Attributes:", file=out)
+        for key in sorted(found.attrs):
+            print(f"  {key}: {found.attrs[key]}", file=out)
+    else:
+        print("No Active Owner attributes defined", file=out)
+    return 0
+
+
+def borrowed(allocations) -> tuple[list[list[str]], int]:
+    """calicoctl's borrowed rows (node attribute differs from the block's owner) and the unclassified count."""
+    rows, unclassified = [], 0
+    for a in allocations:
+        node = a.attrs.get("node")
+        if not node:
+            unclassified += 1
+            continue
+        owner = a.node or ""
+        if node == owner:
+            continue
+        ns = a.attrs.get("namespace", "")
+        if "pod" in a.attrs:
+            kind, to = "pod", f"{ns}/{a.attrs['pod']}"
+        else:
+            kind, to = a.attrs.get("type", ""), ""
+        rows.append([str(a.ip.ip), node, str(a.block), owner, kind, to])
+    return rows, unclassified
+
+
+def _show_borrowed(ctx) -> int:
+    from topoipam.cli.tables import render
+
+    rows, unclassified = borrowed(_service(ctx).allocations())
+    ctx.out.write(render(["IP", "BORROWING-NODE", "BLOCK", "BLOCK OWNER", "TYPE", "ALLOCATED-TO"], rows))
+    if unclassified:
+        print(f"\nNote: found {unclassified} IP allocations without an explicit node association. "
+              "Unable to determine if they are borrowed.", file=ctx.out)
+    return 0
+
+
+def _show_configuration(ctx) -> int:
+    from topoipam.cli.tables import render
+    from topoipam.resources import repo
+
+    spec = repo.get_ipam_config(ctx.store).spec
+    rows = [["StrictAffinity", _go_bool(spec.strict_affinity)],
+            ["AutoAllocateBlocks", _go_bool(spec.auto_allocate_blocks)],
+            ["MaxBlocksPerHost", str(spec.max_blocks_per_host)]]
+    ctx.out.write(render(["PROPERTY", "VALUE"], rows))
+    return 0
+
+
+def _go_bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+# ---------------------------------------------------------------- release
+
+
+def run_release(args, ctx) -> int:
+    if args.from_report:
+        from topoipam.cli.ipam_check import release_from_reports
+
+        return release_from_reports(args.from_report, ctx)
+    svc = _service(ctx)
+    if args.handle is not None:
+        try:
+            released = svc.release_by_handle(args.handle)
+        except NotFoundError:
+            raise NotFoundError(f"handle {args.handle} does not exist (no address is held under it)") from None
+        for ip in released:
+            print(f"Successfully released IP address {ip}", file=ctx.out)
+        if not released:
+            print(f"Successfully released handle {args.handle} (it held no address)", file=ctx.out)
+        return 0
+    ip = parse_ip(args.ip)
+    if svc.release_ips([ip]):
+        raise NotFoundError(f"IP address {ip} is not assigned")
+    print(f"Successfully released IP address {ip}", file=ctx.out)
+    return 0
+
+
+# ---------------------------------------------------------------- configure
+
+
+def _parse_go_bool(text: str) -> bool:
+    """Go's strconv.ParseBool."""
+    if text in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if text in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise ValidationError("invalid value. Use true or false to set strictaffinity")
+
+
+def _parse_int32(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = None
+    if value is None or not -INT32_MAX - 1 <= value <= INT32_MAX or text.strip() != text:
+        raise ValidationError("invalid value for maxblockhost. Use a valid number")
+    return value
+
+
+def run_configure(args, ctx) -> int:
+    strict = _parse_go_bool(args.strictaffinity) if args.strictaffinity else None
+    max_blocks = _parse_int32(args.max_blocks_per_host) if args.max_blocks_per_host else None
+    if strict is None and max_blocks is None:
+        raise ValidationError("at least one configuration option must be specified")
+    spec = {}
+    if strict is not None:
+        spec["strictAffinity"] = strict
+    if max_blocks is not None:
+        spec["maxBlocksPerHost"] = max_blocks
+    try:
+        _set_ipam_config(ctx.store, spec)
+    except TopoipamError as err:
+        err.message = f"error: {err.message}"
+        raise
+    if strict is not None:
+        print(f"Successfully set StrictAffinity to: {_go_bool(strict)}", file=ctx.out)
+    if max_blocks is not None:
+        print(f"Successfully set MaxBlocksPerHost to: {max_blocks}", file=ctx.out)
+    return 0
+
+
+def _set_ipam_config(store, spec: dict) -> None:
+    """Merge ``spec`` into the ``default`` IPAMConfiguration (created with defaults when absent), by CAS."""
+    import json
+
+    from topoipam.errors import AlreadyExistsError
+    from topoipam.model.storage import resource_from_dict
+    from topoipam.resources.service import ResourceService
+
+    service = ResourceService(store)
+    for _ in range(3):  # absent -> create; a concurrent create in between -> patch what it wrote
+        try:
+            service.patch("IPAMConfiguration", "default", json.dumps({"spec": spec}))
+            return
+        except NotFoundError:
+            pass
+        doc = {"apiVersion": "projectcalico.org/v3", "kind": "IPAMConfiguration",
+               "metadata": {"name": "default"}, "spec": spec}
+        try:
+            service.create([resource_from_dict(doc, "IPAMConfiguration(default)")])
+            return
+        except AlreadyExistsError:
+            continue
+    raise TopoipamError("the IPAM configuration changed repeatedly while it was being set; try again")
+
+
+# ---------------------------------------------------------------- split
+
+
+def run_split(args, ctx) -> int:
+    from topoipam.ipam.split import check_parts, split_pool
+
+    try:
+        parts = int(args.number)
+    except ValueError:
+        raise ValidationError(f"error reading number to split IP pools into. {args.number} is not a valid "
+                              "number") from None
+    check_parts(parts)  # before anything is read
+    parent, children = split_pool(ctx.store, parts, name=args.name, cidr=args.cidr)
+    # calicoctl omits the newlines after the first and last lines; topoipam prints whole lines.
+    print(f"IP Pool {parent} was successfully split into {parts} smaller pools.", file=ctx.out)
+    for child in children:
+        print(f"Created {child.name} with CIDR {child.spec.cidr}.", file=ctx.out)
+    print("Please refer to the documentation for final steps.", file=ctx.out)
+    return 0
+
+
+# ---------------------------------------------------------------- assign
+
+
+def _attrs(args) -> dict:
+    attrs = {}
+    for item in args.attr:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValidationError(f"invalid attribute {item!r}: expected KEY=VALUE")
+        attrs[key] = value
+    if args.namespace:
+        attrs["namespace"] = args.namespace
+    attrs["node"] = args.node  # what borrowed-address reports and the node-gone check read
+    return attrs
+
+
+def _pools_by_family(store, requested: list[str], num4: int) -> tuple[list[str], list[str]]:
+    """Split --pool values into IPv4 and IPv6 ones (a CIDR by its family, a name by its pool's)."""
+    import ipaddress
+
+    from topoipam.resources import repo
+
+    pools4, pools6, names = [], [], None
+    for text in requested:
+        try:
+            version = ipaddress.ip_network(text, strict=False).version
+        except ValueError:
+            names = names if names is not None else {p.name: p.version for p in repo.list_pools(store)}
+            # an unknown name goes where it will be reported: the service says it does not exist
+            version = names.get(text, 4 if num4 else 6)
+        (pools4 if version == 4 else pools6).append(text)
+    return pools4, pools6
+
+
+def run_assign(args, ctx) -> int:
+    import secrets
+
+    from topoipam.ipam import AssignRequest
+
+    attrs = _attrs(args)
+    handle, generated = args.handle, args.handle is None
+    if generated:
+        handle = f"topoipam-assign.{secrets.token_hex(8)}"
+    svc = _service(ctx)
+    if args.ip is not None:
+        if args.ipv4 is not None or args.ipv6 or args.pool:
+            raise ValidationError("--ip assigns exactly one address: it cannot be combined with --ipv4, --ipv6 "
+                                  "or --pool")
+        addresses = [svc.assign_ip(parse_ip(args.ip), handle, attrs, args.node)]
+    else:
+        num4 = args.ipv4 if args.ipv4 is not None else (0 if args.ipv6 else 1)
+        if num4 == 0 and args.ipv6 == 0:
+            raise ValidationError("nothing to assign: --ipv4 and --ipv6 are both 0")
+        pools4, pools6 = _pools_by_family(ctx.store, args.pool, num4)
+        if pools4 and not num4 or pools6 and not args.ipv6:
+            family = 4 if pools4 and not num4 else 6
+            raise ValidationError(f"--pool names IPv{family} pools but no IPv{family} address is asked for")
+        res = svc.auto_assign(AssignRequest(node=args.node, handle=handle, num4=num4, num6=args.ipv6,
+                                            pools4=tuple(pools4), pools6=tuple(pools6), namespace=args.namespace,
+                                            attrs=attrs))
+        addresses = list(res.ipv4) + list(res.ipv6)
+    for a in addresses:
+        print(a.ip if hasattr(a, "ip") else a, file=ctx.out)
+    if generated:
+        print(f"Handle ID: {handle}", file=ctx.err)
+    return 0

@@ -1,0 +1,41 @@
+"""Handle records as ``ipam check`` reports them and the fenced clean-up ``ipam release --from-report`` does.
+
+A report names each leaked handle (one that holds no address) with the
+revision it had when the check read it. Deleting it is a compare-and-swap on
+that revision, so a handle that gained an address since the report is left
+alone (calicoctl's ``'x' = skip, handle missing/changed``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from topoipam.errors import AlreadyExistsError, ConflictError, NotFoundError
+from topoipam.ipam import keys
+from topoipam.store.base import Delete, Store
+
+
+@dataclass(frozen=True)
+class HandleRecord:
+    handle: str
+    revision: int
+    counts: dict  # block CIDR -> number of addresses the handle claims there
+
+
+def handle_records(store: Store) -> list[HandleRecord]:
+    """Every handle in the datastore, in key order."""
+    out = []
+    for rec in store.list(keys.HANDLE_PREFIX):
+        counts = json.loads(rec.value).get("block", {})
+        out.append(HandleRecord(rec.key[len(keys.HANDLE_PREFIX):], rec.revision, counts))
+    return out
+
+
+def delete_handle_if_unchanged(store: Store, handle: str, revision: int) -> bool:
+    """Delete the handle only if it is still at ``revision``; False if it is gone or has changed."""
+    try:
+        store.commit([Delete(keys.handle_key(handle), revision)])
+    except (ConflictError, NotFoundError, AlreadyExistsError):
+        return False
+    return True
