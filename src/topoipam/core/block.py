@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterable, Mapping
 
 from topoipam.errors import AlreadyExistsError, ValidationError
@@ -81,7 +82,8 @@ class Block:
 
     def interface(self, ordinal: int):
         """The address with the block's prefix, as results carry it (``10.0.0.5/26``)."""
-        return ipaddress.ip_interface(f"{self.address(ordinal)}/{self.cidr.prefixlen}")
+        cls = ipaddress.IPv4Interface if self.cidr.version == 4 else ipaddress.IPv6Interface
+        return cls((int(self.cidr.network_address) + ordinal, self.cidr.prefixlen))
 
     # -- queries ------------------------------------------------------------------
     def handle_of(self, ordinal: int) -> str | None:
@@ -201,7 +203,7 @@ class Block:
     def from_json(cls, data: bytes) -> "Block":
         d = json.loads(data)
         return cls(
-            cidr=ipaddress.ip_network(d["cidr"]),
+            cidr=_network(d["cidr"]),
             affinity=d.get("affinity"),
             claim_time=d.get("affinityClaimTime"),
             allocations=list(d["allocations"]),
@@ -210,6 +212,11 @@ class Block:
             sequence_number=int(d.get("sequenceNumber", 0)),
             seq_for_allocation={int(k): int(v) for k, v in (d.get("sequenceNumberForAllocation") or {}).items()},
         )
+
+
+@lru_cache(maxsize=4096)
+def _network(text: str) -> Network:
+    return ipaddress.ip_network(text)  # networks are immutable: parse each block CIDR once
 
 
 def reserved_ordinals(cidr: Network, reserved: Iterable[Network]) -> frozenset[int]:

@@ -128,8 +128,14 @@ def _no_pools(node: str, version: int, choice: PoolChoice) -> str:
 
 
 def pool_containing(pools: Sequence[IPPool], net) -> IPPool | None:
-    """The first pool (name order) whose CIDR contains the network or address ``net``."""
-    for p in sorted(pools, key=lambda p: p.name):
-        if p.version == net.version and (net.subnet_of(p.network) if hasattr(net, "subnet_of") else net in p.network):
+    """The first pool of ``pools`` (callers pass them in name order) whose CIDR contains the network
+    or address ``net``."""
+    if hasattr(net, "network_address"):
+        lo, hi = int(net.network_address), int(net.broadcast_address)
+    else:
+        lo = hi = int(net)
+    for p in pools:
+        pn = p.network
+        if pn.version == net.version and int(pn.network_address) <= lo and hi <= int(pn.broadcast_address):
             return p
     return None

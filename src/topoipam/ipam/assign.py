@@ -18,8 +18,9 @@ from datetime import datetime
 from topoipam.core.block import Block, affinity_node, host_affinity
 from topoipam.core.pools import choose_pools, pool_containing, selects_node
 from topoipam.ipam import keys
-from topoipam.ipam.blocks import (AFFINITY_VALUE, StoredBlock, claim_ops, find_unclaimed_block, handle_ops, list_affine_nets,
-                                  load_block, release_affinity_ops, reserved_in, scan_pool_blocks)
+from topoipam.ipam.blocks import (StoredBlock, affinity_hint_op, affinity_value, claim_ops, find_unclaimed_block,
+                                  handle_ops, list_affine_nets, list_affinities, load_block, release_affinity_ops,
+                                  reserved_in, scan_pool_blocks)
 from topoipam.ipam.retry import Plan, run_cas
 from topoipam.store.base import Create, Delete, Update
 
@@ -56,14 +57,16 @@ class FamilyAssigner:
                               requested=self.requested, namespace_labels=self.req.namespace_labels,
                               use=self.req.use)
         self.pools = choice.chosen
-        affine = list_affine_nets(self.store, self.name, self.version)
+        affinities = list_affinities(self.store, self.name, self.version)
+        affine = [n for n, _ in affinities]
         usable = [n for n in affine if pool_containing(self.pools, n) is not None]
+        full = {n for n, is_full in affinities if is_full}
         self._drop_unselected([n for n in affine if n not in usable])
         self.known = set(affine)
         config = self.snap.config
         limit = block_limit(self.req.max_blocks_per_host, config.max_blocks_per_host)
         owned = len(usable)
-        queue = list(usable)
+        queue = [n for n in usable if n not in full]  # full blocks are skipped without a read
         while self.need > 0:
             if queue:
                 if not self._from_block(queue[0], require_affinity=True):
@@ -107,9 +110,10 @@ class FamilyAssigner:
     def _from_block(self, net, *, require_affinity: bool) -> bool:
         """Assign what fits from an existing block; False when it gave nothing (full, gone, not ours)."""
         bkey = keys.block_key(net)
+        akey = keys.affinity_key(self.name, net) if require_affinity else None
 
         def attempt(_n):
-            recs = self.store.get_many([bkey, *self._handle_keys()])
+            recs = self.store.get_many([bkey, *([akey] if akey else []), *self._handle_keys()])
             stored = load_block(recs.get(bkey))
             if stored is None:
                 return Plan()
@@ -117,11 +121,12 @@ class FamilyAssigner:
             if require_affinity and block.affinity != host_affinity(self.name):
                 return Plan()
             ords = block.auto_assign(self.need, self.req.handle, self.req.attrs, reserved_in(block, self.snap.reserved))
-            if not ords:
-                return Plan()
+            hint = affinity_hint_op(recs.get(akey), block) if akey else None
+            if not ords:  # full: fix a stale hint so that later requests skip it unread
+                return Plan([hint] if hint else [], None)
             block.sequence_number += 1
             ops = [Update(bkey, block.to_json(), stored.revision), *self._assign_ops(block, ords, recs)]
-            return Plan(ops, (block, ords))
+            return Plan(ops + ([hint] if hint else []), (block, ords))
 
         landed = run_cas(self.store, attempt, f"assign from block {net}")
         if not landed:
@@ -182,7 +187,7 @@ class FamilyAssigner:
             ords = block.auto_assign(self.need, self.req.handle, self.req.attrs, reserved_in(block, self.snap.reserved))
             block.sequence_number += 1
             ops = [Update(seen.key, block.to_json(), rec.revision),
-                   Create(keys.affinity_key(self.name, block.cidr), AFFINITY_VALUE)]
+                   Create(keys.affinity_key(self.name, block.cidr), affinity_value(block))]
             if old_key and old_key in recs:
                 ops.append(Delete(old_key, recs[old_key].revision))
             return Plan([*ops, *self._assign_ops(block, ords, recs)], (block, ords))

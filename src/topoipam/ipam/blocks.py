@@ -23,6 +23,28 @@ from topoipam.store.base import Check, Create, Delete, Op, Record, Store, Update
 CHUNK_PAGE = 64  # summary records per range read (a /8 of /26 blocks is 64 chunks)
 BLOCK_PAGE = 256  # blocks per range read when scanning a pool (borrow, reclaim, pool delete)
 AFFINITY_VALUE = json.dumps({"state": "confirmed", "deleted": False}, separators=(",", ":")).encode()
+# Affinity of a block with no free ordinal left. The hint (our extension of Calico's value) lets a node
+# skip its full blocks without reading them, so assignment cost does not grow with its block count.
+# It is written in the same commit as the block change that fills or un-fills the block.
+AFFINITY_FULL = json.dumps({"state": "confirmed", "deleted": False, "full": True}, separators=(",", ":")).encode()
+
+
+def affinity_is_full(record: Record | None) -> bool:
+    return record is not None and b'"full":true' in record.value
+
+
+def affinity_value(block: Block) -> bytes:
+    return AFFINITY_VALUE if block.unallocated else AFFINITY_FULL
+
+
+def affinity_hint_op(record: Record | None, block: Block) -> Op | None:
+    """The op bringing the affinity's full-hint in line with ``block`` (None if it already is)."""
+    if record is None:
+        return None
+    full = not block.unallocated
+    if full == affinity_is_full(record):
+        return None
+    return Update(record.key, AFFINITY_FULL if full else AFFINITY_VALUE, record.revision)
 
 
 @dataclass
@@ -45,8 +67,13 @@ def block_net_of(ip, block_size: int):
 
 def list_affine_nets(store: Store, node: str, version: int) -> list:
     """Networks of the node's affine blocks of one family, in address order (one read)."""
+    return [net for net, _ in list_affinities(store, node, version)]
+
+
+def list_affinities(store: Store, node: str, version: int) -> list[tuple]:
+    """(network, full-hint) of the node's affine blocks of one family, in address order (one read)."""
     prefix = keys.affinity_prefix(node, version)
-    return [keys.parse_suffix(r.key[len(prefix):], version) for r in store.list(prefix)]
+    return [(keys.parse_suffix(r.key[len(prefix):], version), affinity_is_full(r)) for r in store.list(prefix)]
 
 
 def fully_reserved(net, reserved) -> bool:
@@ -231,7 +258,7 @@ def release_affinity_ops(store: Store, stored: StoredBlock, affinity_record: Rec
 
 def claim_ops(store: Store, block: Block, node: str, chunk_record: Record | None, *, read_chunk: bool) -> list[Op]:
     """Create the affinity and the block (and set its summary bit) in one commit."""
-    ops: list[Op] = [Create(keys.affinity_key(node, block.cidr), AFFINITY_VALUE),
+    ops: list[Op] = [Create(keys.affinity_key(node, block.cidr), affinity_value(block)),
                      Create(keys.block_key(block.cidr), block.to_json())]
     bit = chunk_bit_op(store, block.cidr, True, chunk_record, read=read_chunk)
     ops.append(bit)

@@ -15,9 +15,9 @@ from topoipam.core.block import Block, affinity_node, host_affinity
 from topoipam.core.pools import pool_containing, selects_node
 from topoipam.errors import NotFoundError, ValidationError
 from topoipam.ipam import keys
-from topoipam.ipam.blocks import (AFFINITY_VALUE, ChunkEdits, StoredBlock, block_net_of, chunk_bit_op, delete_block_ops,
-                                  handle_counts, handle_ops, list_affine_nets, load_block, release_affinity_ops,
-                                  scan_pool_blocks)
+from topoipam.ipam.blocks import (AFFINITY_VALUE, ChunkEdits, StoredBlock, affinity_hint_op, block_net_of,
+                                  chunk_bit_op, delete_block_ops, handle_counts, handle_ops, list_affine_nets,
+                                  load_block, release_affinity_ops, scan_pool_blocks)
 from topoipam.ipam.retry import Plan, run_cas
 from topoipam.store.base import Create, Delete, Update
 
@@ -36,9 +36,9 @@ def _candidate_keys(ip) -> list[str]:
     return [keys.block_key(block_net_of(ip, size)) for size in BLOCK_SIZES[ip.version]]
 
 
-def _settle_block(store, snap, stored: StoredBlock, chunks: ChunkEdits) -> list:
+def _settle_block(store, snap, stored: StoredBlock, chunks: ChunkEdits, was_full: bool) -> list:
     """Ops writing a block after a release: update, or delete when it is empty and has no affinity
-    (or its pool no longer selects its node)."""
+    (or its pool no longer selects its node). A block that was full clears its affinity's full-hint."""
     block = stored.block
     if block.is_empty():
         node = affinity_node(block.affinity)
@@ -47,7 +47,13 @@ def _settle_block(store, snap, stored: StoredBlock, chunks: ChunkEdits) -> list:
         if node is not None and _pool_dropped_node(snap, block.cidr, node):
             return delete_block_ops(store, stored, store.get(keys.affinity_key(node, block.cidr)), chunks)
     block.sequence_number += 1
-    return [Update(stored.key, block.to_json(), stored.revision)]
+    ops = [Update(stored.key, block.to_json(), stored.revision)]
+    node = affinity_node(block.affinity)
+    if was_full and node is not None:
+        hint = affinity_hint_op(store.get(keys.affinity_key(node, block.cidr)), block)
+        if hint is not None:
+            ops.append(hint)
+    return ops
 
 
 def _pool_dropped_node(snap, net, node_name: str) -> bool:
@@ -68,13 +74,17 @@ def release_ips(svc, ips, handle=None, seq=None) -> list:
     def attempt(_n):
         found = store.get_many([k for ip in addrs for k in _candidate_keys(ip)])
         blocks: dict[str, StoredBlock] = {}
-        unallocated, deltas, changed = [], {}, {}
+        unallocated, deltas, changed, was_full = [], {}, {}, set()
         for ip in addrs:
             key = next((k for k in _candidate_keys(ip) if k in found), None)
             if key is None:
                 unallocated.append(ip)
                 continue
-            stored = blocks.setdefault(key, load_block(found[key]))
+            if key not in blocks:
+                blocks[key] = load_block(found[key])
+                if not blocks[key].block.unallocated:
+                    was_full.add(key)
+            stored = blocks[key]
             out = stored.block.release([stored.block.ordinal(ip)], handle=handle, seq=seq)
             unallocated += [stored.block.address(o) for o in out.not_allocated + out.fenced]
             if out.released:
@@ -83,8 +93,8 @@ def release_ips(svc, ips, handle=None, seq=None) -> list:
                 deltas.setdefault(h, {}).setdefault(str(stored.block.cidr), 0)
                 deltas[h][str(stored.block.cidr)] -= count
         ops, chunks = [], ChunkEdits(store)
-        for stored in changed.values():
-            ops += _settle_block(store, snap, stored, chunks)
+        for key, stored in changed.items():
+            ops += _settle_block(store, snap, stored, chunks, key in was_full)
         ops += chunks.ops()
         handle_recs = store.get_many([keys.handle_key(h) for h in deltas])
         ops += handle_ops(handle_recs, deltas)
@@ -108,10 +118,11 @@ def release_by_handle(svc, handle: str) -> list:
         released, ops, chunks = [], [], ChunkEdits(store)
         for rec in found.values():
             stored = load_block(rec)
+            was_full = not stored.block.unallocated
             out = stored.block.release(stored.block.ordinals_of_handle(handle))
             released += [stored.block.address(o) for o in out.released]
             if out.released:
-                ops += _settle_block(store, snap, stored, chunks)
+                ops += _settle_block(store, snap, stored, chunks, was_full)
         ops += chunks.ops()
         # every count of the handle goes: blocks that no longer hold it (leaks) included
         ops += handle_ops({hkey: hrec}, {handle: {c: -n for c, n in counts.items()}})

@@ -20,7 +20,7 @@ from topoipam.core.pools import pool_containing
 from topoipam.errors import AllocationError, BlockLimitError, ExhaustedError, NotFoundError, TopoipamError, ValidationError
 from topoipam.ipam import keys, release
 from topoipam.ipam.assign import FamilyAssigner
-from topoipam.ipam.blocks import AFFINITY_VALUE, block_net_of, chunk_bit_op, handle_ops, load_block
+from topoipam.ipam.blocks import affinity_value, block_net_of, chunk_bit_op, handle_ops, load_block
 from topoipam.ipam.retry import Plan, run_cas
 from topoipam.ipam.topology import Snapshot, StoreTopology, Topology
 from topoipam.model.types import USE_WORKLOAD
@@ -146,7 +146,7 @@ class IpamService:
             ordinal = block.ordinal(addr)
             block.assign(ordinal, handle, attrs)
             if stored is None:  # claim the block for the node in the same commit
-                ops = [Create(keys.affinity_key(node, net), AFFINITY_VALUE), Create(bkey, block.to_json()),
+                ops = [Create(keys.affinity_key(node, net), affinity_value(block)), Create(bkey, block.to_json()),
                        chunk_bit_op(self.store, net, True)]
             else:
                 block.sequence_number += 1
