@@ -17,7 +17,10 @@ import sys
 
 import pytest
 
-from netns import PLUGIN, VENV_BIN, cni_env, python
+from netns import PLUGIN, cni_env, python
+from topoipam.model.codec import decode_documents
+from topoipam.resources.service import ResourceService
+from topoipam.store import open_store
 
 ALLOWED_TOPOIPAM = re.compile(
     r"^topoipam(\.(errors|store|store\.base|store\.sqlite|store\.memory|selector(\..+)?|model|model\.types"
@@ -69,8 +72,11 @@ def offenders(names: set[str]) -> list[str]:
 @pytest.fixture
 def datastore(tmp_path):
     url = f"sqlite://{tmp_path}/lean.db"
-    subprocess.run([str(VENV_BIN / "topoipam"), "--datastore", url, "create", "-f", "-"], input=POOLS.encode(),
-                   check=True, capture_output=True)
+    store = open_store(url)
+    try:
+        ResourceService(store).create(decode_documents(POOLS, "test"))
+    finally:
+        store.close()
     return url
 
 

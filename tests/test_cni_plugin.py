@@ -5,7 +5,7 @@ v4 first, gateway/routes only when configured), the attributes recorded for
 the handle ``<network>.<CNI_CONTAINERID>``, DEL (idempotent, releases), CHECK,
 GC and STATUS, requested pools by name and CIDR, ``IP=``, dual stack (atomic),
 and the allocation errors (101 no pool, 103 exhausted, 11 datastore busy), each
-leaving the datastore as it was. Resources are written with the topoipam CLI.
+leaving the datastore as it was. Resources are written with the resources service.
 The in-process seam the node agent will use (``handler.respond``) is driven too.
 """
 
@@ -14,13 +14,14 @@ from __future__ import annotations
 import ipaddress
 import re
 import sqlite3
-import subprocess
 
 import pytest
 
 from netns import PLUGIN, VENV_BIN, cni_env, run_plugin
 from topoipam.cni import handler, protocol
 from topoipam.ipam import IpamService
+from topoipam.model.codec import decode_documents
+from topoipam.resources.service import ResourceService
 from topoipam.store import open_store
 
 VERSIONS = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"]
@@ -66,11 +67,19 @@ RACK0 = ipaddress.ip_network("192.168.0.0/24")
 GO_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{1,9})? \+0000 UTC$")
 
 
+def write_resources(url: str, text: str) -> None:
+    """Create resources with the resources service (the netns tests use the CLI itself)."""
+    store = open_store(url)
+    try:
+        ResourceService(store).create(decode_documents(text, "test"))
+    finally:
+        store.close()
+
+
 @pytest.fixture
 def url(tmp_path):
     url = f"sqlite://{tmp_path}/cni.db"
-    subprocess.run([str(VENV_BIN / "topoipam"), "--datastore", url, "create", "-f", "-"], input=SEED.encode(),
-                   check=True, capture_output=True)
+    write_resources(url, SEED)
     return url
 
 

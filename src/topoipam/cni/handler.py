@@ -27,7 +27,6 @@ from __future__ import annotations
 import ipaddress
 import sys
 import time
-import traceback
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from topoipam import errors as E
@@ -285,6 +284,8 @@ def respond(env: Mapping[str, str], stdin: bytes, open_backend: OpenBackend, *,
     except E.TopoipamError as exc:
         err = P.CniError.from_topoipam(exc)
     except Exception as exc:  # a bug: still answer in the protocol, with the trace on stderr
+        import traceback
+
         traceback.print_exc(file=sys.stderr)
         err = P.CniError(E.CNI_TOPOIPAM_ERROR, f"internal error: {type(exc).__name__}: {exc}")
     return 1, P.dumps(P.error_object(err, _error_version(stdin, req)))

@@ -47,18 +47,21 @@ def _about() -> str:
     return f"{ABOUT}\nCNI protocol versions supported: {', '.join(P.SUPPORTED_VERSIONS)}\n"
 
 
-def _direct(stdin: bytes) -> tuple[int, bytes]:
+def _direct(stdin: bytes, close: bool = True) -> tuple[int, bytes]:
     from topoipam.cni.handler import respond
 
     backend = _Backend()
     try:
         return respond(os.environ, stdin, backend)
     finally:
-        backend.close()
+        if close:  # see _exit_now: the exec'd plugin leaves the connection to the exit
+            backend.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """The console script's entry point. Called with ``argv`` (in-process) it returns the exit
+    code; called without (as the installed script does) it ends the process itself."""
+    argv_given, argv = argv, (sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("-v", "--version", "version"):
         sys.stdout.write(_about())
         return 0
@@ -66,13 +69,32 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(_about())
     stdin = b"" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read()
     agent = agent_client.agent_socket_for(stdin) if os.environ.get("CNI_COMMAND") != "VERSION" else None
-    if agent:  # the node agent serves it (cni/agent_client.py); no datastore code is imported
+    if os.environ.get("CNI_COMMAND") == "VERSION":  # answered here: no datastore code is imported
+        code, out = 0, P.dumps(P.version_object(P.version_probe(stdin)))
+    elif agent:  # the node agent serves it (cni/agent_client.py); no datastore code is imported
         code, out = agent_client.forward(agent, os.environ, stdin)
     else:
         code, out = _direct(stdin)
     sys.stdout.buffer.write(out)
     sys.stdout.flush()
+    if argv_given is None:
+        _exit_now(code)
     return code
+
+
+def _exit_now(code: int) -> None:
+    """End the exec'd process without interpreter teardown.
+
+    The answer is on stdout and every datastore write is committed, so nothing
+    is left to do. Closing the SQLite connection (explicitly or at teardown)
+    would make this process, as the last one on the file, checkpoint the
+    write-ahead log into the database with an fsync and delete it, only for
+    the next plugin process to create it again: that alone cost about a third
+    of an ADD. Leaving the log in place is what SQLite expects after any exit;
+    its size is bounded by the automatic checkpoint that commits run.
+    """
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

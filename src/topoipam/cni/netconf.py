@@ -29,8 +29,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from collections.abc import Mapping
 
 from topoipam import errors as E
 from topoipam.cni.protocol import CniError
@@ -42,31 +41,36 @@ KNOWN_ARGS = frozenset({"IgnoreUnknown", "K8S_POD_NAMESPACE", "K8S_POD_NAME", "K
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-@dataclass
 class IpamConf:
-    nodename: str
-    datastore: str | None = None
-    assign_ipv4: bool = True
-    assign_ipv6: bool = False
-    ipv4_pools: tuple[str, ...] = ()
-    ipv6_pools: tuple[str, ...] = ()
-    gateways: dict[int, IpAddress] = field(default_factory=dict)  # family -> gateway
-    routes: list[dict[str, str]] = field(default_factory=list)  # result form, gw always set
+    """The parsed ``ipam`` section (a plain class: dataclasses would cost the plugin's start-up)."""
+
+    def __init__(self, nodename: str) -> None:
+        self.nodename = nodename
+        self.datastore: str | None = None
+        self.assign_ipv4 = True
+        self.assign_ipv6 = False
+        self.ipv4_pools: tuple[str, ...] = ()
+        self.ipv6_pools: tuple[str, ...] = ()
+        self.gateways: dict[int, IpAddress] = {}  # family -> gateway
+        self.routes: list[dict[str, str]] = []  # result form, gw always set
 
 
-@dataclass
 class CniArgs:
-    namespace: str | None = None
-    pod: str | None = None
-    pod_uid: str | None = None
-    ips: tuple[IpAddress, ...] = ()
+    """The parsed ``CNI_ARGS`` that the plugin uses."""
+
+    def __init__(self, namespace: str | None = None, pod: str | None = None, pod_uid: str | None = None,
+                 ips: tuple[IpAddress, ...] = ()) -> None:
+        self.namespace = namespace
+        self.pod = pod
+        self.pod_uid = pod_uid
+        self.ips = ips
 
 
 def _invalid(msg: str, details: str = "") -> CniError:
     return CniError(E.CNI_INVALID_NETCONF, msg, details)
 
 
-def parse_ipam(config: Mapping[str, Any], default_nodename: str | None = None) -> IpamConf:
+def parse_ipam(config: Mapping, default_nodename: str | None = None) -> IpamConf:
     ipam = config.get("ipam")
     if not isinstance(ipam, dict):
         raise _invalid('network config has no "ipam" object', "expected \"ipam\": {\"type\": \"topoipam-cni\", ...}")
@@ -87,14 +91,14 @@ def parse_ipam(config: Mapping[str, Any], default_nodename: str | None = None) -
     return conf
 
 
-def _string(ipam: Mapping[str, Any], key: str) -> str:
+def _string(ipam: Mapping, key: str) -> str:
     value = ipam.get(key, "")
     if not isinstance(value, str):
         raise _invalid(f"ipam.{key} must be a string", f"got {json.dumps(value)}")
     return value
 
 
-def _flag(ipam: Mapping[str, Any], key: str, default: bool) -> bool:
+def _flag(ipam: Mapping, key: str, default: bool) -> bool:
     value = ipam.get(key, default)
     if isinstance(value, bool):
         return value
@@ -103,7 +107,7 @@ def _flag(ipam: Mapping[str, Any], key: str, default: bool) -> bool:
     raise _invalid(f"ipam.{key} must be true or false", f"got {json.dumps(value)}")
 
 
-def _pools(ipam: Mapping[str, Any], key: str, family: int) -> tuple[str, ...]:
+def _pools(ipam: Mapping, key: str, family: int) -> tuple[str, ...]:
     value = ipam.get(key, [])
     if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
         raise _invalid(f"ipam.{key} must be a list of pool names or CIDRs", f"got {json.dumps(value)}")
@@ -119,7 +123,7 @@ def _pools(ipam: Mapping[str, Any], key: str, family: int) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _address(text: Any, where: str) -> IpAddress:
+def _address(text: object, where: str) -> IpAddress:
     if not isinstance(text, str):
         raise _invalid(f"{where} must be an IP address string", f"got {json.dumps(text)}")
     try:
@@ -128,7 +132,7 @@ def _address(text: Any, where: str) -> IpAddress:
         raise _invalid(f"{where}: {text!r} is not an IP address") from None
 
 
-def _gateways(value: Any) -> dict[int, IpAddress]:
+def _gateways(value: object) -> dict[int, IpAddress]:
     if value is None:
         return {}
     items = value if isinstance(value, list) else [value]
@@ -141,7 +145,7 @@ def _gateways(value: Any) -> dict[int, IpAddress]:
     return gateways
 
 
-def _routes(value: Any, gateways: Mapping[int, IpAddress]) -> list[dict[str, str]]:
+def _routes(value: object, gateways: Mapping[int, IpAddress]) -> list[dict[str, str]]:
     if value is None:
         return []
     if not isinstance(value, list):

@@ -20,11 +20,12 @@ Standard library only: it is on the plugin's import path and the node agent
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from collections.abc import Mapping
 
 from topoipam import errors as E
+
+# This module avoids dataclasses, typing and re on purpose: with the agent
+# (cni/agent_client.py) it is most of what a plugin exec imports.
 
 SUPPORTED_VERSIONS = ("0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST = SUPPORTED_VERSIONS[-1]
@@ -45,7 +46,13 @@ REQUIRED_ENV = {
 # The oldest cniVersion that defines each command.
 MIN_VERSION = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}
 
-_VALID_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+_NAME_FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_NAME_REST = _NAME_FIRST | frozenset("_.-")
+
+
+def valid_name(text: str) -> bool:
+    """libcni's rule for container ids and network names: ``^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$``."""
+    return bool(text) and text[0] in _NAME_FIRST and all(c in _NAME_REST for c in text)
 MAX_IFNAME = 15
 
 
@@ -63,18 +70,21 @@ class CniError(Exception):
         return cls(exc.cni_code, exc.message, exc.details)
 
 
-@dataclass
 class CniRequest:
     """One decoded plugin invocation. ``config`` is the whole network configuration (a dict)."""
 
-    command: str
-    version: str = LATEST
-    container_id: str = ""
-    netns: str = ""
-    ifname: str = ""
-    args: str = ""
-    path: str = ""
-    config: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("command", "version", "container_id", "netns", "ifname", "args", "path", "config")
+
+    def __init__(self, command: str, version: str = LATEST, container_id: str = "", netns: str = "",
+                 ifname: str = "", args: str = "", path: str = "", config: dict | None = None) -> None:
+        self.command = command
+        self.version = version
+        self.container_id = container_id
+        self.netns = netns
+        self.ifname = ifname
+        self.args = args
+        self.path = path
+        self.config = {} if config is None else config
 
     @property
     def network(self) -> str:
@@ -105,7 +115,7 @@ def parse_request(env: Mapping[str, str], stdin: bytes) -> CniRequest:
         _validate_container_id(req.container_id)
         _validate_ifname(req.ifname)
     if command == "VERSION":
-        req.version = _version_probe(stdin)
+        req.version = version_probe(stdin)
         return req
     req.config = _decode_config(stdin)
     req.version = _reconcile_version(req.config, command)
@@ -113,7 +123,7 @@ def parse_request(env: Mapping[str, str], stdin: bytes) -> CniRequest:
 
 
 def _validate_container_id(container_id: str) -> None:
-    if not _VALID_NAME.match(container_id):
+    if not valid_name(container_id):
         raise CniError(E.CNI_INVALID_ENV, "invalid characters in CNI_CONTAINERID", container_id)
 
 
@@ -129,7 +139,7 @@ def _validate_ifname(ifname: str) -> None:
         raise CniError(E.CNI_INVALID_ENV, problem, ifname)
 
 
-def _version_probe(stdin: bytes) -> str:
+def version_probe(stdin: bytes) -> str:
     """VERSION echoes the caller's cniVersion when it sent one we can read (SPEC.md section 5)."""
     try:
         conf = json.loads(stdin or b"{}")
@@ -139,7 +149,7 @@ def _version_probe(stdin: bytes) -> str:
     return version if isinstance(version, str) and version else LATEST
 
 
-def _decode_config(stdin: bytes) -> dict[str, Any]:
+def _decode_config(stdin: bytes) -> dict:
     try:
         conf = json.loads(stdin)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -150,12 +160,12 @@ def _decode_config(stdin: bytes) -> dict[str, Any]:
     name = conf.get("name")
     if not isinstance(name, str) or not name:
         raise CniError(E.CNI_INVALID_NETCONF, "missing network name", 'the network config needs a "name"')
-    if not _VALID_NAME.match(name):
+    if not valid_name(name):
         raise CniError(E.CNI_INVALID_NETCONF, "invalid characters found in network name", name)
     return conf
 
 
-def _reconcile_version(conf: Mapping[str, Any], command: str) -> str:
+def _reconcile_version(conf: Mapping, command: str) -> str:
     version = conf.get("cniVersion", "")
     if not isinstance(version, str):
         raise CniError(E.CNI_DECODE_FAILURE, "error decoding network config: cniVersion must be a string",
@@ -171,19 +181,19 @@ def _reconcile_version(conf: Mapping[str, Any], command: str) -> str:
     return version
 
 
-def version_object(version: str) -> dict[str, Any]:
+def version_object(version: str) -> dict:
     return {"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)}
 
 
-def error_object(err: CniError, version: str = LATEST) -> dict[str, Any]:
-    obj: dict[str, Any] = {"cniVersion": version, "code": err.code, "msg": err.msg}
+def error_object(err: CniError, version: str = LATEST) -> dict:
+    obj: dict = {"cniVersion": version, "code": err.code, "msg": err.msg}
     if err.details:
         obj["details"] = err.details
     return obj
 
 
 def format_result(version: str, ips: list[tuple[str, str | None]], routes: list[dict[str, str]],
-                  dns: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  dns: Mapping | None = None) -> dict:
     """An IPAM ADD result: ``ips`` as (CIDR address, gateway or None), IPv4 first as given.
 
     IPAM plugins return the abbreviated form: no ``interfaces`` and no
@@ -192,19 +202,19 @@ def format_result(version: str, ips: list[tuple[str, str | None]], routes: list[
     old = version_tuple(version) < (1, 0, 0)
     entries = []
     for address, gateway in ips:
-        entry: dict[str, Any] = {}
+        entry: dict = {}
         if old:
             entry["version"] = "6" if ":" in address else "4"
         entry["address"] = address
         if gateway:
             entry["gateway"] = gateway
         entries.append(entry)
-    result: dict[str, Any] = {"cniVersion": version, "ips": entries}
+    result: dict = {"cniVersion": version, "ips": entries}
     if routes:
         result["routes"] = routes
     result["dns"] = dict(dns or {})
     return result
 
 
-def dumps(obj: Mapping[str, Any]) -> bytes:
+def dumps(obj: Mapping) -> bytes:
     return (json.dumps(obj, indent=4) + "\n").encode()

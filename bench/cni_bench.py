@@ -1,0 +1,123 @@
+"""CNI plugin latency and memory: topoipam-cni next to the reference host-local IPAM, same run.
+
+Execs each plugin as a runtime does (environment, JSON on stdin, one process per
+call): ADD for N distinct containers, then DEL for each, the two plugins
+interleaved call by call so that both see the same machine load. Reports
+median and p99 per command, the ratio to host-local, and the peak RSS of one
+plugin process (``os.wait4`` rusage of each child; the maximum over all
+calls). topoipam-cni runs on an SQLite datastore prepared with the topoipam CLI
+(one node, one /22 pool selecting it) and is exec'd through its installed
+script, whose interpreter line is the venv's python: a symlink to the real
+binary, not a version-manager shim. Bytecode is compiled first, as an install
+would have it.
+
+    .venv/bin/python bench/cni_bench.py [-n 200]
+
+Not a test: it prints figures and ratios, and asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+VENV_BIN = REPO / ".venv" / "bin"
+PLUGIN = VENV_BIN / "topoipam-cni"
+HOST_LOCAL = pathlib.Path("/usr/lib/cni/host-local")
+SETUP = """
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: bench-node, labels: {rack: "0"}}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: bench-pool}
+spec: {cidr: 10.100.0.0/22, nodeSelector: rack == "0"}
+"""
+
+
+def run(argv: list[str], env: dict[str, str], stdin: bytes) -> tuple[float, int, int, bytes]:
+    """Exec once: (seconds, exit code, peak RSS in KiB of that child, stdout)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdin.write(stdin)
+    proc.stdin.close()
+    out = proc.stdout.read()
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{argv[0]} failed ({proc.returncode}): {out.decode()} {err.decode()}")
+    return elapsed, proc.returncode, usage.ru_maxrss, out
+
+
+def env_for(command: str, cid: str) -> dict[str, str]:
+    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": command, "CNI_CONTAINERID": cid,
+            "CNI_NETNS": f"/run/netns/{cid}", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni",
+            "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={cid}"}
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=200, help="calls per command and plugin (default 200)")
+    opts = parser.parse_args()
+    compileall.compile_dir(str(REPO / "src" / "topoipam"), quiet=1)
+    with tempfile.TemporaryDirectory(prefix="cni-bench-") as tmp:
+        url = f"sqlite://{tmp}/bench.db"
+        subprocess.run([str(VENV_BIN / "topoipam"), "--datastore", url, "create", "-f", "-"], input=SETUP.encode(),
+                       check=True, capture_output=True)
+        confs = {
+            "topoipam-cni": json.dumps({"cniVersion": "1.0.0", "name": "bench", "type": "bridge", "ipam": {
+                "type": "topoipam-cni", "nodename": "bench-node", "datastore": url}}).encode(),
+            "host-local": json.dumps({"cniVersion": "1.0.0", "name": "bench", "type": "bridge", "ipam": {
+                "type": "host-local", "ranges": [[{"subnet": "10.200.0.0/22"}]], "dataDir": f"{tmp}/hl"}}).encode(),
+        }
+        argv = {"topoipam-cni": [str(PLUGIN)], "host-local": [str(HOST_LOCAL)]}
+        times = {(p, c): [] for p in confs for c in ("ADD", "DEL")}
+        rss = {p: 0 for p in confs}
+        for p in confs:  # warm the page cache once, unmeasured
+            run(argv[p], env_for("ADD", "warm"), confs[p])
+            run(argv[p], env_for("DEL", "warm"), confs[p])
+        for command in ("ADD", "DEL"):
+            for i in range(opts.n):
+                for p in confs:
+                    seconds, _, peak, _ = run(argv[p], env_for(command, f"c{i:04d}"), confs[p])
+                    times[p, command].append(seconds)
+                    rss[p] = max(rss[p], peak)
+        bare = [run([str(VENV_BIN / "python3"), "-c", "pass"], {}, b"")[0] for _ in range(50)]
+    report(opts.n, times, rss, statistics.median(bare))
+    return 0
+
+
+def report(n: int, times: dict, rss: dict, bare: float) -> None:
+    print(f"CNI plugin latency, {n} calls per row, plugins interleaved; machine: {os.cpu_count()} CPUs, "
+          f"python {sys.version.split()[0]}")
+    print(f"{'plugin':14} {'cmd':4} {'p50 ms':>8} {'p99 ms':>8}   vs host-local p50 / p99")
+    for command in ("ADD", "DEL"):
+        base = times["host-local", command]
+        for p in ("host-local", "topoipam-cni"):
+            t = times[p, command]
+            ratio = f"{statistics.median(t) / statistics.median(base):5.1f}x / {pct(t, .99) / pct(base, .99):5.1f}x"
+            print(f"{p:14} {command:4} {statistics.median(t) * 1e3:8.2f} {pct(t, .99) * 1e3:8.2f}   {ratio}")
+    for p, kib in rss.items():
+        print(f"peak RSS of one {p} process: {kib / 1024:.1f} MiB")
+    print(f"bare interpreter start (.venv/bin/python3 -c pass) p50: {bare * 1e3:.2f} ms")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
