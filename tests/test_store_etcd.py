@@ -14,7 +14,7 @@ import time
 import pytest
 
 from etcd_cluster import HAVE_ETCD, SKIP_REASON, EtcdCluster, free_port, make_tls
-from topoipam.errors import ConflictError, DatastoreUnavailableError, ValidationError
+from topoipam.errors import AlreadyExistsError, ConflictError, DatastoreUnavailableError, ValidationError
 from topoipam.store import Create, open_store
 from topoipam.store.etcd import EtcdStore, parse_url
 
@@ -303,12 +303,18 @@ def trio(tmp_path):
 
 
 def _write_until_it_lands(store, key: str, attempts: int = 60) -> tuple[int, list]:
-    """Create ``key``, retrying on DatastoreUnavailableError only; every attempt must end (no hang)."""
+    """Create ``key``, retrying on DatastoreUnavailableError only; every attempt must end (no hang).
+
+    A timed-out attempt may still have landed (the error says its outcome is unknown), so a
+    later AlreadyExistsError is resolved the documented way: by reading the key.
+    """
     errors = []
     for _ in range(attempts):
         kind, value = finishes(lambda: store.create(key, b"v"), within=30)
         if kind == "ok":
             return value, errors
+        if isinstance(value, AlreadyExistsError) and errors and "outcome is unknown" in str(errors[-1]):
+            return store.get(key).revision, errors
         assert isinstance(value, DatastoreUnavailableError), value
         errors.append(value)
     pytest.fail(f"{key} never written after {attempts} attempts: {errors[-1]}")
