@@ -1,0 +1,251 @@
+"""The node agent on one machine: real agent processes, the installed plugin exec'd against their socket.
+
+SQLite (the agent polls for changes) and a real single-member etcd (the agent
+follows the watch). The cluster-scale and fault tests are in test_cluster.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import time
+
+import pytest
+
+from agent_proc import AgentProc, exec_cni
+from topoipam.agent.node import register_node
+from topoipam.errors import ValidationError
+from topoipam.ipam import IpamService
+from topoipam.model.codec import decode_documents
+from topoipam.resources import repo
+from topoipam.resources.service import ResourceService
+from topoipam.store import open_store
+
+POOLS = """
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: rack-0-ippool}
+spec: {cidr: 10.0.0.0/24, nodeSelector: rack == "0", ipipMode: Always}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: rack-1-ippool}
+spec: {cidr: 10.1.0.0/24, nodeSelector: rack == "1"}
+"""
+
+
+def create(store, text: str) -> None:
+    ResourceService(store).create(decode_documents(text, "test"))
+
+
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not reached within {timeout}s")
+
+
+def ipip_address(store, node: str) -> str:
+    n = repo.get_node(store, node)
+    return n.spec.bgp.ipv4_ipip_tunnel_addr if n and n.spec.bgp else ""
+
+
+def ok(call) -> dict | None:
+    assert call.returncode == 0, (call.stdout, call.stderr)
+    return call.json
+
+
+@pytest.fixture(params=["sqlite", "etcd"])
+def datastore(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite://{tmp_path}/agent.db"
+    else:
+        server = request.getfixturevalue("etcd_server")
+        server.wipe()
+        yield server.url()
+
+
+@pytest.fixture
+def agents(tmp_path):
+    started: list[AgentProc] = []
+
+    def start(url, node, labels=None, **kw) -> AgentProc:
+        a = AgentProc(tmp_path, url, node, labels, **kw)
+        started.append(a)
+        return a.start()
+
+    try:
+        yield start
+    finally:
+        for a in started:
+            a.kill()
+
+
+def test_agent_serves_the_plugin_and_keeps_tunnel_addresses(datastore, agents):
+    store = open_store(datastore)
+    try:
+        create(store, POOLS)
+        agent = agents(datastore, "node-a", {"rack": "0"})
+        assert stat.S_IMODE(os.stat(agent.socket).st_mode) == 0o600
+        tunnel = wait_for(lambda: ipip_address(store, "node-a"), what="IPIP tunnel address")
+        assert tunnel.startswith("10.0.0.")
+        svc = IpamService(store)
+        assert [str(i) for i in svc.ips_by_handle("ipip-tunnel-addr-node-a")] == [tunnel]
+
+        result = ok(exec_cni("ADD", agent.socket, "c1"))
+        address = result["ips"][0]["address"]
+        assert address.startswith("10.0.0.") and address.endswith("/26") and not address.startswith(tunnel + "/")
+        alloc = [a for a in svc.allocations() if a.handle == "net.c1"]
+        assert len(alloc) == 1 and alloc[0].attrs["node"] == "node-a" and alloc[0].attrs["pod"] == "c1"
+        assert ok(exec_cni("CHECK", agent.socket, "c1")) is None
+        ok(exec_cni("STATUS", agent.socket, "c1"))
+        ok(exec_cni("DEL", agent.socket, "c1"))
+        ok(exec_cni("DEL", agent.socket, "c1"))  # idempotent
+        assert not [a for a in svc.allocations() if a.handle == "net.c1"]
+
+        # Relabel the node into rack 1: no pool with IPIP selects it any more, the address is released.
+        ResourceService(store).label("Node", "node-a", "rack", "1", overwrite=True)
+        wait_for(lambda: not ipip_address(store, "node-a"), what="IPIP address cleared")
+        assert not [a for a in svc.allocations() if a.handle == "ipip-tunnel-addr-node-a"]
+        result = ok(exec_cni("ADD", agent.socket, "c2"))
+        assert result["ips"][0]["address"].startswith("10.1.0.")  # the agent saw the new label
+
+        assert agent.stop() == 0
+        assert not os.path.exists(agent.socket)
+        assert "stopped" in agent.log()
+    finally:
+        store.close()
+
+
+def test_vxlan_address_follows_the_pool_mode(datastore, agents):
+    store = open_store(datastore)
+    try:
+        create(store, POOLS)
+        agents(datastore, "node-b", {"rack": "1"})
+        svc = IpamService(store)
+        time.sleep(0.5)
+        assert not repo.get_node(store, "node-b").spec.ipv4_vxlan_tunnel_addr  # rack-1 pool has no encapsulation
+        ResourceService(store).patch("IPPool", "rack-1-ippool", json.dumps({"spec": {"vxlanMode": "CrossSubnet"}}))
+        vxlan = wait_for(lambda: repo.get_node(store, "node-b").spec.ipv4_vxlan_tunnel_addr, what="VXLAN address")
+        assert vxlan.startswith("10.1.0.")
+        attrs = [a.attrs for a in svc.allocations() if a.handle == "vxlan-tunnel-addr-node-b"]
+        assert attrs == [{"node": "node-b", "type": "vxlanTunnelAddress"}]
+        ResourceService(store).patch("IPPool", "rack-1-ippool", json.dumps({"spec": {"allowedUses": ["Workload"]}}))
+        wait_for(lambda: not repo.get_node(store, "node-b").spec.ipv4_vxlan_tunnel_addr, what="VXLAN cleared")
+        assert not [a for a in svc.allocations() if a.handle == "vxlan-tunnel-addr-node-b"]
+    finally:
+        store.close()
+
+
+def test_a_restarted_agent_keeps_its_tunnel_address(tmp_path, agents):
+    url = f"sqlite://{tmp_path}/keep.db"
+    store = open_store(url)
+    try:
+        create(store, POOLS)
+        first = agents(url, "node-c", {"rack": "0"})
+        tunnel = wait_for(lambda: ipip_address(store, "node-c"))
+        assert first.stop() == 0
+        second = agents(url, "node-c")
+        time.sleep(1.0)
+        assert ipip_address(store, "node-c") == tunnel
+        assert [str(i) for i in IpamService(store).ips_by_handle("ipip-tunnel-addr-node-c")] == [tunnel]
+        assert second.stop() == 0
+    finally:
+        store.close()
+
+
+def test_registration_sets_only_the_given_labels(tmp_path):
+    store = open_store(f"sqlite://{tmp_path}/reg.db")
+    try:
+        create(store, """
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: node-d, labels: {a: "1", b: "2"}}
+spec: {bgp: {ipv4Address: 192.0.2.10/24}}
+""")
+        node, outcome = register_node(store, "node-d", {"b": "3", "c": "4"})
+        assert outcome == "updated"
+        stored = repo.get_node(store, "node-d")
+        assert stored.labels == {"a": "1", "b": "3", "c": "4"}
+        assert stored.spec.bgp.ipv4_address == "192.0.2.10/24"
+        revision = store.get("/topoipam/v3/nodes/node-d").revision
+        assert register_node(store, "node-d", {"c": "4"})[1] == "unchanged"
+        assert store.get("/topoipam/v3/nodes/node-d").revision == revision  # nothing written
+        assert register_node(store, "node-e", {})[1] == "created"
+        with pytest.raises(ValidationError):
+            register_node(store, "Not_A_Valid_Name", {})
+    finally:
+        store.close()
+
+
+def test_bad_label_is_a_usage_error(tmp_path):
+    import subprocess
+
+    from agent_proc import TOPOIPAM
+
+    proc = subprocess.run([str(TOPOIPAM), "--datastore", f"sqlite://{tmp_path}/x.db", "agent", "--node", "n",
+                           "--label", "rack", "--socket", str(tmp_path / "s.sock")], capture_output=True, timeout=30)
+    assert proc.returncode == 2
+    assert b"label 'rack' must be key=value" in proc.stderr
+    assert not os.path.exists(tmp_path / "s.sock")
+
+
+def test_plugin_answers_11_when_the_named_agent_is_not_there(tmp_path):
+    call = exec_cni("ADD", str(tmp_path / "nobody.sock"), "c9")
+    assert call.returncode == 1
+    err = call.json
+    assert err["code"] == 11 and "cannot reach the topoipam agent" in err["msg"]
+
+
+def test_a_stale_socket_is_replaced_and_a_live_one_refused(tmp_path, agents):
+    url = f"sqlite://{tmp_path}/stale.db"
+    path = str(tmp_path / "stale.sock")
+    leftover = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    leftover.bind(path)
+    leftover.close()  # a socket file nobody listens on, as a killed agent leaves behind
+    first = agents(url, "node-f", socket_path=path)
+    second = AgentProc(tmp_path, url, "node-g", socket_path=path).start(wait=False)
+    try:
+        assert second.proc.wait(timeout=30) == 2
+        assert "another agent is serving" in second.log()
+        store = open_store(url)
+        try:
+            create(store, POOLS.replace('rack == "0"', "all()"))
+        finally:
+            store.close()
+        assert ok(exec_cni("ADD", path, "c1"))["ips"][0]["address"].startswith("10.0.0.")
+    finally:
+        second.kill()
+    assert first.stop() == 0
+
+
+def test_netconf_without_socket_uses_the_datastore_directly(tmp_path):
+    url = f"sqlite://{tmp_path}/direct.db"
+    store = open_store(url)
+    try:
+        create(store, POOLS.replace('rack == "0"', "all()"))
+        register_node(store, "node-h", {})
+        call = exec_cni("ADD", "", "c1", nodename="node-h", datastore=url)  # "" = never the agent
+        assert ok(call)["ips"][0]["address"].startswith("10.0.0.")
+    finally:
+        store.close()
+
+
+def test_garbage_on_the_socket_gets_no_answer_and_the_agent_carries_on(tmp_path, agents):
+    url = f"sqlite://{tmp_path}/garbage.db"
+    agent = agents(url, "node-i")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(15)
+        s.connect(agent.socket)
+        s.sendall(b"not json")
+        s.shutdown(socket.SHUT_WR)
+        assert s.recv(100) == b""
+    assert "bad request" in agent.log()
+    status = exec_cni("STATUS", agent.socket, "x")
+    assert status.returncode == 1 and status.json["code"] == 50  # no pool yet: not ready, but answered
+    assert agent.stop() == 0
