@@ -56,7 +56,8 @@ def workload_rows(allocations, pools, wide: bool) -> list[list[str]]:
                first.attrs.get("node") or first.node or "<none>"]
         if wide:
             found = [pool_containing(pools, a.block) for a in allocs]
-            row += [",".join(p.name if p else "<none>" for p in found), ",".join(str(a.block) for a in allocs)]
+            pools_text = dict.fromkeys(p.name if p else "<none>" for p in found)
+            row += [",".join(pools_text), ",".join(dict.fromkeys(str(a.block) for a in allocs))]
         rows.append(row)
     rows.sort(key=lambda r: (r[1], r[0], r[2]))
     return rows
