@@ -198,3 +198,21 @@ def test_releasing_one_handle_that_empties_several_affinityless_blocks(w):
     assert w.svc.block_usage() == []
     assert w.svc.check().ok
     assert len(w.assign("n0", "again", num4=130).ipv4) == 130
+
+
+def test_stale_affinity_is_dropped_and_full_hint_follows_the_block(w):
+    from topoipam.ipam.blocks import AFFINITY_VALUE
+    res = w.assign("n0", "a", num4=64)
+    net = res.ipv4[0].network
+    akey = keys.affinity_key("n0", net)
+    assert b'"full":true' in w.store.get(akey).value
+    w.svc.release_ips([res.ipv4[5].ip])
+    assert b'"full"' not in w.store.get(akey).value  # un-full again: the node will read it
+    assert w.ip4("n0", "b") == f"{res.ipv4[5].ip}/26"
+    # the node's block is full again; plant an affinity without a block for another block of the pool
+    stale = next(b for b in ipaddress.ip_network("10.0.0.0/24").subnets(new_prefix=26) if b != net)
+    w.store.create(keys.affinity_key("n0", stale), AFFINITY_VALUE)
+    assert not w.svc.check().ok
+    w.ip4("n0", "c")
+    assert w.store.get(keys.affinity_key("n0", stale)) is None
+    assert w.svc.check().ok

@@ -82,8 +82,8 @@ class FamilyAssigner:
                 break
             outcome = self._claim_new()
             if outcome == "affine":  # a concurrent request for this node claimed one: use it first
-                queue = [n for n in list_affine_nets(self.store, self.name, self.version)
-                         if pool_containing(self.pools, n) is not None]
+                queue = [n for n, is_full in list_affinities(self.store, self.name, self.version)
+                         if not is_full and pool_containing(self.pools, n) is not None]
                 continue
             if outcome or self._reclaim():
                 owned += 1
@@ -115,11 +115,10 @@ class FamilyAssigner:
         def attempt(_n):
             recs = self.store.get_many([bkey, *([akey] if akey else []), *self._handle_keys()])
             stored = load_block(recs.get(bkey))
-            if stored is None:
-                return Plan()
+            if stored is None or (require_affinity and stored.block.affinity != host_affinity(self.name)):
+                # a stale affinity (its block is gone or belongs to another host now): drop it, as Calico does
+                return Plan([Delete(akey, recs[akey].revision)] if akey in recs else [], None)
             block = stored.block
-            if require_affinity and block.affinity != host_affinity(self.name):
-                return Plan()
             ords = block.auto_assign(self.need, self.req.handle, self.req.attrs, reserved_in(block, self.snap.reserved))
             hint = affinity_hint_op(recs.get(akey), block) if akey else None
             if not ords:  # full: fix a stale hint so that later requests skip it unread

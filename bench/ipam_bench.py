@@ -1,0 +1,183 @@
+"""IPAM benchmark (not a test): assignment rate, datastore operations per assignment, claim cost.
+
+    .venv/bin/python bench/ipam_bench.py            # full run (~2-3 minutes)
+    .venv/bin/python bench/ipam_bench.py --quick    # smaller sizes
+
+Prints, in one run on this machine:
+1. a raw sqlite3 read-modify-write loop of one row (WAL; synchronous NORMAL and FULL): the baseline;
+2. in-process auto_assign rate on the SQLite store (same synchronous modes), with the topology read
+   from the store per call (what the exec'd CNI plugin does) and with a warm topology (the agent);
+3. datastore operations per assignment (CountingStore) and time per assignment at 10 and 10,000 nodes;
+4. reads to claim a new block in a /8 pool that already has 100,000 blocks claimed, from exactly where
+   the new node starts, next to the same claim in an empty pool and to one listing of every block
+   (what Calico's findUsableBlock does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+from topoipam.core import blockgen  # noqa: E402
+from topoipam.ipam import AssignRequest, IpamService, StaticTopology, StoreTopology, keys  # noqa: E402
+from topoipam.model.storage import to_storage  # noqa: E402
+from topoipam.model.types import IPPool, IPPoolSpec, Metadata, Node  # noqa: E402
+from topoipam.model.validate import validate  # noqa: E402
+from topoipam.resources.keys import resource_key  # noqa: E402
+from topoipam.store import open_store  # noqa: E402
+from topoipam.store.base import Create  # noqa: E402
+from topoipam.store.counting import CountingStore  # noqa: E402
+
+CLOCK = 1_800_000_000.0
+
+
+def raw_rmw(path: str, sync: str, n: int) -> float:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={sync}")
+    conn.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, revision INTEGER NOT NULL) WITHOUT ROWID")
+    conn.execute("INSERT INTO kv VALUES ('k', ?, 1)", (b'{"n":0}',))
+    t, cpu = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        conn.execute("BEGIN IMMEDIATE")
+        value, rev = conn.execute("SELECT value, revision FROM kv WHERE key = 'k'").fetchone()
+        doc = json.loads(value)
+        doc["n"] += 1
+        conn.execute("UPDATE kv SET value = ?, revision = ? WHERE key = 'k' AND revision = ?",
+                     (json.dumps(doc).encode(), rev + 1, rev))
+        conn.execute("COMMIT")
+    rates = (n / (time.perf_counter() - t), n / (time.process_time() - cpu))
+    conn.close()
+    return rates
+
+
+def setup(store, cidr: str, nodes: int, warm: bool = False):
+    """A pool and ``nodes`` nodes written in batches (as resources/ would, validated)."""
+    pool = validate(IPPool(Metadata("pool"), IPPoolSpec(cidr=cidr)))
+    ops = [Create(resource_key("IPPool", "pool"), to_storage(pool))]
+    for i in range(nodes):
+        node = validate(Node(Metadata(f"node-{i}", labels={"rack": str(i % 4)})))
+        ops.append(Create(resource_key("Node", node.name), to_storage(node)))
+        if len(ops) >= 500:
+            store.commit(ops)
+            ops = []
+    if ops:
+        store.commit(ops)
+    svc = IpamService(store, clock=lambda: CLOCK)
+    if warm:  # every node holds a block and one address, as in a running cluster
+        for i in range(nodes):
+            svc.auto_assign(AssignRequest(node=f"node-{i}", handle=f"warm-{i}"))
+    return svc
+
+
+def warm_topology(store, nodes: int) -> StaticTopology:
+    st = StoreTopology(store)
+    return StaticTopology(st.pools(), {f"node-{i}": st.node(f"node-{i}") for i in range(nodes)},
+                          st.ipam_config(), st.reservations())
+
+
+def assign_rate(svc, n: int, nodes: int, tag: str) -> tuple[float, float]:
+    """(wall-clock rate, CPU-time rate): the machine is shared, so CPU time is the steadier figure."""
+    t, cpu = time.perf_counter(), time.process_time()
+    for i in range(n):
+        node = f"node-{i % nodes}"
+        svc.auto_assign(AssignRequest(node=node, handle=f"{tag}.{i}", attrs={"node": node, "pod": f"pod-{i}"}))
+    return n / (time.perf_counter() - t), n / (time.process_time() - cpu)
+
+
+def section_rates(tmp: str, quick: bool) -> None:
+    print("1-2. per second, SQLite WAL, in-process, one writer; wall clock / per CPU second (% of raw)")
+    print(f"  {'synchronous':12s} {'raw RMW of one row':>22s} {'assign (store topology)':>34s} "
+          f"{'assign (warm topology)':>34s}")
+    for sync, n_raw, n in (("NORMAL", 20000, 3000), ("FULL", 2000, 400)):
+        if quick:
+            n_raw, n = n_raw // 4, n // 4
+        raw = raw_rmw(os.path.join(tmp, f"raw-{sync}.db"), sync, n_raw)
+        store = open_store(f"sqlite://{tmp}/rate-{sync}.db?synchronous={sync}")
+        cold = assign_rate(setup(store, "10.0.0.0/8", 10), n, 10, "cold")
+        store.close()
+        store = open_store(f"sqlite://{tmp}/rate-warm-{sync}.db?synchronous={sync}")
+        setup(store, "10.0.0.0/8", 10)
+        warm = assign_rate(IpamService(store, clock=lambda: CLOCK, topology=warm_topology(store, 10)), n, 10, "warm")
+        store.close()
+        def fmt(r):
+            return f"{r[0]:7.0f} ({r[0] / raw[0]:5.1%}) / {r[1]:7.0f} ({r[1] / raw[1]:5.1%})"
+        print(f"  {sync:12s} {raw[0]:9.0f} / {raw[1]:9.0f}   {fmt(cold)}   {fmt(warm)}")
+
+
+def section_nodes(tmp: str, quick: bool) -> None:
+    big = 2000 if quick else 10_000
+    print(f"3. per assignment at 10 and {big:,} nodes (SQLite NORMAL; 3 x 300 assignments on node-0..9, best round)")
+    rows = []
+    for nodes in (10, big):
+        store = CountingStore(open_store(f"sqlite://{tmp}/nodes-{nodes}.db"))
+        svc = setup(store, "10.0.0.0/8", nodes, warm=True)
+        n, times = 300, []
+        for rnd in range(4):  # round 0 warms the caches; the best of the other three counts
+            before = store.counts()
+            t, cpu = time.perf_counter(), time.process_time()
+            for i in range(n):
+                svc.auto_assign(AssignRequest(node=f"node-{i % 10}", handle=f"m{rnd}.{i}"))
+            times.append(((time.perf_counter() - t) / n, (time.process_time() - cpu) / n))
+            c = store.counts() - before
+        dt = (min(x[0] for x in times[1:]), min(x[1] for x in times[1:]))
+        rows.append((nodes, c.reads / n, c.writes / n, c.round_trips / n, dt))
+        store.close()
+    for nodes, r, w, rt, dt in rows:
+        print(f"  {nodes:>6,} nodes: {r:.2f} reads + {w:.2f} writes ({rt:.2f} round trips) per assignment, "
+              f"{dt[0] * 1e6:.0f} us wall, {dt[1] * 1e6:.0f} us CPU")
+    print(f"  cost ratio {big:,} / 10 nodes: {rows[1][4][0] / rows[0][4][0]:.2f}x wall, "
+          f"{rows[1][4][1] / rows[0][4][1]:.2f}x CPU")
+
+
+def section_claim(tmp: str, quick: bool) -> None:
+    claimed = 20_000 if quick else 100_000
+    print(f"4. claiming a new block in a /8 with {claimed:,} blocks claimed from the new node's start point")
+    pool = ipaddress.ip_network("10.0.0.0/8")
+    start = blockgen.start_index("node-1", blockgen.num_blocks(pool, 26))
+    for count in (0, claimed):
+        store = CountingStore(open_store(f"sqlite://{tmp}/claim-{count}.db"))
+        svc = setup(store, str(pool), 2)
+        t = time.perf_counter()
+        if count:
+            first = blockgen.block_at(pool, 26, start).network_address
+            last = blockgen.block_at(pool, 26, start + count - 1).broadcast_address
+            for cidr in ipaddress.summarize_address_range(first, last):
+                svc.claim_affinity(str(cidr), "node-0")
+        fill = time.perf_counter() - t
+        before = store.counts()
+        t = time.perf_counter()
+        res = svc.auto_assign(AssignRequest(node="node-1", handle="probe"))
+        dt = time.perf_counter() - t
+        c = store.counts() - before
+        print(f"  {count:>7,} blocks claimed (filled in {fill:.0f} s): first assignment on node-1 -> {res.ipv4[0]}: "
+              f"{c.reads} reads, {c.writes} write, {dt * 1e3:.1f} ms")
+        if count:
+            t = time.perf_counter()
+            n_blocks = len(store.inner.list(keys.block_prefix(4)))
+            print(f"  for comparison, one listing of all {n_blocks:,} blocks (Calico's findUsableBlock): "
+                  f"{time.perf_counter() - t:.2f} s")
+        store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    parser.add_argument("--only", choices=["rates", "nodes", "claim"], help="run one section")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, section in (("rates", section_rates), ("nodes", section_nodes), ("claim", section_claim)):
+            if args.only in (None, name):
+                section(tmp, args.quick)
+
+
+if __name__ == "__main__":
+    main()
