@@ -216,3 +216,23 @@ def test_stale_affinity_is_dropped_and_full_hint_follows_the_block(w):
     w.ip4("n0", "c")
     assert w.store.get(keys.affinity_key("n0", stale)) is None
     assert w.svc.check().ok
+
+
+def test_claim_does_not_land_in_a_pool_disabled_after_it_was_read(store):
+    """The claim commit checks the pool's revision; on conflict the pools are re-read."""
+    from topoipam.ipam import StaticTopology
+    from topoipam.ipam.topology import StoreTopology
+    from topoipam.errors import ExhaustedError
+    w = World(store)
+    w.pool("p", "10.0.0.0/24")
+    w.pool("q", "10.1.0.0/24")
+    w.node("n0")
+    st = StoreTopology(store)
+    stale = StaticTopology(st.pools(), {"n0": st.node("n0")}, st.ipam_config(), st.reservations())
+    w.update_pool("p", disabled=True)  # the warm view still has p enabled
+    stale_world = World(store, topology=stale)
+    assert stale_world.ip4("n0").startswith("10.1.")  # not 10.0.: p's revision moved
+    w.update_pool("q", disabled=True)
+    with pytest.raises(ExhaustedError):
+        stale_world.assign("n0", "h2", num4=64)
+    assert all(u.pool == "q" for u in w.svc.block_usage())

@@ -22,7 +22,9 @@ from topoipam.ipam.blocks import (StoredBlock, affinity_hint_op, affinity_value,
                                   handle_ops, list_affine_nets, list_affinities, load_block, release_affinity_ops,
                                   reserved_in, scan_pool_blocks)
 from topoipam.ipam.retry import Plan, run_cas
-from topoipam.store.base import Create, Delete, Update
+from topoipam.resources import repo
+from topoipam.resources.keys import resource_key
+from topoipam.store.base import Check, Create, Delete, Update
 
 DEFAULT_BLOCK_LIMIT = 20
 EMPTY_BLOCK_MIN_RECLAIM_AGE = 60.0  # seconds
@@ -141,6 +143,7 @@ class FamilyAssigner:
                 if fresh:
                     self.known.update(fresh)
                     return Plan(result="affine")
+                self._refresh_pools()
             for pool in self.pools:
                 found = find_unclaimed_block(self.store, pool, self.name, self.snap.reserved)
                 if found:
@@ -152,7 +155,7 @@ class FamilyAssigner:
             ords = block.auto_assign(self.need, self.req.handle, self.req.attrs, reserved_in(block, self.snap.reserved))
             recs = self.store.get_many(self._handle_keys())
             ops = claim_ops(self.store, block, self.name, chunk_record, read_chunk=False)
-            return Plan([*ops, *self._assign_ops(block, ords, recs)], (block, ords))
+            return Plan([*ops, *self._pool_check(pool), *self._assign_ops(block, ords, recs)], (block, ords))
 
         outcome = run_cas(self.store, attempt, "claim a block")
         if outcome is None or outcome == "affine":
@@ -160,6 +163,22 @@ class FamilyAssigner:
         self.known.add(outcome[0].cidr)
         self._landed(*outcome)
         return True
+
+    @staticmethod
+    def _pool_check(pool) -> list:
+        """A claim commits only if the pool is unchanged since it was read: a claim cannot slip in
+        after a pool delete disabled the pool and released its affinities (reference 1.3)."""
+        rv = pool.metadata.resource_version
+        return [Check(resource_key("IPPool", pool.name), int(rv))] if rv else []
+
+    def _refresh_pools(self) -> None:
+        """After a lost claim race: re-read the chosen pools, dropping any disabled or deleted since."""
+        fresh = []
+        for pool in self.pools:
+            current = repo.get_pool(self.store, pool.name)
+            if current is not None and not current.spec.disabled and current.spec.cidr == pool.spec.cidr:
+                fresh.append(current)
+        self.pools = fresh
 
     def _reclaim(self) -> bool:
         """Take over one empty block another host has held for over a minute (Calico's reclaim)."""
