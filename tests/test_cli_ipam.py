@@ -443,3 +443,19 @@ def test_get_workloadendpoints_tables(seed, sqlite_url):
 def test_get_workloadendpoints_empty(cli):
     r = cli("get", "weps")
     assert (r.code, r.out) == (0, "NAME   NAMESPACE   IP   NODE   \n\n")
+
+
+@pytest.mark.parametrize("argv", [
+    ["ipam", "show"], ["ipam", "show", "--ip", "10.0.0.1"], ["ipam", "check"], ["ipam", "release", "--ip", "10.0.0.1"],
+    ["ipam", "configure", "--strictaffinity=true"], ["ipam", "split", "2", "--name", "p"],
+    ["ipam", "assign", "--node", "n"], ["get", "wep"],
+])
+def test_datastore_unavailable_exits_3(capsys, argv):
+    from topoipam.cli.main import main
+
+    code = main(["--datastore", "sqlite:///proc/no-such-dir/topoipam.db", *argv])
+    out, err = capsys.readouterr()
+    assert (code, out) == (3, "")
+    prefix = "error: " if argv[1:2] == ["configure"] else ""  # calicoctl prefixes configure's datastore errors
+    assert err.startswith(prefix + "cannot open SQLite datastore /proc/no-such-dir/topoipam.db")
+    assert "Traceback" not in err
