@@ -29,6 +29,9 @@ def register(subparsers) -> None:
     if get is None:  # cli.resources must be registered first (COMMAND_MODULES order)
         raise RuntimeError("topoipam.cli.workloads needs the 'get' command of topoipam.cli.resources")
     inner = get.get_default("run")
+    for action in get._actions:  # argparse has no public accessor for one argument's help
+        if action.dest == "kind" and action.help:
+            action.help += ", workloadendpoint (wep: IPAM's workload allocations)"
 
     def run_get(args, ctx) -> int:
         if args.kind.strip().lower() in ALIASES:
