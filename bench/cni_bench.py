@@ -13,6 +13,10 @@ would have it.
 
     .venv/bin/python bench/cni_bench.py [-n 200]
 
+With ``--agent`` a third row execs the same plugin in agent mode
+(``ipam.agent_socket``): a ``topoipam agent`` started for the run serves the
+requests over its unix socket and is stopped (SIGTERM, by pid) at the end.
+
 Not a test: it prints figures and ratios, and asserts nothing.
 """
 
@@ -23,6 +27,7 @@ import compileall
 import json
 import os
 import pathlib
+import signal
 import statistics
 import subprocess
 import sys
@@ -75,6 +80,7 @@ def pct(values: list[float], q: float) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=200, help="calls per command and plugin (default 200)")
+    parser.add_argument("--agent", action="store_true", help="also measure the plugin in agent mode")
     opts = parser.parse_args()
     compileall.compile_dir(str(REPO / "src" / "topoipam"), quiet=1)
     with tempfile.TemporaryDirectory(prefix="cni-bench-") as tmp:
@@ -88,34 +94,65 @@ def main() -> int:
                 "type": "host-local", "ranges": [[{"subnet": "10.200.0.0/22"}]], "dataDir": f"{tmp}/hl"}}).encode(),
         }
         argv = {"topoipam-cni": [str(PLUGIN)], "host-local": [str(HOST_LOCAL)]}
-        times = {(p, c): [] for p in confs for c in ("ADD", "DEL")}
-        rss = {p: 0 for p in confs}
-        for p in confs:  # warm the page cache once, unmeasured
-            run(argv[p], env_for("ADD", "warm"), confs[p])
-            run(argv[p], env_for("DEL", "warm"), confs[p])
-        for command in ("ADD", "DEL"):
-            for i in range(opts.n):
-                for p in confs:
-                    seconds, _, peak, _ = run(argv[p], env_for(command, f"c{i:04d}"), confs[p])
-                    times[p, command].append(seconds)
-                    rss[p] = max(rss[p], peak)
+        agent = start_agent(tmp, url) if opts.agent else None
+        try:
+            if agent:
+                sock = f"{tmp}/agent.sock"
+                confs["topoipam-cni agent"] = json.dumps({"cniVersion": "1.0.0", "name": "bench-agent", "ipam": {
+                    "type": "topoipam-cni", "nodename": "bench-node", "agent_socket": sock}}).encode()
+                argv["topoipam-cni agent"] = [str(PLUGIN)]
+            times, rss = measure(opts.n, argv, confs)
+        finally:
+            if agent:
+                agent.send_signal(signal.SIGTERM)
+                agent.wait(timeout=60)
         bare = [run([str(VENV_BIN / "python3"), "-c", "pass"], {}, b"")[0] for _ in range(50)]
     report(opts.n, times, rss, statistics.median(bare))
     return 0
 
 
+def measure(n: int, argv: dict, confs: dict) -> tuple[dict, dict]:
+    times = {(p, c): [] for p in confs for c in ("ADD", "DEL")}
+    rss = {p: [] for p in confs}
+    for p in confs:  # warm the page cache once, unmeasured
+        run(argv[p], env_for("ADD", "warm"), confs[p])
+        run(argv[p], env_for("DEL", "warm"), confs[p])
+    for command in ("ADD", "DEL"):
+        for i in range(n):
+            for p in confs:
+                seconds, _, peak, _ = run(argv[p], env_for(command, f"c{i:04d}"), confs[p])
+                times[p, command].append(seconds)
+                rss[p].append(peak)
+    return times, rss
+
+
+def start_agent(tmp: str, url: str) -> subprocess.Popen:
+    """``topoipam agent`` for bench-node on a socket in ``tmp``; returns once the socket answers."""
+    sock = f"{tmp}/agent.sock"
+    log = open(f"{tmp}/agent.log", "wb")
+    proc = subprocess.Popen([str(VENV_BIN / "topoipam"), "agent", "--node", "bench-node", "--label", "rack=0",
+                             "--socket", sock, "--datastore", url], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(sock):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit(f"the agent did not start: {open(f'{tmp}/agent.log').read()[-2000:]}")
+        time.sleep(0.05)
+    return proc
+
+
 def report(n: int, times: dict, rss: dict, bare: float) -> None:
     print(f"CNI plugin latency, {n} calls per row, plugins interleaved; machine: {os.cpu_count()} CPUs, "
           f"python {sys.version.split()[0]}")
-    print(f"{'plugin':14} {'cmd':4} {'p50 ms':>8} {'p99 ms':>8}   vs host-local p50 / p99")
+    print(f"{'plugin':18} {'cmd':4} {'p50 ms':>8} {'p99 ms':>8}   vs host-local p50 / p99")
     for command in ("ADD", "DEL"):
         base = times["host-local", command]
-        for p in ("host-local", "topoipam-cni"):
+        for p in sorted({p for p, _ in times}, key=lambda p: (p != "host-local", p)):
             t = times[p, command]
             ratio = f"{statistics.median(t) / statistics.median(base):5.1f}x / {pct(t, .99) / pct(base, .99):5.1f}x"
-            print(f"{p:14} {command:4} {statistics.median(t) * 1e3:8.2f} {pct(t, .99) * 1e3:8.2f}   {ratio}")
+            print(f"{p:18} {command:4} {statistics.median(t) * 1e3:8.2f} {pct(t, .99) * 1e3:8.2f}   {ratio}")
     for p, kib in rss.items():
-        print(f"peak RSS of one {p} process: {kib / 1024:.1f} MiB")
+        print(f"peak RSS of one {p} process: max {max(kib) / 1024:.1f} MiB, median {statistics.median(kib) / 1024:.1f} MiB")
     print(f"bare interpreter start (.venv/bin/python3 -c pass) p50: {bare * 1e3:.2f} ms")
 
 
