@@ -109,3 +109,36 @@ def test_chunk_bits_and_codec():
     assert Chunk.from_json(c.to_json()) == c
     full = Chunk(0, (1 << CHUNK_BLOCKS) - 1)
     assert list(full.free_in(0, CHUNK_BLOCKS - 1)) == []
+
+
+def _plain_json(b: Block) -> dict:
+    return {"cidr": str(b.cidr), "affinity": b.affinity, "affinityClaimTime": b.claim_time,
+            "allocations": b.allocations, "unallocated": b.unallocated, "attributes": b.attributes,
+            "sequenceNumber": b.sequence_number,
+            "sequenceNumberForAllocation": {str(k): v for k, v in b.seq_for_allocation.items()}, "deleted": False}
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["assign", "release", "encode", "copy", "decode"]),
+                          st.integers(0, 5), st.integers(1, 4)), max_size=40))
+def test_random_operations_keep_block_consistent_and_encoding_exact(steps):
+    import json
+    b = new_block()
+    for op, h, n in steps:
+        if op == "assign":
+            b.auto_assign(n, f"h{h}", {"pod": f"p{h}"} if h % 2 else None)
+        elif op == "release":
+            b.release(b.ordinals_of_handle(f"h{h}")[:n])
+        elif op == "encode":
+            assert json.loads(b.to_json()) == _plain_json(b)
+        elif op == "copy":
+            b = b.copy()
+        else:
+            b = Block.from_json(b.to_json())
+        assert sorted(b.unallocated + b.allocated_ordinals()) == list(range(64))
+        used = {i for i in b.allocations if i is not None}
+        assert used == set(range(len(b.attributes)))  # no orphan or dangling attribute entry
+    assert json.loads(b.to_json()) == _plain_json(b)

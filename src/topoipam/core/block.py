@@ -60,6 +60,9 @@ class Block:
     attributes: list[dict]
     sequence_number: int
     seq_for_allocation: dict[int, int]
+    # encoded form of each attribute entry (entries never change in place): re-encoding only new ones
+    # keeps to_json cheap for a block holding many workloads
+    _attr_json: list = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def new(cls, cidr: Network, affinity: str | None, claim_time: str | None, sequence_number: int) -> "Block":
@@ -126,6 +129,16 @@ class Block:
         self.attributes.append(entry)
         return len(self.attributes) - 1
 
+    def _encoded_attributes(self) -> str:
+        cache = self._attr_json
+        if len(cache) > len(self.attributes):
+            cache.clear()
+        cache.extend([None] * (len(self.attributes) - len(cache)))  # entries appended since last encoding
+        for i, entry in enumerate(self.attributes):
+            if cache[i] is None:
+                cache[i] = _dumps(entry)
+        return "[" + ",".join(cache) + "]"
+
     def auto_assign(self, n: int, handle: str | None, attrs: Mapping[str, str] | None,
                     reserved: Iterable[int] = ()) -> list[int]:
         """Take up to ``n`` ordinals from the front of ``unallocated``; reserved ones stay in place."""
@@ -182,22 +195,28 @@ class Block:
         if len(used) == len(self.attributes):
             return
         renumber = {old: new for new, old in enumerate(used)}
+        cache = self._attr_json
+        if len(cache) > len(self.attributes):
+            cache.clear()
+        cache.extend([None] * (len(self.attributes) - len(cache)))
+        self._attr_json = [cache[old] for old in used]
         self.attributes = [self.attributes[old] for old in used]
         self.allocations = [None if idx is None else renumber[idx] for idx in self.allocations]
 
+    def copy(self) -> "Block":
+        """An independent copy (attribute entries are never changed in place, so they are shared)."""
+        return Block(self.cidr, self.affinity, self.claim_time, list(self.allocations), list(self.unallocated),
+                     list(self.attributes), self.sequence_number, dict(self.seq_for_allocation),
+                     list(self._attr_json))
+
     # -- stored form --------------------------------------------------------------
     def to_json(self) -> bytes:
-        return json.dumps({
-            "cidr": str(self.cidr),
-            "affinity": self.affinity,
-            "affinityClaimTime": self.claim_time,
-            "allocations": self.allocations,
-            "unallocated": self.unallocated,
-            "attributes": self.attributes,
-            "sequenceNumber": self.sequence_number,
-            "sequenceNumberForAllocation": {str(k): v for k, v in sorted(self.seq_for_allocation.items())},
-            "deleted": False,
-        }, separators=(",", ":")).encode()
+        head = _dumps({"cidr": str(self.cidr), "affinity": self.affinity, "affinityClaimTime": self.claim_time,
+                       "allocations": self.allocations, "unallocated": self.unallocated})
+        tail = _dumps({"sequenceNumber": self.sequence_number,
+                       "sequenceNumberForAllocation": {str(k): v for k, v in sorted(self.seq_for_allocation.items())},
+                       "deleted": False})
+        return f'{head[:-1]},"attributes":{self._encoded_attributes()},{tail[1:]}'.encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> "Block":
@@ -212,6 +231,9 @@ class Block:
             sequence_number=int(d.get("sequenceNumber", 0)),
             seq_for_allocation={int(k): int(v) for k, v in (d.get("sequenceNumberForAllocation") or {}).items()},
         )
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 @lru_cache(maxsize=4096)

@@ -116,7 +116,7 @@ class FamilyAssigner:
 
         def attempt(_n):
             recs = self.store.get_many([bkey, *([akey] if akey else []), *self._handle_keys()])
-            stored = load_block(recs.get(bkey))
+            stored = load_block(recs.get(bkey), self.svc.block_cache)
             if stored is None or (require_affinity and stored.block.affinity != host_affinity(self.name)):
                 # a stale affinity (its block is gone or belongs to another host now): drop it, as Calico does
                 return Plan([Delete(akey, recs[akey].revision)] if akey in recs else [], None)
@@ -127,7 +127,8 @@ class FamilyAssigner:
                 return Plan([hint] if hint else [], None)
             block.sequence_number += 1
             ops = [Update(bkey, block.to_json(), stored.revision), *self._assign_ops(block, ords, recs)]
-            return Plan(ops + ([hint] if hint else []), (block, ords))
+            return Plan(ops + ([hint] if hint else []), (block, ords),
+                        lambda revision: self.svc.block_cache.put(bkey, revision, block))
 
         landed = run_cas(self.store, attempt, f"assign from block {net}")
         if not landed:

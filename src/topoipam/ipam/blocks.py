@@ -57,8 +57,30 @@ class StoredBlock:
         return keys.block_key(self.block.cidr)
 
 
-def load_block(record: Record | None) -> StoredBlock | None:
-    return None if record is None else StoredBlock(Block.from_json(record.value), record.revision)
+def load_block(record: Record | None, cache: "BlockCache | None" = None) -> StoredBlock | None:
+    if record is None:
+        return None
+    block = cache.get(record.key, record.revision) if cache is not None else None
+    return StoredBlock(block or Block.from_json(record.value), record.revision)
+
+
+class BlockCache:
+    """Decoded blocks by (key, revision), so that a process assigning again from the block it just
+    wrote skips decoding it. Safe because a revision names one write of one value, never reused;
+    callers get a copy to change."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._blocks: dict[str, tuple[int, Block]] = {}
+
+    def get(self, key: str, revision: int) -> Block | None:
+        hit = self._blocks.get(key)
+        return hit[1].copy() if hit is not None and hit[0] == revision else None
+
+    def put(self, key: str, revision: int, block: Block) -> None:
+        if len(self._blocks) >= self.size and key not in self._blocks:
+            self._blocks.pop(next(iter(self._blocks)))  # oldest entry
+        self._blocks[key] = (revision, block.copy())
 
 
 def block_net_of(ip, block_size: int):

@@ -30,6 +30,7 @@ class Plan(Generic[T]):
 
     ops: Sequence[Op] = field(default_factory=list)
     result: T | None = None
+    on_commit: Callable[[int], None] | None = None  # called with the revision the commit landed at
 
 
 def run_cas(store: Store, attempt: Callable[[int], Plan[T]], what: str) -> T | None:
@@ -39,11 +40,14 @@ def run_cas(store: Store, attempt: Callable[[int], Plan[T]], what: str) -> T | N
         if not plan.ops:
             return plan.result
         try:
-            store.commit(plan.ops)
-            return plan.result
+            revision = store.commit(plan.ops)
         except (ConflictError, AlreadyExistsError):
             if n >= 2:  # heavy contention: spread the contenders out a little
                 time.sleep(random.uniform(0, 0.0005 * min(n, 20)))
+            continue
+        if plan.on_commit is not None:
+            plan.on_commit(revision)
+        return plan.result
     raise RetriesExhaustedError(
         f"Max retries hit - excessive concurrent IPAM requests ({what}: "
         f"{MAX_RETRIES} compare-and-swap conflicts in a row)")

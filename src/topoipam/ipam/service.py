@@ -20,7 +20,7 @@ from topoipam.core.pools import pool_containing
 from topoipam.errors import AllocationError, BlockLimitError, ExhaustedError, NotFoundError, TopoipamError, ValidationError
 from topoipam.ipam import keys, release
 from topoipam.ipam.assign import FamilyAssigner
-from topoipam.ipam.blocks import affinity_value, block_net_of, chunk_bit_op, handle_ops, load_block
+from topoipam.ipam.blocks import BlockCache, affinity_value, block_net_of, chunk_bit_op, handle_ops, load_block
 from topoipam.ipam.retry import Plan, run_cas
 from topoipam.ipam.topology import Snapshot, StoreTopology, Topology
 from topoipam.model.types import USE_WORKLOAD
@@ -77,6 +77,7 @@ class IpamService:
         self.store = store
         self.clock = clock
         self.topology = topology or StoreTopology(store)
+        self.block_cache = BlockCache()
 
     # -- used by the modules of this package ------------------------------------
     def snapshot(self) -> Snapshot:
