@@ -41,11 +41,14 @@ MAX_BACKOFF = 2.0
 
 
 class WarmTopology:
-    def __init__(self, store: Store, node_name: str, *, poll_interval: float = 1.0) -> None:
-        self.store = store
+    def __init__(self, store: Store, node_name: str, *, poll_interval: float = 1.0,
+                 watch_store: Store | None = None) -> None:
+        """``watch_store``: where the cache is loaded and watched from (default ``store``), so that a
+        wrapper that cannot watch (``CountingStore``) can serve the cache misses."""
+        self.store = watch_store or store
         self.node_name = node_name
         self.poll_interval = poll_interval
-        self.can_watch = callable(getattr(store, "watch", None)) and callable(getattr(store, "revision", None))
+        self.can_watch = callable(getattr(self.store, "watch", None)) and callable(getattr(self.store, "revision", None))
         self._direct = StoreTopology(store)
         self._prefix_kind = {resource_prefix(k): k for k in WARM_KINDS}
         self._node_key = resource_key("Node", node_name)
