@@ -241,3 +241,16 @@ def test_attributes_and_listing(w):
     usage = {p.name: p for p in w.svc.pool_usage()}
     assert usage["rack-0-ippool"].in_use == 1 and usage["rack-0-ippool"].blocks == 1
     assert usage["rack-0-ippool"].free == 255 and usage["rack-1-ippool"].blocks == 0
+
+
+def test_reservation_covering_most_of_a_huge_pool_is_jumped_over(store):
+    w = World(store)
+    w.pool("v6", "fd00::/48")
+    w.node("n0")
+    assert blockgen.start_index("n0", 1 << 74) < 1 << 73  # n0 starts inside the reserved half
+    w.reserve("most", "fd00::/49")
+    w.reserve("pieces", "fd00:0:0:8000::/122", "fd00:0:0:8000::40/123", "fd00:0:0:8000::60/123")
+    ips = w.assign("n0", num4=0, num6=1).ipv6
+    assert ips[0].ip not in ipaddress.ip_network("fd00::/49")
+    assert ips[0].network not in {ipaddress.ip_network("fd00:0:0:8000::/122"),
+                                  ipaddress.ip_network("fd00:0:0:8000::40/122")}

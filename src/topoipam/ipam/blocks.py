@@ -203,18 +203,26 @@ def _free_slots(store: Store, version: int, size: int, lo: int, hi: int) -> Iter
 
 def find_unclaimed_block(store: Store, pool, node: str, reserved) -> tuple | None:
     """The first block of ``pool`` in ``node``'s order that does not exist and is not fully reserved,
-    with its chunk record: (network, record|None). Reads a few summary records, never the blocks."""
+    with its chunk record: (network, record|None). Reads a few summary records, never the blocks;
+    a reservation covering many blocks is jumped over (one more read), not walked."""
     size, maxp = pool.spec.block_size, pool.network.max_prefixlen
     first = global_block_index(int(pool.network.network_address), maxp, size)
     count = blockgen.num_blocks(pool.network, size)
     start = blockgen.start_index(node, count)
     for lo, hi in ((first + start, first + count - 1), (first, first + start - 1)):
-        if lo > hi:
-            continue
-        for g, rec in _free_slots(store, pool.version, size, lo, hi):
-            net = block_net_of(ipaddress.ip_address(g << (maxp - size)), size)
-            if not fully_reserved(net, reserved):
-                return net, rec
+        while lo <= hi:
+            resume = None
+            for g, rec in _free_slots(store, pool.version, size, lo, hi):
+                net = block_net_of(ipaddress.ip_address(g << (maxp - size)), size)
+                cover = next((r for r in reserved if r.version == net.version and net.subnet_of(r)), None)
+                if cover is not None:
+                    resume = global_block_index(int(cover.broadcast_address), maxp, size) + 1
+                    break
+                if not reserved or len(reserved_ordinals(net, reserved)) < net.num_addresses:
+                    return net, rec
+            if resume is None:
+                break
+            lo = resume
     return None
 
 
