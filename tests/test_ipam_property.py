@@ -1,4 +1,5 @@
-"""Random sequences of assign, release, relabel, pool create/disable/delete against a small reference model.
+"""Random sequences of assign, release, relabel, pool create/disable/delete, strict affinity on/off
+against a small reference model.
 
 Invariants after every step: never a duplicate address; allocated + free = size in every block; the
 allocations are exactly the model's (handle -> address); handle counts and summaries consistent
@@ -76,6 +77,10 @@ class IpamMachine(RuleBasedStateMachine):
         self.w.relabel(node, rack=rack)
         self.racks[node] = rack
 
+    @rule(strict=st.booleans())
+    def strict_affinity(self, strict):
+        self.w.config(strict_affinity=strict)
+
     @rule(node=st.sampled_from(NODES), n=st.integers(1, 3))
     def assign(self, node, n):
         self.counter += 1
@@ -131,6 +136,10 @@ class IpamMachine(RuleBasedStateMachine):
                 b = Block.from_json(rec.value)
                 assert b.in_use + len(b.unallocated) == b.size
                 assert sorted(b.unallocated + b.allocated_ordinals()) == list(range(b.size))
+                node = b.affinity[5:] if b.affinity else None
+                hint = self.store.get(keys.affinity_key(node, b.cidr)) if node else None
+                if hint is not None and b'"full":true' in hint.value:
+                    assert not b.unallocated, f"block {b.cidr} marked full but has free addresses"
         report = self.w.svc.check()
         # allocations left in blocks of a deleted pool are a true finding (Calico's "not in active IP pools")
         for f in report.problems:
