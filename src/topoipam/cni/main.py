@@ -64,12 +64,6 @@ def main(argv: list[str] | None = None) -> int:
     """The console script's entry point. Called with ``argv`` (in-process) it returns the exit
     code; called without (as the installed script does) it ends the process itself."""
     argv_given, argv = argv, (sys.argv[1:] if argv is None else argv)
-    if argv_given is None:
-        # A short-lived process that creates no garbage cycles worth collecting: the
-        # collector would only rescan the thousands of objects the imports create.
-        import gc
-
-        gc.disable()
     if argv and argv[0] in ("-v", "--version", "version"):
         sys.stdout.write(_about())
         return 0
