@@ -119,8 +119,14 @@ class IpamService:
         return result
 
     def _undo(self, handle, interfaces) -> None:
+        """Release what a failed request had assigned. Best effort: if the datastore fails now too,
+        the original error is reported and the addresses stay under the request's handle, so that
+        the caller's release by handle (CNI DEL) or ``ipam check`` finds them."""
         if interfaces:
-            release.release_ips(self, [i.ip for i in interfaces], handle=handle)
+            try:
+                release.release_ips(self, [i.ip for i in interfaces], handle=handle)
+            except TopoipamError:
+                pass
 
     def assign_ip(self, ip, handle: str | None, attrs: Mapping[str, str] | None, node: str):
         """Assign one given address (Calico's AssignIP): claims its block for ``node`` if it has none.
