@@ -107,3 +107,15 @@ def test_offenders_detects_heavy_modules():
     assert offenders({"yaml", "argparse", "topoipam.cli.main", "topoipam.model.codec", "grpc._cython",
                       "http.client", "json", "topoipam.ipam.assign"}) == [
         "argparse", "grpc._cython", "http.client", "topoipam.cli.main", "topoipam.model.codec", "yaml"]
+
+
+def test_agent_mode_imports_no_datastore_code(tmp_path):
+    """With ``ipam.agent_socket`` the plugin only forwards: nothing of the datastore path is loaded
+    (no agent listens here, so the answer is code 11, try again later)."""
+    conf = ('{"cniVersion": "1.0.0", "name": "lean", "ipam": {"type": "topoipam-cni", '
+            f'"agent_socket": "{tmp_path}/no-agent.sock"}}}}').encode()
+    seen, proc = imported_modules(cni_env("ADD", container_id="lean2", netns="/run/netns/lean"), conf)
+    assert proc.returncode == 1 and b'"code": 11' in proc.stdout
+    assert offenders(seen) == []
+    assert not {m for m in seen if m.startswith(("topoipam.ipam", "topoipam.store", "topoipam.model", "sqlite3",
+                                                 "topoipam.cni.handler"))}

@@ -156,6 +156,12 @@ def test_gateway_and_routes_only_when_configured(url):
                              {"dst": "::/0", "gw": "fd00:0:0:1::1"}]
 
 
+def test_unknown_cni_args_accepted_with_ignore_unknown(url, svc):
+    res = ok(call("ADD", conf(url), args="IgnoreUnknown=true;FOO=bar;K8S_POD_NAME=p1;MAC=aa:bb"))
+    [alloc] = allocations(svc)
+    assert str(alloc.ip) == res["ips"][0]["address"] and alloc.attrs["pod"] == "p1"
+
+
 def test_unknown_top_level_fields_are_ignored(url):
     c = conf(url, "1.1.0")
     c.update({"isGateway": True, "someVendorField": {"x": [1, 2]}, "runtimeConfig": {"portMappings": []},

@@ -69,6 +69,13 @@ def test_dash_v_prints_versions():
     assert out.returncode == 0 and "1.1.0" in out.stdout and "topoipam-cni" in out.stdout
 
 
+def test_main_in_process_returns_the_exit_code(capsys):
+    from topoipam.cni.main import main
+
+    assert main(["--version"]) == 0
+    assert "CNI protocol versions supported: 0.3.1, 0.4.0, 1.0.0, 1.1.0" in capsys.readouterr().out
+
+
 def test_missing_cni_command_is_code_4(db):
     env = cni_env("ADD")
     del env["CNI_COMMAND"]
