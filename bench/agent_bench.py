@@ -3,7 +3,8 @@
 Figures, each next to its baseline measured in the same run:
 
 1. assignments/s through ``IpamService`` on etcd (warm topology, as in the agent;
-   one new handle per assignment, node-affine blocks) against a raw
+   one new handle per assignment, node-affine blocks), alone and in front of the
+   agent's optimistic block cache (``agent/cache.py``), against a raw
    compare-and-swap loop (``get`` + ``update`` of one key) with the same client,
    from 1 and from 4 processes (target: service >= 70% of raw);
 2. datastore round trips per assignment in steady state, counted with
@@ -64,15 +65,17 @@ def register(store, node: str) -> None:
     register_node(store, node, {})
 
 
-def warm_service(store, node: str):
-    """An IpamService with the agent's warm topology, once the topology is loaded (cache misses go to ``store``)."""
+def warm_service(store, node: str, cached: bool = False):
+    """An IpamService with the agent's warm topology, once the topology is loaded (cache misses go to ``store``);
+    ``cached``: in front of the agent's block cache too (what the agent serves ADD and DEL with)."""
+    from topoipam.agent.cache import BlockCacheStore
     from topoipam.agent.warm import WarmTopology
 
     warm = WarmTopology(store, node, watch_store=getattr(store, "inner", store)).start()
     deadline = time.monotonic() + 10
     while not warm.warm and time.monotonic() < deadline:
         time.sleep(0.01)
-    return IpamService(store, topology=warm), warm
+    return IpamService(BlockCacheStore(store, node) if cached else store, topology=warm), warm
 
 
 # --- 1 + 3: throughput and retries --------------------------------------------------------------
@@ -90,13 +93,13 @@ def raw_worker(url: str, key: str, seconds: float, start_at: float, q) -> None:
     store.close()
 
 
-def service_worker(url: str, tag: str, seconds: float, start_at: float, q) -> None:
+def service_worker(url: str, tag: str, seconds: float, start_at: float, q, cached: bool = False) -> None:
     """Assignments with a new handle each; a fresh node every 1,000 (the default limit is 20 blocks per node)."""
     counting = CountingStore(open_store(url))
     nodes = [f"{tag}-n{i}" for i in range(50)]
     for node in nodes[:1]:
         register(counting, node)
-    svc, warm = warm_service(counting, nodes[0])
+    svc, warm = warm_service(counting, nodes[0], cached)
     svc.auto_assign(AssignRequest(node=nodes[0], handle=f"{tag}.warmup", attrs={"node": nodes[0]}))
     while time.time() < start_at:
         time.sleep(0.001)
@@ -112,6 +115,10 @@ def service_worker(url: str, tag: str, seconds: float, start_at: float, q) -> No
     q.put((n, seconds, spent.failed_writes))
     warm.stop()
     counting.close()
+
+
+def cached_service_worker(url: str, tag: str, seconds: float, start_at: float, q) -> None:
+    service_worker(url, tag, seconds, start_at, q, cached=True)
 
 
 def run_parallel(target, url: str, tags: list[str], seconds: float) -> tuple[float, int, int]:
@@ -148,15 +155,22 @@ def round_trips(url: str, n: int = 200) -> dict[str, float]:
         for i in range(n):
             cold.auto_assign(AssignRequest(node="rt-node", handle=f"rt-cold.{i}", attrs={"node": "rt-node"}))
         out["service (topology read per call)"] = (counting.counts() - before).round_trips / n
+        fast, warm2 = warm_service(counting, "rt-node", cached=True)
+        fast.auto_assign(AssignRequest(node="rt-node", handle="rt-fast.warm", attrs={}))
+        before = counting.counts()
+        for i in range(n):
+            fast.auto_assign(AssignRequest(node="rt-node", handle=f"rt-fast.{i}", attrs={"node": "rt-node"}))
+        out["service + agent block cache (the agent's ADD path)"] = (counting.counts() - before).round_trips / n
         conf = json.dumps({"cniVersion": "1.0.0", "name": "rt", "type": "bridge",
                            "ipam": {"type": "topoipam-cni", "nodename": "rt-node"}}).encode()
         before = counting.counts()
         for i in range(n):
             env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": f"rt{i}", "CNI_NETNS": "/x", "CNI_IFNAME": "eth0"}
-            code, _ = handler.respond(env, conf, lambda _u: (counting, svc))
+            code, _ = handler.respond(env, conf, lambda _u: (fast.store, fast))
             assert code == 0
         out["CNI ADD in the agent (incl. the DEL-first check)"] = (counting.counts() - before).round_trips / n
         warm.stop()
+        warm2.stop()
     return out
 
 
@@ -276,10 +290,11 @@ def main() -> None:
         print("\n== assignments/s (service: warm topology, one handle each; raw: get + CAS update of one key)")
         for procs in (1, 4):
             raw, _, _ = run_parallel(raw_worker, url, [f"/bench/raw/{procs}/{i}" for i in range(procs)], args.seconds)
-            svc, total, retries = run_parallel(service_worker, url, [f"p{procs}x{i}" for i in range(procs)],
-                                               args.seconds)
-            print(f"{procs} process(es): service {svc:7.0f}/s   raw CAS {raw:7.0f}/s   ratio {svc / raw:5.1%}"
-                  f"   CAS retries/assignment {retries / max(total, 1):.4f} ({retries} in {total})")
+            for label, target in (("service", service_worker), ("service + block cache", cached_service_worker)):
+                svc, total, retries = run_parallel(target, url, [f"p{procs}x{i}{label[-1]}" for i in range(procs)],
+                                                   args.seconds)
+                print(f"{procs} process(es): {label:22s} {svc:6.0f}/s   raw CAS {raw:6.0f}/s   ratio {svc / raw:5.1%}"
+                      f"   CAS retries/assignment {retries / max(total, 1):.4f} ({retries} in {total})")
         print("\n== datastore round trips per assignment, steady state (CountingStore)")
         for name, value in round_trips(url).items():
             print(f"{name:52s} {value:5.2f}")

@@ -7,6 +7,8 @@
 
 Requests are served by ``cni.handler.respond`` in-process against the agent's
 store and an ``IpamService`` whose topology is the warm one (``agent.warm``);
+ADD and DEL go through the optimistic block cache (``agent.cache``), whose
+every use ends in a compare-and-swap;
 the netconf's ``datastore`` is ignored (the agent has its own) and its
 ``nodename`` defaults to the agent's node. Until the node is registered every
 request is answered with CNI code 11, as are requests while the datastore is
@@ -24,6 +26,7 @@ import threading
 from typing import Mapping
 
 from topoipam import errors as E
+from topoipam.agent.cache import BlockCacheStore
 from topoipam.agent.node import reconcile_tunnels, register_node
 from topoipam.agent.server import AgentServer
 from topoipam.agent.warm import WarmTopology
@@ -45,7 +48,9 @@ class Agent:
         self.node = node
         self.labels = dict(labels or {})
         self.warm = WarmTopology(store, node, poll_interval=poll_interval)
-        self.service = IpamService(store, topology=self.warm)
+        self.service = IpamService(store, topology=self.warm)  # CHECK, GC, STATUS: read the datastore
+        self.cache = BlockCacheStore(store, node)
+        self.fast = IpamService(self.cache, topology=self.warm)  # ADD, DEL: every decision ends in a CAS
         self.server = AgentServer(socket_path, self.serve, max_in_flight=max_in_flight)
         self.registered = threading.Event()
         self.tunnels: dict[str, str] = {}
@@ -60,11 +65,13 @@ class Agent:
             err = P.CniError(E.CNI_TRY_AGAIN_LATER, f"the topoipam agent of node {self.node} is starting: "
                              "its node is not registered yet (is the datastore reachable?)")
             return 1, P.dumps(P.error_object(err, request_version(stdin)))
-        return respond(env, stdin, lambda _url: (self.store, self.service), default_nodename=self.node)
+        backend = (self.cache, self.fast) if env.get("CNI_COMMAND") in ("ADD", "DEL") else (self.store, self.service)
+        return respond(env, stdin, lambda _url: backend, default_nodename=self.node)
 
     # --- life cycle ------------------------------------------------------------------
     def start(self) -> "Agent":
         self.warm.add_listener(self._changed.set)
+        self.warm.add_listener(self.cache.clear)  # after an outage or a topology change, start from fresh reads
         self.server.start()
         log.info("serving topoipam-cni on %s for node %s (datastore %s)", self.server.path, self.node,
                  self.store.url)
