@@ -316,6 +316,8 @@ def test_status_ready_and_not_ready(url):
     err = failed(call("STATUS", conf(url, "1.1.0", ipv4_pools=["gone"])), 50)
     assert "gone" in err["msg"]
     assert ok(call("STATUS", conf(url, "1.1.0", ipv4_pools=["tiny"]))) is None
+    err = failed(call("STATUS", conf(url, "1.1.0", node="kube-node-9")), 50)
+    assert "kube-node-9 is not registered" in err["msg"]
 
 
 def test_busy_datastore_is_try_again_later(tmp_path, url, svc):

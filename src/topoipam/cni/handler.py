@@ -229,9 +229,11 @@ def _status(conf: IpamConf, store: Store) -> None:
 def _not_ready_reason(conf: IpamConf, store: Store) -> str:
     from topoipam.selector import parse as parse_selector
 
-    pools = repo.list_pools(store)
     node = repo.get_node(store, conf.nodename)
-    labels = node.labels if node else {}
+    if node is None:
+        return f"node {conf.nodename} is not registered in the datastore: ADD would fail"
+    pools = repo.list_pools(store)
+    labels = node.labels
     families = [v for v, on in ((4, conf.assign_ipv4), (6, conf.assign_ipv6)) if on]
     for version in families:
         requested = conf.ipv4_pools if version == 4 else conf.ipv6_pools
