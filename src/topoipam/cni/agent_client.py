@@ -27,10 +27,9 @@ from __future__ import annotations
 import base64
 import json
 import os
-from typing import TYPE_CHECKING, Mapping
+from collections.abc import Mapping  # not typing: in agent mode this module is the plugin's whole import path
 
-if TYPE_CHECKING:  # imported in call(): the direct datastore path never loads it (~1.3 MiB RSS)
-    import socket
+# socket is imported in call(): the direct datastore path never loads it (~1.3 MiB RSS)
 
 from topoipam import errors as E
 from topoipam.cni import protocol as P
