@@ -51,14 +51,29 @@ spec: {cidr: 10.100.0.0/22, nodeSelector: rack == "0"}
 """
 
 
-def run(argv: list[str], env: dict[str, str], stdin: bytes) -> tuple[float, bytes, bytes]:
-    """Exec once: (seconds, stdout, stderr); exits the bench if the plugin fails."""
+def run(argv: list[str], env: dict[str, str], stdin: bytes) -> tuple[float, float, bytes, bytes]:
+    """Exec once: (wall seconds, CPU seconds of the child, stdout, stderr); exits the bench if it fails.
+
+    CPU time (user + system, from wait4) is reported next to wall time because
+    these cores are shared: it moves much less with other jobs' load.
+    """
     start = time.perf_counter()
-    proc = subprocess.run(argv, input=stdin, capture_output=True, env=env)
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    out, err = _talk(proc, stdin)
+    _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise SystemExit(f"{argv[0]} failed ({proc.returncode}): {proc.stdout.decode()} {proc.stderr.decode()}")
-    return elapsed, proc.stdout, proc.stderr
+        raise SystemExit(f"{argv[0]} failed ({proc.returncode}): {out.decode()} {err.decode()}")
+    return elapsed, usage.ru_utime + usage.ru_stime, out, err
+
+
+def _talk(proc: subprocess.Popen, stdin: bytes) -> tuple[bytes, bytes]:
+    """Write stdin, read both outputs (small: a result or an error object), without reaping the child."""
+    proc.stdin.write(stdin)
+    proc.stdin.close()
+    out = proc.stdout.read()
+    return out, proc.stderr.read()
 
 
 def peak_rss_kib(argv: list[str], env: dict[str, str], stdin: bytes) -> int:
@@ -68,7 +83,7 @@ def peak_rss_kib(argv: list[str], env: dict[str, str], stdin: bytes) -> int:
     mark of the process that forks across exec, so every child of this (larger)
     Python process would report at least this process's own size.
     """
-    _, _, err = run([TIME, "-f", "%M", *argv], env, stdin)
+    _, _, _, err = run([TIME, "-f", "%M", *argv], env, stdin)
     return int(err.decode().strip().splitlines()[-1])
 
 
@@ -107,19 +122,20 @@ def main() -> int:
                 confs["topoipam-cni agent"] = json.dumps({"cniVersion": "1.0.0", "name": "bench-agent", "ipam": {
                     "type": "topoipam-cni", "nodename": "bench-node", "agent_socket": sock}}).encode()
                 argv["topoipam-cni agent"] = [str(PLUGIN)]
-            times, rss = measure(opts.n, argv, confs)
+            times, cpus, rss = measure(opts.n, argv, confs)
         finally:
             if agent:
                 agent.send_signal(signal.SIGTERM)
                 agent.wait(timeout=60)
         bare = [run([str(VENV_BIN / "python3"), "-c", "pass"], {}, b"")[0] for _ in range(50)]
         bare_rss = peak_rss_kib([str(VENV_BIN / "python3"), "-c", "pass"], {}, b"")
-    report(opts.n, times, rss, statistics.median(bare), bare_rss)
+    report(opts.n, times, cpus, rss, statistics.median(bare), bare_rss)
     return 0
 
 
 def measure(n: int, argv: dict, confs: dict) -> tuple[dict, dict]:
     times = {(p, c): [] for p in confs for c in ("ADD", "DEL")}
+    cpus = {(p, c): [] for p in confs for c in ("ADD", "DEL")}
     rss = {p: [] for p in confs}
     for p in confs:  # warm the page cache once, unmeasured
         run(argv[p], env_for("ADD", "warm"), confs[p])
@@ -127,12 +143,14 @@ def measure(n: int, argv: dict, confs: dict) -> tuple[dict, dict]:
     for command in ("ADD", "DEL"):
         for i in range(n):
             for p in confs:
-                times[p, command].append(run(argv[p], env_for(command, f"c{i:04d}"), confs[p])[0])
+                wall, cpu, _, _ = run(argv[p], env_for(command, f"c{i:04d}"), confs[p])
+                times[p, command].append(wall)
+                cpus[p, command].append(cpu)
     for i in range(RSS_SAMPLES):  # ADD and DEL, separately from the timed calls
         for command in ("ADD", "DEL"):
             for p in confs:
                 rss[p].append(peak_rss_kib(argv[p], env_for(command, f"m{i:04d}"), confs[p]))
-    return times, rss
+    return times, cpus, rss
 
 
 def start_agent(tmp: str, url: str) -> subprocess.Popen:
@@ -150,16 +168,18 @@ def start_agent(tmp: str, url: str) -> subprocess.Popen:
     return proc
 
 
-def report(n: int, times: dict, rss: dict, bare: float, bare_rss: int) -> None:
+def report(n: int, times: dict, cpus: dict, rss: dict, bare: float, bare_rss: int) -> None:
     print(f"CNI plugin latency, {n} calls per row, plugins interleaved; machine: {os.cpu_count()} CPUs, "
           f"python {sys.version.split()[0]}")
-    print(f"{'plugin':18} {'cmd':4} {'p50 ms':>8} {'p99 ms':>8}   vs host-local p50 / p99")
+    print(f"{'plugin':18} {'cmd':4} {'p50 ms':>8} {'p99 ms':>8}   {'vs host-local p50 / p99':24} {'CPU p50 ms':>10}  ratio")
     for command in ("ADD", "DEL"):
-        base = times["host-local", command]
+        base, base_cpu = times["host-local", command], cpus["host-local", command]
         for p in sorted({p for p, _ in times}, key=lambda p: (p != "host-local", p)):
-            t = times[p, command]
+            t, c = times[p, command], cpus[p, command]
             ratio = f"{statistics.median(t) / statistics.median(base):5.1f}x / {pct(t, .99) / pct(base, .99):5.1f}x"
-            print(f"{p:18} {command:4} {statistics.median(t) * 1e3:8.2f} {pct(t, .99) * 1e3:8.2f}   {ratio}")
+            cpu_ratio = statistics.median(c) / max(statistics.median(base_cpu), 1e-6)
+            print(f"{p:18} {command:4} {statistics.median(t) * 1e3:8.2f} {pct(t, .99) * 1e3:8.2f}   {ratio:24} "
+                  f"{statistics.median(c) * 1e3:10.2f}  {cpu_ratio:5.1f}x")
     for p, kib in rss.items():
         print(f"peak RSS of one {p} process: max {max(kib) / 1024:.1f} MiB, median {statistics.median(kib) / 1024:.1f} MiB")
     print(f"bare interpreter (.venv/bin/python3 -c pass): start p50 {bare * 1e3:.2f} ms, peak RSS {bare_rss / 1024:.1f} MiB")
