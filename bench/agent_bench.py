@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from etcd_cluster import EtcdCluster  # noqa: E402
 
-from topoipam.ipam import AssignRequest, IpamService  # noqa: E402
+from topoipam.ipam import AssignRequest, IpamService, keys  # noqa: E402
 from topoipam.store import open_store  # noqa: E402
 from topoipam.store.counting import CountingStore  # noqa: E402
 
@@ -121,13 +121,27 @@ def cached_service_worker(url: str, tag: str, seconds: float, start_at: float, q
     service_worker(url, tag, seconds, start_at, q, cached=True)
 
 
-def run_parallel(target, url: str, tags: list[str], seconds: float) -> tuple[float, int, int]:
+def worker_entry(kind: str, url: str, tag: str, seconds: float, start_at: float, q) -> None:
+    """A worker process; on failure it puts None on the queue so the parent stops waiting at once."""
+    target = {"raw": raw_worker, "service": service_worker, "cached": cached_service_worker}[kind]
+    try:
+        target(url, tag, seconds, start_at, q)
+    except BaseException:
+        q.put(None)
+        raise
+
+
+def run_parallel(kind: str, url: str, tags: list[str], seconds: float) -> tuple[float, int, int]:
     q = SPAWN.Queue()
     start_at = time.time() + 3.0  # every process connected and warm before the clock starts
-    procs = [SPAWN.Process(target=target, args=(url, tag, seconds, start_at, q)) for tag in tags]
+    procs = [SPAWN.Process(target=worker_entry, args=(kind, url, tag, seconds, start_at, q)) for tag in tags]
     for p in procs:
         p.start()
-    results = [q.get(timeout=120) for _ in procs]
+    results = []
+    for _ in procs:
+        results.append(q.get(timeout=120))
+        if results[-1] is None:
+            raise RuntimeError("a worker failed (its traceback is above)")
     for p in procs:
         p.join(30)
     total = sum(n for n, _, _ in results)
@@ -242,6 +256,17 @@ def claim_worker(url: str, index: int, count: int) -> None:
                 svc.claim_affinity(str(net), node)
 
 
+def count_keys(store, prefix: str, page: int = 500) -> int:
+    """Count records in pages (one list of 10,000 blocks is over gRPC's 4 MiB message limit)."""
+    n, start = 0, None
+    while True:
+        recs = store.list(prefix, start=start, limit=page)
+        n += len(recs)
+        if len(recs) < page:
+            return n
+        start = recs[-1].key + "\0"
+
+
 def rss_kib(pid: int) -> tuple[int, int]:
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -259,9 +284,7 @@ def agent_memory(tmp: Path, url: str, blocks: int, adds: int) -> dict[str, float
     for p in run:
         p.join()
     with open_store(url) as store:
-        from topoipam.ipam import keys
-
-        n_blocks = len(store.list(keys.block_prefix(4)))
+        n_blocks = count_keys(store, keys.block_prefix(4))
     claimed = time.perf_counter() - t
     proc, sock = start_agent(tmp, url, "mem-0-0")  # a node holding 50 of the blocks
     try:
@@ -277,37 +300,52 @@ def agent_memory(tmp: Path, url: str, blocks: int, adds: int) -> dict[str, float
 
 
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # unwind, so that etcd is stopped by pid
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--adds", type=int, default=200)
     ap.add_argument("--blocks", type=int, default=10000)
+    ap.add_argument("--parts", default="throughput,roundtrips,cni,memory", help="which figures, comma-separated")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     tmp = Path(tempfile.mkdtemp(prefix="agent-bench-"))
     with EtcdCluster(tmp / "etcd") as cluster:
         url = cluster.url()
         setup(url)
         print(f"etcd 1 member on loopback, client {url}; {os.cpu_count()} CPUs")
         print("\n== assignments/s (service: warm topology, one handle each; raw: get + CAS update of one key)")
-        for procs in (1, 4):
-            raw, _, _ = run_parallel(raw_worker, url, [f"/bench/raw/{procs}/{i}" for i in range(procs)], args.seconds)
-            for label, target in (("service", service_worker), ("service + block cache", cached_service_worker)):
-                svc, total, retries = run_parallel(target, url, [f"p{procs}x{i}{label[-1]}" for i in range(procs)],
-                                                   args.seconds)
+        for procs in ((1, 4) if "throughput" in parts else ()):
+            raw, _, _ = run_parallel("raw", url, [f"/bench/raw/{procs}/{i}" for i in range(procs)], args.seconds)
+            for label, target in (("service", "service"), ("service + block cache", "cached")):
+                tags = [f"p{procs}x{i}{'c' if 'cache' in label else 's'}" for i in range(procs)]  # own nodes each run
+                svc, total, retries = run_parallel(target, url, tags, args.seconds)
                 print(f"{procs} process(es): {label:22s} {svc:6.0f}/s   raw CAS {raw:6.0f}/s   ratio {svc / raw:5.1%}"
                       f"   CAS retries/assignment {retries / max(total, 1):.4f} ({retries} in {total})")
         print("\n== datastore round trips per assignment, steady state (CountingStore)")
-        for name, value in round_trips(url).items():
+        for name, value in (round_trips(url).items() if "roundtrips" in parts else ()):
             print(f"{name:52s} {value:5.2f}")
-        print(f"\n== CNI ADD exec'd, {args.adds} each, interleaved")
-        lat = cni_latency(tmp, url, args.adds)
-        print(f"topoipam-cni via agent: p50 {lat['agent p50'] * 1e3:6.1f} ms  p99 {lat['agent p99'] * 1e3:6.1f} ms")
-        print(f"host-local:             p50 {lat['host-local p50'] * 1e3:6.1f} ms  p99 "
-              f"{lat['host-local p99'] * 1e3:6.1f} ms")
-        print(f"p50 ratio {lat['agent p50'] / lat['host-local p50']:.1f}x (target <= 10x)")
-        print(f"\n== agent memory with {args.blocks} blocks in the datastore")
-        mem = agent_memory(tmp, url, args.blocks, 50)
-        print(f"blocks {mem['blocks in datastore']} (claimed in {mem['claim seconds']:.0f}s); agent RSS "
-              f"{mem['rss MiB']:.1f} MiB, peak {mem['peak MiB']:.1f} MiB; target {mem['target MiB']:.1f} MiB")
+        if "cni" in parts:
+            cni_figures(tmp, url, args.adds)
+        if "memory" in parts:
+            memory_figures(tmp, url, args.blocks)
+
+
+def cni_figures(tmp: Path, url: str, adds: int) -> None:
+    print(f"\n== CNI ADD exec'd, {adds} each, interleaved")
+    lat = cni_latency(tmp, url, adds)
+    print(f"topoipam-cni via agent: p50 {lat['agent p50'] * 1e3:6.1f} ms  p99 {lat['agent p99'] * 1e3:6.1f} ms")
+    print(f"host-local:             p50 {lat['host-local p50'] * 1e3:6.1f} ms  p99 "
+          f"{lat['host-local p99'] * 1e3:6.1f} ms")
+    print(f"p50 ratio {lat['agent p50'] / lat['host-local p50']:.1f}x (target <= 10x)")
+
+
+def memory_figures(tmp: Path, url: str, blocks: int) -> None:
+    print(f"\n== agent memory with {blocks} blocks in the datastore")
+    mem = agent_memory(tmp, url, blocks, 50)
+    print(f"blocks {mem['blocks in datastore']} (claimed in {mem['claim seconds']:.0f}s); agent RSS "
+          f"{mem['rss MiB']:.1f} MiB, peak {mem['peak MiB']:.1f} MiB; target {mem['target MiB']:.1f} MiB")
 
 
 if __name__ == "__main__":
