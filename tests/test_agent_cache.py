@@ -52,7 +52,7 @@ def test_steady_state_reads_neither_block_nor_affinities(world):
         assert assign(cached, f"h{i}") == ip_interface(f"10.0.0.{i}/26")
     spent = counting.counts() - before
     assert spent.writes == 10 and spent.failed_writes == 0
-    assert spent.round_trips == 20  # the handle read and the commit, per assignment
+    assert spent.round_trips <= 20  # at most the handle read and the commit, per assignment
 
 
 def test_a_block_changed_behind_the_cache_is_read_again_and_nothing_is_duplicated(world):
