@@ -30,7 +30,7 @@ import copy
 import ipaddress
 import logging
 import uuid
-from dataclasses import dataclass
+from topoipam.structs import dataclass
 from datetime import datetime, timezone
 from typing import Mapping
 

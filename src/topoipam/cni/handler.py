@@ -27,7 +27,7 @@ from __future__ import annotations
 import ipaddress
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from topoipam import errors as E
 from topoipam.cni import protocol as P
@@ -36,6 +36,7 @@ from topoipam.model.types import USE_WORKLOAD
 from topoipam.resources import repo
 from topoipam.store.base import Store
 
+TYPE_CHECKING = False  # typing's own flag, without importing typing on the plugin's start-up path
 if TYPE_CHECKING:  # the service is imported when a request needs it: VERSION and errors stay cheap
     from topoipam.ipam import IpamService
 
@@ -182,7 +183,7 @@ def _check(req: P.CniRequest, service: IpamService) -> None:
                              f"it holds {', '.join(sorted(map(str, held)))}")
 
 
-def _valid_attachments(config: Mapping[str, Any]) -> set[tuple[str, str]]:
+def _valid_attachments(config: Mapping[str, object]) -> set[tuple[str, str]]:
     value = config.get(VALID_ATTACHMENTS, [])
     if not isinstance(value, list) or not all(isinstance(a, dict) and isinstance(a.get("containerID"), str)
                                               for a in value):

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass, field
+from topoipam.structs import dataclass, field
 from functools import lru_cache
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from topoipam.errors import AlreadyExistsError, ValidationError
 

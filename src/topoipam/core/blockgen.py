@@ -12,7 +12,7 @@ exact start differs from Calico's (upstream treats it as implementation-defined)
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterator
+from collections.abc import Iterator
 
 FNV32_OFFSET = 0x811C9DC5
 FNV32_PRIME = 0x01000193

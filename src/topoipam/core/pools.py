@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from topoipam.structs import dataclass, field
+from collections.abc import Mapping, Sequence
 
 from topoipam.errors import NoQualifiedPoolError, ValidationError
 from topoipam.model.types import ASSIGN_AUTOMATIC, IPPool

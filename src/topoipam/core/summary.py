@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from topoipam.structs import dataclass
 
 CHUNK_BITS = 12
 CHUNK_BLOCKS = 1 << CHUNK_BITS  # blocks per summary record

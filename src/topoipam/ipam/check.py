@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass, field
-from typing import Iterator
+from topoipam.structs import dataclass, field
+from collections.abc import Iterator
 
 from topoipam.core.block import affinity_node
 from topoipam.core.pools import pool_containing

@@ -9,7 +9,7 @@ alone (calicoctl's ``'x' = skip, handle missing/changed``).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from topoipam.structs import dataclass
 
 from topoipam.errors import AlreadyExistsError, ConflictError, NotFoundError
 from topoipam.ipam import keys

@@ -11,7 +11,7 @@ compare-and-swap on it.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from topoipam.structs import dataclass, field
 from functools import cached_property
 
 API_VERSION = "projectcalico.org/v3"

@@ -29,8 +29,8 @@ read.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
-from typing import Iterable, Sequence, Union
+from topoipam.structs import dataclass
+from collections.abc import Iterable, Sequence
 
 from topoipam.errors import ValidationError
 
@@ -75,7 +75,7 @@ class Check:
     revision: int
 
 
-Op = Union[Create, Update, Delete, Check]
+Op = Create | Update | Delete | Check
 
 
 def check_one_op_per_key(ops: Sequence[Op]) -> None:

@@ -17,8 +17,8 @@ the operations done in between ("datastore operations per assignment").
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, fields
-from typing import Iterable, Sequence
+from topoipam.structs import dataclass, fields
+from collections.abc import Iterable, Sequence
 
 from topoipam.store.base import Op, Record, Store
 

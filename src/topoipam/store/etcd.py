@@ -39,7 +39,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
+from topoipam.structs import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 from urllib.parse import parse_qsl, unquote
 

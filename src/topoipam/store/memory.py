@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 from topoipam.errors import AlreadyExistsError, ConflictError
 from topoipam.store.base import Check, Create, Delete, Op, Record, Store, Update, check_one_op_per_key
