@@ -23,7 +23,7 @@ from topoipam.resources.service import ResourceService
 from topoipam.store import open_store
 
 ALLOWED_TOPOIPAM = re.compile(
-    r"^topoipam(\.(errors|store|store\.base|store\.sqlite|store\.memory|selector(\..+)?|model|model\.types"
+    r"^topoipam(\.(errors|structs|store|store\.base|store\.sqlite|store\.memory|selector(\..+)?|model|model\.types"
     r"|model\.storage|core(\..+)?|resources|resources\.repo|resources\.keys|ipam(\..+)?|cni(\..+)?))?$"
 )
 # Probed by the interpreter itself at start-up (site hooks, copy's Jython check), whether or not they exist.
