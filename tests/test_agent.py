@@ -249,3 +249,79 @@ def test_garbage_on_the_socket_gets_no_answer_and_the_agent_carries_on(tmp_path,
     status = exec_cni("STATUS", agent.socket, "x")
     assert status.returncode == 1 and status.json["code"] == 50  # no pool yet: not ready, but answered
     assert agent.stop() == 0
+
+
+def test_the_deploy_conflist_through_bridge_and_the_agent(tmp_path, agents):
+    """deploy/cni/10-topoipam.conflist's bridge entry, exec'd as a runtime would, in namespaces the test owns."""
+    from ipaddress import ip_interface, ip_network
+
+    from netns import REPO, Netns, addresses, cni_bin_dir, cni_env, netns_unavailable_reason, run_plugin
+
+    reason = netns_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    conflist = json.loads((REPO / "deploy" / "cni" / "10-topoipam.conflist").read_text())
+    url = f"sqlite://{tmp_path}/deploy.db"
+    store = open_store(url)
+    try:
+        pool = ip_network("10.0.0.0/24")
+        gateways = "".join(f"\n    - {b[1]}/32" for b in pool.subnets(new_prefix=26))
+        create(store, POOLS + f"""---
+apiVersion: projectcalico.org/v3
+kind: IPReservation
+metadata: {{name: bridge-gateways}}
+spec:
+  reservedCIDRs:{gateways}
+""")
+    finally:
+        store.close()
+    agent = agents(url, "node-j", {"rack": "0"})
+    conf = {"cniVersion": conflist["cniVersion"], "name": conflist["name"], **conflist["plugins"][0]}
+    assert conf["ipam"] == {"type": "topoipam-cni", "agent_socket": "/run/topoipam/agent.sock"}
+    conf["ipam"]["agent_socket"] = agent.socket
+    conf["bridge"] = f"tpi{os.getpid() % 100000}"
+    conf["ipMasq"] = False  # would need iptables in the test's namespace; not what is tested here
+    bin_dir = cni_bin_dir(tmp_path / "bin")
+    with Netns() as ns:
+        host = ns.add("host")
+        pods = [ns.add("pod") for _ in range(3)]
+        got = []
+        for i, pod in enumerate(pods):
+            env = cni_env("ADD", container_id=f"deploy{i}", netns=Netns.path(pod), path=str(bin_dir),
+                          args="IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=p" + str(i))
+            call = run_plugin(bin_dir / "bridge", env, conf, in_netns=host)
+            assert call.returncode == 0, (call.stdout, call.stderr)
+            got.append(ip_interface(addresses(pod, "eth0")[0]))
+        assert len(set(got)) == 3 and all(a.ip in pool for a in got)
+        gateway = ip_interface(f"{got[0].network[1]}/{got[0].network.prefixlen}")
+        assert gateway not in got and str(gateway) in addresses(host, conf["bridge"])
+        for i, pod in enumerate(pods):
+            env = cni_env("DEL", container_id=f"deploy{i}", netns=Netns.path(pod), path=str(bin_dir))
+            assert run_plugin(bin_dir / "bridge", env, conf, in_netns=host).returncode == 0
+    store = open_store(url)
+    try:
+        assert [a.handle for a in IpamService(store).allocations()] == ["ipip-tunnel-addr-node-j"]
+    finally:
+        store.close()
+
+
+def test_plugin_in_agent_mode_imports_no_datastore_code(tmp_path, agents):
+    """Through the agent, an ADD loads no store, IPAM or model module at all (and no etcd/gRPC client)."""
+    from netns import PLUGIN, cni_env
+    from test_cni_lean import imported_modules, offenders
+
+    url = f"sqlite://{tmp_path}/lean.db"
+    store = open_store(url)
+    try:
+        create(store, POOLS.replace('rack == "0"', "all()"))
+    finally:
+        store.close()
+    agent = agents(url, "node-k")
+    conf = json.dumps({"cniVersion": "1.0.0", "name": "net", "type": "bridge",
+                       "ipam": {"type": "topoipam-cni", "agent_socket": agent.socket}}).encode()
+    seen, proc = imported_modules(cni_env("ADD", container_id="lean1", netns="/run/netns/x"), conf)
+    assert proc.returncode == 0, proc.stdout
+    assert b"10.0.0." in proc.stdout and PLUGIN.exists()
+    assert offenders(seen) == []
+    assert {m for m in seen if m.startswith("topoipam.")} <= {
+        "topoipam.errors", "topoipam.cni", "topoipam.cni.main", "topoipam.cni.agent_client", "topoipam.cni.protocol"}
