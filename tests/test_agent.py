@@ -183,7 +183,7 @@ spec: {bgp: {ipv4Address: 192.0.2.10/24}}
         store.close()
 
 
-def test_bad_label_is_a_usage_error(tmp_path):
+def test_bad_label_or_node_name_is_a_usage_error(tmp_path):
     import subprocess
 
     from agent_proc import TOPOIPAM
@@ -193,6 +193,9 @@ def test_bad_label_is_a_usage_error(tmp_path):
     assert proc.returncode == 2
     assert b"label 'rack' must be key=value" in proc.stderr
     assert not os.path.exists(tmp_path / "s.sock")
+    proc = subprocess.run([str(TOPOIPAM), "--datastore", f"sqlite://{tmp_path}/x.db", "agent", "--node", "Bad_Name",
+                           "--socket", str(tmp_path / "s.sock")], capture_output=True, timeout=30)
+    assert proc.returncode == 2 and b"Bad_Name" in proc.stderr and not os.path.exists(tmp_path / "s.sock")
 
 
 def test_plugin_answers_11_when_the_named_agent_is_not_there(tmp_path):

@@ -41,6 +41,7 @@ def run_agent(args, ctx) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=ctx.err,
                         format="%(asctime)s topoipam agent %(levelname)s: %(message)s")
     labels = parse_labels(args.label)
+    _check_node_name(args.node)
     store = open_store(args.agent_datastore or args.datastore)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -57,3 +58,11 @@ def run_agent(args, ctx) -> int:
         store.close()
     logging.getLogger("topoipam.agent").info("stopped (%d requests served)", agent.server.served)
     return EXIT_OK if clean else EXIT_FAILED
+
+
+def _check_node_name(name: str) -> None:
+    """Refuse a name the Node could never be registered under (exit 2), instead of retrying forever."""
+    from topoipam.model.types import Metadata, Node
+    from topoipam.model.validate import validate
+
+    validate(Node(Metadata(name=name)))
