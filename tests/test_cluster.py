@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
 import time
 from collections import Counter
 from ipaddress import ip_address, ip_network
 
 import pytest
 
-from agent_proc import AgentProc, count_acks, exec_cni, read_records, service_worker, socket_worker
+from agent_proc import TOPOIPAM, AgentProc, count_acks, exec_cni, read_records, service_worker, socket_worker
 from etcd_cluster import HAVE_ETCD, SKIP_REASON, EtcdCluster
 from topoipam.ipam import IpamService
 from topoipam.model.codec import decode_documents
@@ -120,6 +121,8 @@ def test_four_agents_two_racks_one_etcd(tmp_path, cleanup):
     node_of_socket = {a.socket: n for n, a in agents.items()}
     for a in acks:
         assert ip_address(a["ip"]) in RACK_NET[NODES[node_of_socket[a["socket"]]]]
+    check = subprocess.run([str(TOPOIPAM), "--datastore", url, "ipam", "check"], capture_output=True, timeout=120)
+    assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()  # `ipam check` itself: clean
     tunnels = {h: ip for ip, h in held.items() if "tunnel-addr" in h}
     assert set(tunnels) == {"ipip-tunnel-addr-node-0", "ipip-tunnel-addr-node-1",
                             "vxlan-tunnel-addr-node-2", "vxlan-tunnel-addr-node-3"}
