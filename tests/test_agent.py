@@ -328,3 +328,30 @@ def test_plugin_in_agent_mode_imports_no_datastore_code(tmp_path, agents):
     assert offenders(seen) == []
     assert {m for m in seen if m.startswith("topoipam.")} <= {
         "topoipam.errors", "topoipam.cni", "topoipam.cni.main", "topoipam.cni.agent_client", "topoipam.cni.protocol"}
+
+
+def test_warm_topology_follows_the_watch_without_rereading(etcd_server):
+    """On etcd the agent's view of pools, its node and the config changes by watch events, not by re-reads."""
+    from topoipam.agent.warm import WarmTopology
+
+    etcd_server.wipe()
+    store = open_store(etcd_server.url())
+    warm = WarmTopology(store, "node-w")
+    changes = []
+    warm.add_listener(lambda: changes.append(1))
+    try:
+        warm.start()
+        wait_for(lambda: warm.warm, what="warm")
+        assert warm.pools() == [] and warm.node("node-w") is None
+        create(store, POOLS)
+        register_node(store, "node-w", {"rack": "1"})
+        register_node(store, "node-x", {"rack": "0"})  # another node: not kept, read from the store
+        wait_for(lambda: len(warm.pools()) == 2 and warm.node("node-w") is not None, what="watch events")
+        assert warm.node("node-w").labels == {"rack": "1"}
+        assert warm.node("node-x").labels == {"rack": "0"}
+        assert ResourceService(store).delete([("IPPool", "rack-1-ippool")]) == [("IPPool", "rack-1-ippool", None)]
+        wait_for(lambda: [p.name for p in warm.pools()] == ["rack-0-ippool"], what="pool deletion seen")
+        assert warm.reloads == 1 and len(changes) >= 3
+    finally:
+        warm.stop()
+        store.close()
