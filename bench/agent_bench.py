@@ -168,7 +168,7 @@ def round_trips(url: str, n: int = 200) -> dict[str, float]:
         before = counting.counts()
         for i in range(n):
             cold.auto_assign(AssignRequest(node="rt-node", handle=f"rt-cold.{i}", attrs={"node": "rt-node"}))
-        out["service (topology read per call)"] = (counting.counts() - before).round_trips / n
+        out["service (its default topology, no agent)"] = (counting.counts() - before).round_trips / n
         fast, warm2 = warm_service(counting, "rt-node", cached=True)
         fast.auto_assign(AssignRequest(node="rt-node", handle="rt-fast.warm", attrs={}))
         before = counting.counts()
