@@ -1,14 +1,17 @@
-"""IPAM benchmark (not a test): assignment rate, datastore operations per assignment, claim cost.
+"""IPAM benchmark (not a test): assignment rate, datastore operations per assignment, CAS retries, claim cost.
 
     .venv/bin/python bench/ipam_bench.py            # full run (~2-3 minutes)
     .venv/bin/python bench/ipam_bench.py --quick    # smaller sizes
 
 Prints, in one run on this machine:
 1. a raw sqlite3 read-modify-write loop of one row (WAL; synchronous NORMAL and FULL): the baseline;
-2. in-process auto_assign rate on the SQLite store (same synchronous modes), with the topology read
-   from the store per call (what the exec'd CNI plugin does) and with a warm topology (the agent);
+2. in-process auto_assign rate on the SQLite store (same synchronous modes) with the default topology
+   (kept between calls, fenced in every commit), with a warm topology given by the caller (the agent),
+   and the default run's datastore calls replayed alone (the floor the store sets);
 3. datastore operations per assignment (CountingStore) and time per assignment at 10 and 10,000 nodes;
-4. reads to claim a new block in a /8 pool that already has 100,000 blocks claimed, from exactly where
+4. compare-and-swap retries per assignment from 4 processes assigning on 4 nodes (node-affine blocks)
+   on one SQLite file;
+5. reads to claim a new block in a /8 pool that already has 100,000 blocks claimed, from exactly where
    the new node starts, next to the same claim in an empty pool and to one listing of every block
    (what Calico's findUsableBlock does).
 """
@@ -128,28 +131,31 @@ def snapshot_db(src: str, dst: str) -> None:
 
 def section_rates(tmp: str, quick: bool) -> None:
     print("1-2. per second, SQLite WAL, in-process, one writer; wall clock / per CPU second (% of raw)")
-    print(f"  {'synchronous':12s} {'raw RMW of one row':>22s} {'assign (store topology)':>34s} "
-          f"{'assign (warm topology)':>34s}")
+    print(f"  {'synchronous':12s} {'raw RMW of one row':>22s} {'assign (default: kept, fenced)':>34s} "
+          f"{'assign (warm topology given)':>34s}")
     for sync, n_raw, n in (("NORMAL", 20000, 3000), ("FULL", 2000, 400)):
         if quick:
             n_raw, n = n_raw // 4, n // 4
         raw = raw_rmw(os.path.join(tmp, f"raw-{sync}.db"), sync, n_raw)
-        store = open_store(f"sqlite://{tmp}/rate-{sync}.db?synchronous={sync}")
-        cold = assign_rate(setup(store, "10.0.0.0/8", 10), n, 10, "cold")
-        store.close()
-        path = f"{tmp}/rate-warm-{sync}.db"
+        path = f"{tmp}/rate-{sync}.db"
         store = open_store(f"sqlite://{path}?synchronous={sync}")
-        setup(store, "10.0.0.0/8", 10)
+        svc = setup(store, "10.0.0.0/8", 10)
+        assign_rate(svc, n // 10, 10, "pre")  # the service's first calls read what it keeps
         snapshot_db(path, f"{path}.copy")
-        topo = warm_topology(store, 10)
         recorder = Recorder(store)
-        warm = assign_rate(IpamService(recorder, clock=lambda: CLOCK, topology=topo), n, 10, "warm")
+        svc.store = recorder
+        default = assign_rate(svc, n, 10, "default")
         store.close()
         floor = replay_rate(f"{path}.copy", sync, recorder.calls, n)
+        store = open_store(f"sqlite://{tmp}/rate-warm-{sync}.db?synchronous={sync}")
+        setup(store, "10.0.0.0/8", 10)
+        warm = assign_rate(IpamService(store, clock=lambda: CLOCK, topology=warm_topology(store, 10)), n, 10, "warm")
+        store.close()
+
         def fmt(r):
             return f"{r[0]:7.0f} ({r[0] / raw[0]:5.1%}) / {r[1]:7.0f} ({r[1] / raw[1]:5.1%})"
-        print(f"  {sync:12s} {raw[0]:9.0f} / {raw[1]:9.0f}   {fmt(cold)}   {fmt(warm)}")
-        print(f"  {'':12s} {'':21s}   datastore calls of the warm run replayed alone: {fmt(floor)}")
+        print(f"  {sync:12s} {raw[0]:9.0f} / {raw[1]:9.0f}   {fmt(default)}   {fmt(warm)}")
+        print(f"  {'':12s} {'':21s}   datastore calls of the default run replayed alone: {fmt(floor)}")
 
 
 def section_nodes(tmp: str, quick: bool) -> None:
@@ -177,9 +183,43 @@ def section_nodes(tmp: str, quick: bool) -> None:
           f"{rows[1][4][1] / rows[0][4][1]:.2f}x CPU")
 
 
+def _retry_worker(url: str, node: str, n: int, queue) -> None:
+    store = CountingStore(open_store(url))
+    svc = IpamService(store, clock=lambda: CLOCK)
+    for i in range(n):
+        svc.auto_assign(AssignRequest(node=node, handle=f"{node}.{i}", attrs={"node": node, "pod": f"pod-{i}"}))
+    c = store.counts()
+    store.close()
+    queue.put((c.reads, c.writes, c.failed_writes))
+
+
+def section_retries(tmp: str, quick: bool) -> None:
+    import multiprocessing
+    n = 250 if quick else 1000
+    print(f"4. compare-and-swap retries, 4 processes x {n} assignments, each on its own node (one SQLite file)")
+    url = f"sqlite://{tmp}/retries.db"
+    store = open_store(url)
+    setup(store, "10.0.0.0/8", 4)
+    store.close()
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_retry_worker, args=(url, f"node-{i}", n, queue)) for i in range(4)]
+    t = time.perf_counter()
+    for p in procs:
+        p.start()
+    results = [queue.get() for _ in procs]
+    for p in procs:
+        p.join()
+    dt = time.perf_counter() - t
+    reads, writes, failed = (sum(r[i] for r in results) for i in range(3))
+    total = 4 * n
+    print(f"  {failed / total:.4f} failed commits (CAS retries) per assignment; {reads / total:.3f} reads + "
+          f"{writes / total:.3f} commits per assignment; {total / dt:,.0f} assignments/s together (wall clock)")
+
+
 def section_claim(tmp: str, quick: bool) -> None:
     claimed = 20_000 if quick else 100_000
-    print(f"4. claiming a new block in a /8 with {claimed:,} blocks claimed from the new node's start point")
+    print(f"5. claiming a new block in a /8 with {claimed:,} blocks claimed from the new node's start point")
     pool = ipaddress.ip_network("10.0.0.0/8")
     start = blockgen.start_index("node-1", blockgen.num_blocks(pool, 26))
     for count in (0, claimed):
@@ -210,10 +250,11 @@ def section_claim(tmp: str, quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
-    parser.add_argument("--only", choices=["rates", "nodes", "claim"], help="run one section")
+    parser.add_argument("--only", choices=["rates", "nodes", "retries", "claim"], help="run one section")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        for name, section in (("rates", section_rates), ("nodes", section_nodes), ("claim", section_claim)):
+        for name, section in (("rates", section_rates), ("nodes", section_nodes), ("retries", section_retries),
+                              ("claim", section_claim)):
             if args.only in (None, name):
                 section(tmp, args.quick)
 

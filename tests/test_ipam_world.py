@@ -4,7 +4,7 @@ store the way resources/ writes them, a controllable clock, and the service unde
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 
 from topoipam.ipam import AssignRequest, IpamService
 from topoipam.ipam.keys import ROOT
@@ -13,7 +13,8 @@ from topoipam.model.types import (IPAMConfig, IPAMConfigSpec, IPPool, IPPoolSpec
                                   Metadata, Node)
 from topoipam.model.validate import validate
 from topoipam.resources.keys import resource_key
-from topoipam.store.base import Delete, Update
+from topoipam.resources.service import topology_bump
+from topoipam.store.base import Create, Delete, Update
 
 
 class World:
@@ -27,10 +28,14 @@ class World:
         key = resource_key(resource.kind, resource.name)
         old = self.store.get(key)
         if old is None:
-            self.store.create(key, to_storage(resource))
+            self._write(Create(key, to_storage(resource)))
         else:
-            self.store.update(key, to_storage(resource), old.revision)
+            self._write(Update(key, to_storage(resource), old.revision))
         return resource
+
+    def _write(self, op):
+        """One resource write with the topology generation bump that resources.service adds to it."""
+        self.store.commit([op, topology_bump(self.store)])
 
     def _get(self, kind, name):
         rec = self.store.get(resource_key(kind, name))
@@ -41,7 +46,9 @@ class World:
 
     def update_pool(self, name, **changes):
         p = self._get("IPPool", name)
-        p.spec = dataclasses.replace(p.spec, **changes)
+        p.spec = copy.copy(p.spec)
+        for name, value in changes.items():
+            setattr(p.spec, name, value)
         return self._put(p)
 
     def delete_pool(self, name):
@@ -49,7 +56,7 @@ class World:
         p = self.update_pool(name, disabled=True)
         self.svc.release_pool_affinities(p)
         rec = self.store.get(resource_key("IPPool", name))
-        self.store.commit([Delete(rec.key, rec.revision)])
+        self._write(Delete(rec.key, rec.revision))
 
     def node(self, name, **labels):
         return self._put(Node(Metadata(name, labels=dict(labels))))
@@ -58,7 +65,7 @@ class World:
         n = self._get("Node", name)
         n.metadata.labels = dict(labels)
         rec = self.store.get(resource_key("Node", name))
-        self.store.commit([Update(rec.key, to_storage(n), rec.revision)])
+        self._write(Update(rec.key, to_storage(n), rec.revision))
 
     def config(self, **spec):
         return self._put(IPAMConfig(Metadata("default"), IPAMConfigSpec(**spec)))

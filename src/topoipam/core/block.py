@@ -63,6 +63,11 @@ class Block:
     # encoded form of each attribute entry (entries never change in place): re-encoding only new ones
     # keeps to_json cheap for a block holding many workloads
     _attr_json: list = field(default_factory=list, compare=False, repr=False)
+    # (handle, attrs) -> index of its attribute entry, for the entries _attr_json covers
+    _attr_keys: dict = field(default_factory=dict, compare=False, repr=False)
+    # [entries, text]: ``seq_for_allocation`` encoded while it held its first ``entries`` items; valid
+    # while entries are only added (a release, which removes some, clears it)
+    _seq_json: list = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def new(cls, cidr: Network, affinity: str | None, claim_time: str | None, sequence_number: int) -> "Block":
@@ -70,6 +75,10 @@ class Block:
         return cls(cidr, affinity, claim_time, [None] * size, list(range(size)), [], sequence_number, {})
 
     # -- addresses and ordinals -------------------------------------------------
+    @property
+    def cidr_text(self) -> str:
+        return _cidr_text(self.cidr)
+
     @property
     def size(self) -> int:
         return len(self.allocations)
@@ -118,15 +127,24 @@ class Block:
 
     # -- changes ------------------------------------------------------------------
     def _attribute_index(self, handle: str | None, attrs: Mapping[str, str] | None) -> int:
+        """The index of the entry for (handle, attrs), appended if there is none: identical entries are
+        shared. Found through ``_attr_keys`` (rebuilt when it does not cover every entry)."""
+        keys = self._attr_keys
+        if len(keys) != len(self.attributes):
+            keys.clear()
+            for i, existing in enumerate(self.attributes):
+                keys.setdefault(_entry_key(existing), i)
+        key = (handle, tuple(sorted(attrs.items())) if attrs else ())
+        found = keys.get(key)
+        if found is not None:
+            return found
         entry: dict = {}
         if handle is not None:
             entry["handle_id"] = handle
         if attrs:
             entry["secondary"] = dict(attrs)
-        for i, existing in enumerate(self.attributes):
-            if existing == entry:
-                return i  # identical (handle, attrs) entries are shared
         self.attributes.append(entry)
+        keys[key] = len(self.attributes) - 1
         return len(self.attributes) - 1
 
     def _encoded_attributes(self) -> str:
@@ -142,20 +160,28 @@ class Block:
     def auto_assign(self, n: int, handle: str | None, attrs: Mapping[str, str] | None,
                     reserved: Iterable[int] = ()) -> list[int]:
         """Take up to ``n`` ordinals from the front of ``unallocated``; reserved ones stay in place."""
-        reserved = set(reserved)
-        chosen = []
-        for o in self.unallocated:
-            if len(chosen) == n:
-                break
-            if o not in reserved:
-                chosen.append(o)
+        if not reserved:
+            chosen = self.unallocated[:n]
+            del self.unallocated[:n]
+        else:
+            reserved = set(reserved)
+            chosen = []
+            for o in self.unallocated:
+                if len(chosen) == n:
+                    break
+                if o not in reserved:
+                    chosen.append(o)
+            if chosen:
+                taken = set(chosen)
+                self.unallocated = [o for o in self.unallocated if o not in taken]
         if chosen:
-            taken = set(chosen)
-            self.unallocated = [o for o in self.unallocated if o not in taken]
             idx = self._attribute_index(handle, attrs)
+            seq = self.seq_for_allocation
             for o in chosen:
                 self.allocations[o] = idx
-                self.seq_for_allocation[o] = self.sequence_number
+                if o in seq:
+                    self._seq_json.clear()  # an update in place: not an append
+                seq[o] = self.sequence_number
         return chosen
 
     def assign(self, ordinal: int, handle: str | None, attrs: Mapping[str, str] | None) -> None:
@@ -165,6 +191,8 @@ class Block:
                 f"resource already exists: {self.address(ordinal)} (address already assigned in block {self.cidr})")
         self.unallocated.remove(ordinal)
         self.allocations[ordinal] = self._attribute_index(handle, attrs)
+        if ordinal in self.seq_for_allocation:
+            self._seq_json.clear()
         self.seq_for_allocation[ordinal] = self.sequence_number
 
     def release(self, ordinals: Iterable[int], handle: str | None = None, seq: int | None = None) -> ReleaseOutcome:
@@ -186,6 +214,7 @@ class Block:
             if owner is not None:
                 out.by_handle[owner] = out.by_handle.get(owner, 0) + 1
         if out.released:
+            self._seq_json.clear()
             self._compact_attributes()
         return out
 
@@ -200,6 +229,7 @@ class Block:
             cache.clear()
         cache.extend([None] * (len(self.attributes) - len(cache)))
         self._attr_json = [cache[old] for old in used]
+        self._attr_keys = {}
         self.attributes = [self.attributes[old] for old in used]
         self.allocations = [None if idx is None else renumber[idx] for idx in self.allocations]
 
@@ -207,16 +237,29 @@ class Block:
         """An independent copy (attribute entries are never changed in place, so they are shared)."""
         return Block(self.cidr, self.affinity, self.claim_time, list(self.allocations), list(self.unallocated),
                      list(self.attributes), self.sequence_number, dict(self.seq_for_allocation),
-                     list(self._attr_json))
+                     list(self._attr_json), dict(self._attr_keys), list(self._seq_json))
 
     # -- stored form --------------------------------------------------------------
+    def _encoded_seq(self) -> str:
+        seq, cache = self.seq_for_allocation, self._seq_json
+        if not cache or cache[0] > len(seq):
+            cache[:] = [0, ""]
+        done, text = cache
+        if done < len(seq):  # entries appended since the last encoding
+            items = list(seq.items())[done:] if done else seq.items()
+            more = ",".join([f'"{k}":{v}' for k, v in items])
+            text = f"{text},{more}" if text else more
+            cache[:] = [len(seq), text]
+        return text
+
     def to_json(self) -> bytes:
-        head = _dumps({"cidr": str(self.cidr), "affinity": self.affinity, "affinityClaimTime": self.claim_time,
-                       "allocations": self.allocations, "unallocated": self.unallocated})
-        tail = _dumps({"sequenceNumber": self.sequence_number,
-                       "sequenceNumberForAllocation": {str(k): v for k, v in sorted(self.seq_for_allocation.items())},
-                       "deleted": False})
-        return f'{head[:-1]},"attributes":{self._encoded_attributes()},{tail[1:]}'.encode()
+        """The stored form: Calico's field names, compact; written on every assignment, so the parts
+        that rarely change (attribute entries, the allocation sequence numbers) are encoded once."""
+        return (f'{{"cidr":"{_cidr_text(self.cidr)}","affinity":{_dumps(self.affinity)},'
+                f'"affinityClaimTime":{_dumps(self.claim_time)},"allocations":{_dumps(self.allocations)},'
+                f'"unallocated":{_dumps(self.unallocated)},"attributes":{self._encoded_attributes()},'
+                f'"sequenceNumber":{int(self.sequence_number)},'
+                f'"sequenceNumberForAllocation":{{{self._encoded_seq()}}},"deleted":false}}').encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> "Block":
@@ -234,6 +277,24 @@ class Block:
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
+
+def _entry_key(entry: dict) -> tuple:
+    """The (handle, attrs) key of an attribute entry; an entry with other fields matches no request."""
+    if not entry.keys() <= {"handle_id", "secondary"}:
+        return (object(),)
+    attrs = entry.get("secondary")
+    key = entry.get("handle_id"), tuple(sorted(attrs.items())) if attrs else ()
+    try:
+        hash(key)
+    except TypeError:  # not string attributes (foreign data): never shared
+        return (object(),)
+    return key
+
+
+@lru_cache(maxsize=4096)
+def _cidr_text(cidr: Network) -> str:
+    return str(cidr)
 
 
 @lru_cache(maxsize=4096)

@@ -9,6 +9,14 @@ Order of attempts, each a compare-and-swap through ``retry.run_cas``:
 4. only with strict affinity off: borrowing from existing blocks of the chosen
    pools (any affinity), in the host's order.
 The per-host block limit stops the walk before 2 (no borrowing then), as Calico.
+
+On the default topology (``FencedSnapshot``) the service keeps the node's
+affinity list and its blocks between calls (``ipam/cache.py``), so a steady-
+state assignment reads nothing and commits once: the block's Update on the
+revision kept, the handle (Created unread the first time, see ``HandleState``)
+and the topology fences. A lost race forgets the commit's keys; the retry reads
+them with the fences, and a moved fence re-reads the topology. Whether the node
+needs a new block is only ever decided on a fresh listing.
 """
 
 from __future__ import annotations
@@ -17,14 +25,16 @@ from datetime import datetime
 
 from topoipam.core.block import Block, affinity_node, host_affinity
 from topoipam.core.pools import choose_pools, pool_containing, selects_node
+from topoipam.errors import NotFoundError
 from topoipam.ipam import keys
-from topoipam.ipam.blocks import (StoredBlock, affinity_hint_op, affinity_value, claim_ops, find_unclaimed_block,
-                                  handle_ops, list_affine_nets, list_affinities, load_block, release_affinity_ops,
+from topoipam.ipam.blocks import (StoredBlock, affinity_hint_op, affinity_is_full, affinity_value, claim_ops,
+                                  find_unclaimed_block, handle_op, list_affine_nets, load_block, release_affinity_ops,
                                   reserved_in, scan_pool_blocks)
 from topoipam.ipam.retry import Plan, run_cas
+from topoipam.ipam.topology import TopologyMoved
 from topoipam.resources import repo
 from topoipam.resources.keys import resource_key
-from topoipam.store.base import Check, Create, Delete, Update
+from topoipam.store.base import Check, Create, Delete, Record, Update
 
 DEFAULT_BLOCK_LIMIT = 20
 EMPTY_BLOCK_MIN_RECLAIM_AGE = 60.0  # seconds
@@ -38,41 +48,88 @@ def block_limit(requested: int, configured: int) -> int:
     return limit or DEFAULT_BLOCK_LIMIT
 
 
+class HandleState:
+    """What one request knows of its handle's record, shared by its families and blocks.
+
+    Until the request has read or written the record it is taken to be absent: the first commit
+    Creates it without a read. If it exists after all, that Create fails like a lost race and the
+    retry reads it (issue 5: the handle costs no round trip of its own)."""
+
+    def __init__(self, handle: str | None) -> None:
+        self.key = keys.handle_key(handle) if handle is not None else None
+        self.record: Record | None = None  # as last read or written by this request
+
+    def keys(self, fresh: bool) -> list[str]:
+        return [self.key] if fresh and self.key is not None else []
+
+    def seen(self, records: dict) -> None:
+        if self.key is not None:
+            self.record = records.get(self.key)
+
+    def op(self, cidr: str, count: int) -> tuple[list, bytes | None]:
+        if self.key is None:
+            return [], None
+        op, value = handle_op(self.key, self.record, {cidr: count})
+        return ([op] if op is not None else []), value
+
+    def landed(self, value: bytes | None, revision: int) -> None:
+        if self.key is not None and value is not None:
+            self.record = Record(self.key, value, revision)
+
+
 class FamilyAssigner:
     """Assigns ``num`` addresses of one family for one request. ``ips`` holds what has landed so far
-    (the caller releases them if the request fails later)."""
+    (the caller releases them if the request fails later); ``claimed`` the blocks this request
+    claimed, with the revision of its last commit to each (the caller undoes those claims too)."""
 
-    def __init__(self, svc, snap, req, node, version: int, num: int, requested) -> None:
-        self.svc, self.store, self.snap, self.req = svc, svc.store, snap, req
+    def __init__(self, svc, snap, req, node, version: int, num: int, requested,
+                 handle_state: HandleState | None = None) -> None:
+        self.svc, self.store, self.cache, self.snap, self.req = svc, svc.store, svc.cache, snap, req
         self.node, self.name, self.version, self.num = node, node.name, version, num
         self.requested = tuple(requested)
+        self.hstate = handle_state or HandleState(req.handle)
         self.ips: list = []
         self.messages: list[str] = []
         self.block_limit_hit = False
+        self.claimed: dict = {}
+        self.tried: set = set()  # key suffixes of blocks that gave nothing in this request
+        self.known: set = set()  # key suffixes of the node's affine blocks seen
+        self.last_revision = 0  # of this assigner's last landed commit
+        self.prefix = keys.affinity_prefix(self.name, version)
 
     @property
     def need(self) -> int:
         return self.num - len(self.ips)
 
     def run(self) -> "FamilyAssigner":
-        choice = choose_pools(self.snap.pools, self.version, self.name, self.node.labels,
-                              requested=self.requested, namespace_labels=self.req.namespace_labels,
-                              use=self.req.use)
-        self.pools = choice.chosen
-        affinities = list_affinities(self.store, self.name, self.version)
-        affine = [n for n, _ in affinities]
-        usable = [n for n in affine if pool_containing(self.pools, n) is not None]
-        full = {n for n, is_full in affinities if is_full}
-        self._drop_unselected([n for n in affine if n not in usable])
-        self.known = set(affine)
+        while True:
+            try:
+                self._run()
+                return self
+            except TopologyMoved:  # a fence moved: read the topology again and go on with what is left
+                self.snap = self.svc.assign_snapshot()
+                node = self.snap.node(self.name)
+                if node is None:
+                    raise NotFoundError(f"resource does not exist: Node({self.name}): node {self.name} "
+                                        "is not registered") from None
+                self.node = node
+
+    def _run(self) -> None:
+        self.pools, self.contains = self._choose()
+        records, fresh = self._affinities(fresh=False)
+        queue, owned = self._plan(records, fresh)
         config = self.snap.config
         limit = block_limit(self.req.max_blocks_per_host, config.max_blocks_per_host)
-        owned = len(usable)
-        queue = [n for n in usable if n not in full]  # full blocks are skipped without a read
         while self.need > 0:
             if queue:
-                if not self._from_block(queue[0], require_affinity=True):
+                net, suffix = queue[0]
+                if not self._from_block(net, require_affinity=True, suffix=suffix):
+                    self.tried.add(suffix)
                     queue.pop(0)
+                continue
+            if fresh is not True:  # decide about new blocks only on a fresh listing (the kept one may lag)
+                records, fresh = self._affinities(fresh=True)
+                queue, owned = self._plan(records, fresh)
                 continue
             if owned >= limit:
                 self.messages.append(
@@ -84,8 +141,7 @@ class FamilyAssigner:
                 break
             outcome = self._claim_new()
             if outcome == "affine":  # a concurrent request for this node claimed one: use it first
-                queue = [n for n, is_full in list_affinities(self.store, self.name, self.version)
-                         if not is_full and pool_containing(self.pools, n) is not None]
+                queue, owned = self._plan(self._affinities(fresh=True)[0], True)
                 continue
             if outcome or self._reclaim():
                 owned += 1
@@ -95,42 +151,133 @@ class FamilyAssigner:
             break
         if self.need > 0 and not config.strict_affinity and not self.block_limit_hit:
             self._borrow()
-        return self
 
     # -- helpers ------------------------------------------------------------------
-    def _handle_keys(self) -> list[str]:
-        return [keys.handle_key(self.req.handle)] if self.req.handle is not None else []
+    def _choose(self):
+        """The chosen pools and a memo of which networks they contain, kept with the snapshot."""
+        ns = self.req.namespace_labels
+        key = ("pools", self.version, self.name, self.requested, tuple(sorted(ns.items())) if ns else (),
+               self.req.use)
+        memo = getattr(self.snap, "memo", None)
+        hit = memo.get(key) if memo is not None else None
+        if hit is None:
+            choice = choose_pools(self.snap.pools, self.version, self.name, self.node.labels,
+                                  requested=self.requested, namespace_labels=ns, use=self.req.use)
+            hit = (choice.chosen, {})
+            if memo is not None:
+                memo[key] = hit
+        return hit
 
-    def _assign_ops(self, block: Block, ords: list[int], records) -> list:
-        if self.req.handle is None:
-            return []
-        return handle_ops(records, {self.req.handle: {str(block.cidr): len(ords)}})
+    def _affinities(self, *, fresh: bool) -> tuple[list, bool | int]:
+        """The node's affinity records of this family, and True if just listed or else the version of
+        the kept list (kept ones are used if allowed and kept)."""
+        if not fresh and self.snap.memo is not None:
+            kept = self.cache.affinities(self.prefix)
+            if kept is not None:
+                return kept[1], kept[0]
+        records = self.store.list(self.prefix)
+        if self.snap.memo is not None:
+            self.cache.put_affinities(self.prefix, records)
+        return records, True
+
+    def _plan(self, records, fresh: bool | int) -> tuple[list, int]:
+        """([(network, key suffix)] of the blocks to try in order, number of affine blocks in the chosen
+        pools). Full blocks are skipped unread (their hint). On a fresh listing, unselected empty
+        blocks are let go. Per key suffix, the network and whether the pools hold it are memoised,
+        and so is the plan of a kept list (by its version), so that a node's full blocks cost nothing."""
+        memo_key = ("plan", self.prefix)
+        if fresh is not True and not self.tried:
+            kept = self.contains.get(memo_key)
+            if kept is not None and kept[0] == fresh:
+                return list(kept[1]), kept[2]
+        cut, queue, owned, unselected, contains = len(self.prefix), [], 0, [], self.contains
+        for rec in records:
+            suffix = rec.key[cut:]
+            entry = contains.get(suffix)
+            if entry is None:
+                net = keys.parse_suffix(suffix, self.version)
+                entry = contains[suffix] = (net, pool_containing(self.pools, net) is not None)
+            self.known.add(suffix)
+            if not entry[1]:
+                unselected.append(entry[0])
+                continue
+            owned += 1
+            if suffix not in self.tried and not affinity_is_full(rec):
+                queue.append((entry[0], suffix))
+        if fresh is True:
+            self._drop_unselected(unselected)
+        elif not self.tried:
+            contains[memo_key] = (fresh, list(queue), owned)
+        return queue, owned
 
     def _landed(self, block: Block, ords: list[int]) -> None:
         self.ips.extend(block.interface(o) for o in ords)
 
-    def _from_block(self, net, *, require_affinity: bool) -> bool:
+    def _fresh_reads(self, wanted: list[str], n: int) -> dict:
+        """One read of ``wanted`` plus, on a retry, the handle and the topology fences (a fence that
+        moved raises TopologyMoved: the caller reads the topology again)."""
+        fresh = n > 0
+        recs = self.store.get_many([*wanted, *self.hstate.keys(fresh), *(self.snap.fence_keys(self.name)
+                                                                          if fresh else [])])
+        if fresh:
+            if not self.snap.holds(recs, self.name):
+                raise TopologyMoved()
+            self.hstate.seen(recs)
+        return recs
+
+    def _commit_plan(self, ops: list, result, written: dict, hvalue) -> Plan:
+        """The plan for ``ops`` (fences added): on landing, the written blocks are kept and the handle
+        is known; on a lost race, every key of the commit is forgotten."""
+        ops = [*ops, *self.snap.fence_ops(self.name)]
+
+        def landed(revision: int) -> None:
+            self.last_revision = revision
+            for block in written.values():
+                if block.cidr in self.claimed:
+                    self.claimed[block.cidr] = revision
+            self.cache.committed(ops, revision, written)
+            self.hstate.landed(hvalue, revision)
+
+        return Plan(ops, result, landed, lambda: self.cache.forget(ops))
+
+    def _from_block(self, net, *, require_affinity: bool, suffix: str | None = None) -> bool:
         """Assign what fits from an existing block; False when it gave nothing (full, gone, not ours)."""
-        bkey = keys.block_key(net)
-        akey = keys.affinity_key(self.name, net) if require_affinity else None
+        suffix = suffix or keys.net_suffix(net)
+        bkey = keys.block_prefix(self.version) + suffix
+        akey = self.prefix + suffix if require_affinity else None
+        reserved = self.snap.reserved
 
-        def attempt(_n):
-            recs = self.store.get_many([bkey, *([akey] if akey else []), *self._handle_keys()])
-            stored = load_block(recs.get(bkey), self.svc.block_cache)
-            if stored is None or (require_affinity and stored.block.affinity != host_affinity(self.name)):
-                # a stale affinity (its block is gone or belongs to another host now): drop it, as Calico does
-                return Plan([Delete(akey, recs[akey].revision)] if akey in recs else [], None)
+        def from_cache():
+            newest = self.cache.take(bkey)  # ours alone until it is put back on landing
+            if newest is None or (require_affinity and newest[1].affinity != host_affinity(self.name)):
+                return None
+            ords = newest[1].auto_assign(self.need, self.req.handle, self.req.attrs, reserved_in(newest[1], reserved))
+            return (StoredBlock(newest[1], newest[0]), ords, self.cache.affinity(akey, self.prefix)) if ords else None
+
+        def attempt(n):
+            kept = from_cache() if n == 0 else None
+            if kept is None:  # nothing kept, or it gave nothing: decide on fresh reads
+                recs = self._fresh_reads([bkey, *([akey] if akey else [])], n)
+                stored, arec = load_block(recs.get(bkey), self.cache), recs.get(akey)
+                if stored is None or (require_affinity and stored.block.affinity != host_affinity(self.name)):
+                    # a stale affinity (its block is gone or belongs to another host now): drop it, as Calico does
+                    ops = [Delete(akey, arec.revision)] if arec is not None else []
+                    return Plan(ops, None, lambda rev: self.cache.committed(ops, rev), lambda: self.cache.forget(ops))
+                ords = stored.block.auto_assign(self.need, self.req.handle, self.req.attrs,
+                                                reserved_in(stored.block, reserved))
+            else:
+                stored, ords, arec = kept
             block = stored.block
-            ords = block.auto_assign(self.need, self.req.handle, self.req.attrs, reserved_in(block, self.snap.reserved))
-            hint = affinity_hint_op(recs.get(akey), block) if akey else None
+            hint = affinity_hint_op(arec, block) if akey else None
             if not ords:  # full: fix a stale hint so that later requests skip it unread
-                return Plan([hint] if hint else [], None)
+                ops = [hint] if hint else []
+                return Plan(ops, None, lambda rev: self.cache.committed(ops, rev), lambda: self.cache.forget(ops))
             block.sequence_number += 1
-            ops = [Update(bkey, block.to_json(), stored.revision), *self._assign_ops(block, ords, recs)]
-            return Plan(ops + ([hint] if hint else []), (block, ords),
-                        lambda revision: self.svc.block_cache.put(bkey, revision, block))
+            hops, hvalue = self.hstate.op(block.cidr_text, len(ords))
+            ops = [Update(bkey, block.to_json(), stored.revision), *hops, *([hint] if hint else [])]
+            return self._commit_plan(ops, (block, ords), {bkey: block}, hvalue)
 
-        landed = run_cas(self.store, attempt, f"assign from block {net}")
+        landed = run_cas(self.store, attempt, lambda: f"assign from block {net}")
         if not landed:
             return False
         self._landed(*landed)
@@ -139,8 +286,9 @@ class FamilyAssigner:
     def _claim_new(self):
         def attempt(n):
             if n > 0:
-                fresh = [x for x in list_affine_nets(self.store, self.name, self.version)
-                         if x not in self.known and pool_containing(self.pools, x) is not None]
+                self._fresh_reads([], n)
+                fresh = [keys.net_suffix(x) for x in list_affine_nets(self.store, self.name, self.version)
+                         if keys.net_suffix(x) not in self.known and pool_containing(self.pools, x) is not None]
                 if fresh:
                     self.known.update(fresh)
                     return Plan(result="affine")
@@ -154,14 +302,17 @@ class FamilyAssigner:
             net, chunk_record = found
             block = Block.new(net, host_affinity(self.name), self.svc.claim_time(), self.svc.initial_sequence())
             ords = block.auto_assign(self.need, self.req.handle, self.req.attrs, reserved_in(block, self.snap.reserved))
-            recs = self.store.get_many(self._handle_keys())
+            hops, hvalue = self.hstate.op(block.cidr_text, len(ords))
             ops = claim_ops(self.store, block, self.name, chunk_record, read_chunk=False)
-            return Plan([*ops, *self._pool_check(pool), *self._assign_ops(block, ords, recs)], (block, ords))
+            return self._commit_plan([*ops, *self._pool_check(pool), *hops], (block, ords),
+                                     {keys.block_key(net): block}, hvalue)
 
         outcome = run_cas(self.store, attempt, "claim a block")
         if outcome is None or outcome == "affine":
             return outcome
-        self.known.add(outcome[0].cidr)
+        block = outcome[0]
+        self.known.add(keys.net_suffix(block.cidr))
+        self.claimed[block.cidr] = self.last_revision
         self._landed(*outcome)
         return True
 
@@ -196,8 +347,8 @@ class FamilyAssigner:
         old_node = affinity_node(seen.block.affinity)
         old_key = keys.affinity_key(old_node, seen.block.cidr) if old_node else None
 
-        def attempt(_n):
-            recs = self.store.get_many([seen.key, *([old_key] if old_key else []), *self._handle_keys()])
+        def attempt(n):
+            recs = self._fresh_reads([seen.key, *([old_key] if old_key else [])], max(n, 1))
             rec = recs.get(seen.key)
             if rec is None or rec.revision != seen.revision:
                 return Plan()  # changed since we judged it reclaimable: leave it
@@ -209,11 +360,12 @@ class FamilyAssigner:
                    Create(keys.affinity_key(self.name, block.cidr), affinity_value(block))]
             if old_key and old_key in recs:
                 ops.append(Delete(old_key, recs[old_key].revision))
-            return Plan([*ops, *self._assign_ops(block, ords, recs)], (block, ords))
+            hops, hvalue = self.hstate.op(block.cidr_text, len(ords))
+            return self._commit_plan([*ops, *hops], (block, ords), {seen.key: block}, hvalue)
 
         landed = run_cas(self.store, attempt, f"reclaim block {seen.block.cidr}")
         if landed:
-            self.known.add(landed[0].cidr)
+            self.known.add(keys.net_suffix(landed[0].cidr))
             self._landed(*landed)
         return bool(landed)
 
@@ -235,23 +387,28 @@ class FamilyAssigner:
         for net in nets:
             pool = pool_containing(self.snap.enabled_pools, net)
             if pool is None or not selects_node(pool, self.node.labels):
-                release_if_empty(self.store, self.name, net)
+                self._release_if_empty(net)
 
+    def _release_if_empty(self, net) -> bool:
+        """Release this node's affinity to the block ``net`` if the block is empty (deleting it); the
+        decision rests on the topology, so the commit carries its fences."""
+        bkey, akey = keys.block_key(net), keys.affinity_key(self.name, net)
 
-def release_if_empty(store, node: str, net) -> bool:
-    """Release ``node``'s affinity to the block ``net`` if the block is empty (deleting it)."""
-    bkey, akey = keys.block_key(net), keys.affinity_key(node, net)
+        def attempt(n):
+            recs = self._fresh_reads([bkey, akey], n)
+            stored = load_block(recs.get(bkey))
+            if stored is None:
+                ops = [Delete(akey, recs[akey].revision)] if akey in recs else []
+            elif not stored.block.is_empty() or stored.block.affinity != host_affinity(self.name):
+                return Plan(result=False)
+            else:
+                ops = release_affinity_ops(self.store, stored, recs.get(akey))
+            if not ops:
+                return Plan(result=True)
+            ops = [*ops, *self.snap.fence_ops(self.name)]
+            return Plan(ops, True, lambda rev: self.cache.committed(ops, rev), lambda: self.cache.forget(ops))
 
-    def attempt(_n):
-        recs = store.get_many([bkey, akey])
-        stored = load_block(recs.get(bkey))
-        if stored is None:
-            return Plan([Delete(akey, recs[akey].revision)], True) if akey in recs else Plan()
-        if not stored.block.is_empty() or stored.block.affinity != host_affinity(node):
-            return Plan(result=False)
-        return Plan(release_affinity_ops(store, stored, recs.get(akey)), True)
-
-    return bool(run_cas(store, attempt, f"release affinity of block {net}"))
+        return bool(run_cas(self.store, attempt, f"release affinity of block {net}"))
 
 
 def _age(claim_time: str | None, now: float) -> float:

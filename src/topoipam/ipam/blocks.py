@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass
-from typing import Iterator
+from topoipam.structs import dataclass
+from collections.abc import Iterator
 
 from topoipam.core import blockgen
 from topoipam.core.block import Block, reserved_ordinals
@@ -57,30 +57,13 @@ class StoredBlock:
         return keys.block_key(self.block.cidr)
 
 
-def load_block(record: Record | None, cache: "BlockCache | None" = None) -> StoredBlock | None:
+def load_block(record: Record | None, cache=None) -> StoredBlock | None:
+    """The block of ``record`` (None: absent); decoded once per revision when a ``cache.ServiceCache``
+    is given (it hands out a copy)."""
     if record is None:
         return None
     block = cache.get(record.key, record.revision) if cache is not None else None
     return StoredBlock(block or Block.from_json(record.value), record.revision)
-
-
-class BlockCache:
-    """Decoded blocks by (key, revision), so that a process assigning again from the block it just
-    wrote skips decoding it. Safe because a revision names one write of one value, never reused;
-    callers get a copy to change."""
-
-    def __init__(self, size: int = 1024) -> None:
-        self.size = size
-        self._blocks: dict[str, tuple[int, Block]] = {}
-
-    def get(self, key: str, revision: int) -> Block | None:
-        hit = self._blocks.get(key)
-        return hit[1].copy() if hit is not None and hit[0] == revision else None
-
-    def put(self, key: str, revision: int, block: Block) -> None:
-        if len(self._blocks) >= self.size and key not in self._blocks:
-            self._blocks.pop(next(iter(self._blocks)))  # oldest entry
-        self._blocks[key] = (revision, block.copy())
 
 
 def block_net_of(ip, block_size: int):
@@ -113,21 +96,35 @@ def handle_ops(records: dict[str, Record], deltas: dict[str, dict[str, int]]) ->
     ops: list[Op] = []
     for handle, per_block in deltas.items():
         key = keys.handle_key(handle)
-        rec = records.get(key)
-        counts = dict(json.loads(rec.value)["block"]) if rec else {}
-        for cidr, delta in per_block.items():
-            counts[cidr] = counts.get(cidr, 0) + delta
-            if counts[cidr] <= 0:
-                del counts[cidr]
-        value = json.dumps({"block": counts, "deleted": False}, separators=(",", ":")).encode()
-        if rec is None:
-            if counts:
-                ops.append(Create(key, value))
-        elif counts:
-            ops.append(Update(key, value, rec.revision))
-        else:
-            ops.append(Delete(key, rec.revision))
+        op, _ = handle_op(key, records.get(key), per_block)
+        if op is not None:
+            ops.append(op)
     return ops
+
+
+def handle_op(key: str, rec: Record | None, per_block: dict[str, int]) -> tuple[Op | None, bytes]:
+    """The op applying count changes to one handle record (``rec``: as read; None: absent), and the
+    value it writes."""
+    if rec is None and len(per_block) == 1:  # a new handle (every assignment's first commit): no encoder
+        cidr, count = next(iter(per_block.items()))
+        if count <= 0:
+            return None, b""
+        value = f'{{"block":{{"{cidr}":{int(count)}}},"deleted":false}}'.encode()
+        return Create(key, value), value
+    counts = dict(json.loads(rec.value)["block"]) if rec else {}
+    for cidr, delta in per_block.items():
+        counts[cidr] = counts.get(cidr, 0) + delta
+        if counts[cidr] <= 0:
+            del counts[cidr]
+    value = _dumps({"block": counts, "deleted": False}).encode()
+    if rec is None:
+        return (Create(key, value) if counts else None), value
+    if counts:
+        return Update(key, value, rec.revision), value
+    return Delete(key, rec.revision), value
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 def handle_counts(record: Record | None) -> dict[str, int]:
@@ -157,10 +154,13 @@ class ChunkEdits:
         self._chunks[key][1].set(g, value)
 
     def ops(self) -> list[Op]:
+        """One op per chunk touched; a chunk left with no block is deleted, so that claiming a block
+        and giving it back leaves the datastore as it was."""
         out: list[Op] = []
         for key, (record, chunk) in self._chunks.items():
             if record is not None:
-                out.append(Update(key, chunk.to_json(), record.revision))
+                out.append(Update(key, chunk.to_json(), record.revision) if chunk.bits
+                           else Delete(key, record.revision))
             elif chunk.bits:
                 out.append(Create(key, chunk.to_json()))
         return out

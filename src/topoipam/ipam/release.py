@@ -98,9 +98,43 @@ def release_ips(svc, ips, handle=None, seq=None) -> list:
         ops += chunks.ops()
         handle_recs = store.get_many([keys.handle_key(h) for h in deltas])
         ops += handle_ops(handle_recs, deltas)
-        return Plan(ops, unallocated)
+        return _plan(svc, ops, unallocated, changed)
 
     return run_cas(store, attempt, "release addresses")
+
+
+def _plan(svc, ops: list, result, changed: dict) -> Plan:
+    """The plan of a release: when it lands, the service keeps the blocks it wrote (so that the next
+    assignment from them needs no read); when it loses, the service forgets its keys."""
+    written = {key: stored.block for key, stored in changed.items()}
+    return Plan(ops, result, lambda rev: svc.cache.committed(ops, rev, written), lambda: svc.cache.forget(ops))
+
+
+def unclaim_blocks(svc, claimed: dict, handle: str | None) -> set:
+    """Undo the block claims of a failed request (``claimed``: network -> revision of the request's
+    last commit to it). A block still at that revision holds only this request's addresses: it is
+    deleted with its affinity and summary bit, and those addresses leave the handle, in one commit.
+    A block someone used since is left alone (its addresses are then released one by one).
+    Returns the networks given back."""
+    store, done = svc.store, set()
+    for net, revision in claimed.items():
+        bkey, hkeys = keys.block_key(net), ([keys.handle_key(handle)] if handle else [])
+
+        def attempt(_n, bkey=bkey, revision=revision):
+            recs = store.get_many([bkey, *hkeys])
+            stored = load_block(recs.get(bkey))
+            if stored is None or stored.revision != revision:
+                return Plan(result=False)
+            node = affinity_node(stored.block.affinity)
+            ops = delete_block_ops(store, stored, store.get(keys.affinity_key(node, net)) if node else None)
+            held = len(stored.block.allocated_ordinals())
+            if handle:
+                ops += handle_ops(recs, {handle: {str(net): -held}})
+            return Plan(ops, True, lambda rev: svc.cache.committed(ops, rev), lambda: svc.cache.forget(ops))
+
+        if run_cas(store, attempt, f"give back block {net}"):
+            done.add(net)
+    return done
 
 
 def release_by_handle(svc, handle: str) -> list:
@@ -116,6 +150,7 @@ def release_by_handle(svc, handle: str) -> list:
         nets = [ipaddress.ip_network(c) for c in counts]
         found = store.get_many([keys.block_key(n) for n in nets])
         released, ops, chunks = [], [], ChunkEdits(store)
+        changed = {}
         for rec in found.values():
             stored = load_block(rec)
             was_full = not stored.block.unallocated
@@ -123,10 +158,11 @@ def release_by_handle(svc, handle: str) -> list:
             released += [stored.block.address(o) for o in out.released]
             if out.released:
                 ops += _settle_block(store, snap, stored, chunks, was_full)
+                changed[rec.key] = stored
         ops += chunks.ops()
         # every count of the handle goes: blocks that no longer hold it (leaks) included
         ops += handle_ops({hkey: hrec}, {handle: {c: -n for c, n in counts.items()}})
-        return Plan(ops, sorted(released))
+        return _plan(svc, ops, sorted(released), changed)
 
     return run_cas(store, attempt, f"release handle {handle}")
 
@@ -198,7 +234,8 @@ def release_affinity(svc, net, node: str, must_be_empty: bool = False) -> bool:
             return Plan([Delete(akey, recs[akey].revision)], stored is None) if akey in recs else Plan(result=False)
         if must_be_empty and not stored.block.is_empty():
             return Plan(result=False)
-        return Plan(release_affinity_ops(store, stored, recs.get(akey)), True)
+        ops = release_affinity_ops(store, stored, recs.get(akey))
+        return Plan(ops, True, lambda rev: svc.cache.committed(ops, rev), lambda: svc.cache.forget(ops))
 
     return bool(run_cas(store, attempt, f"release affinity of block {net}"))
 

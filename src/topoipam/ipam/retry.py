@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
+from topoipam.structs import dataclass, field
 from typing import Callable, Generic, Sequence, TypeVar
 
 from topoipam.errors import AlreadyExistsError, ConflictError, RetriesExhaustedError
@@ -31,10 +31,12 @@ class Plan(Generic[T]):
     ops: Sequence[Op] = field(default_factory=list)
     result: T | None = None
     on_commit: Callable[[int], None] | None = None  # called with the revision the commit landed at
+    on_conflict: Callable[[], None] | None = None  # called when the commit lost its race (before the retry)
 
 
-def run_cas(store: Store, attempt: Callable[[int], Plan[T]], what: str) -> T | None:
-    """Plan with ``attempt(n)`` (n = lost races so far) and commit, until a commit lands."""
+def run_cas(store: Store, attempt: Callable[[int], Plan[T]], what: str | Callable[[], str]) -> T | None:
+    """Plan with ``attempt(n)`` (n = lost races so far) and commit, until a commit lands. ``what``
+    names the operation in the error (a callable is only called then: hot paths skip formatting)."""
     for n in range(MAX_RETRIES):
         plan = attempt(n)
         if not plan.ops:
@@ -42,6 +44,8 @@ def run_cas(store: Store, attempt: Callable[[int], Plan[T]], what: str) -> T | N
         try:
             revision = store.commit(plan.ops)
         except (ConflictError, AlreadyExistsError):
+            if plan.on_conflict is not None:
+                plan.on_conflict()
             if n >= 2:  # heavy contention: spread the contenders out a little
                 time.sleep(random.uniform(0, 0.0005 * min(n, 20)))
             continue
@@ -49,5 +53,5 @@ def run_cas(store: Store, attempt: Callable[[int], Plan[T]], what: str) -> T | N
             plan.on_commit(revision)
         return plan.result
     raise RetriesExhaustedError(
-        f"Max retries hit - excessive concurrent IPAM requests ({what}: "
+        f"Max retries hit - excessive concurrent IPAM requests ({what() if callable(what) else what}: "
         f"{MAX_RETRIES} compare-and-swap conflicts in a row)")

@@ -3,26 +3,32 @@
 ``IpamService(store, clock=time.time, topology=None)``. Every operation reads
 what it needs, decides with ``core`` and writes by compare-and-swap through
 ``retry.run_cas``; ``ConflictError`` never escapes. A request that fails
-releases what it had assigned before reporting (dual stack included), so a
-rejected or failed request leaves the datastore as it found it.
+releases what it had assigned, and gives back the blocks it claimed, before
+reporting (dual stack included), so a rejected or failed request leaves the
+datastore as it found it.
+
+Between calls the service keeps what it read (``topology.FencedSnapshot`` on
+the default topology, ``cache.ServiceCache`` for blocks and affinities); kept
+values are only ever the starting point of a compare-and-swap whose commit
+also fences them, so keeping them never changes a decision that lands.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable, Mapping, Sequence
+from topoipam.structs import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 
 from topoipam.core.block import Block, host_affinity
 from topoipam.core.pools import pool_containing
 from topoipam.errors import AllocationError, BlockLimitError, ExhaustedError, NotFoundError, TopoipamError, ValidationError
 from topoipam.ipam import keys, release
-from topoipam.ipam.assign import FamilyAssigner
-from topoipam.ipam.blocks import BlockCache, affinity_value, block_net_of, chunk_bit_op, handle_ops, load_block
+from topoipam.ipam.assign import FamilyAssigner, HandleState
+from topoipam.ipam.blocks import affinity_value, block_net_of, chunk_bit_op, handle_ops, load_block
+from topoipam.ipam.cache import ServiceCache
 from topoipam.ipam.retry import Plan, run_cas
-from topoipam.ipam.topology import Snapshot, StoreTopology, Topology
+from topoipam.ipam.topology import FencedSnapshot, Snapshot, StoreTopology, Topology
 from topoipam.model.types import USE_WORKLOAD
 from topoipam.store.base import Create, Store, Update
 
@@ -76,15 +82,29 @@ class IpamService:
     def __init__(self, store: Store, clock: Callable[[], float] = time.time, topology: Topology | None = None):
         self.store = store
         self.clock = clock
+        self.fenced = topology is None  # the topology is ours to keep (fenced); else the caller's values
         self.topology = topology or StoreTopology(store)
-        self.block_cache = BlockCache()
+        self.cache = ServiceCache()
+        self._snap: Snapshot | None = None
 
     # -- used by the modules of this package ------------------------------------
     def snapshot(self) -> Snapshot:
+        """A view read afresh for one call (releases, listings, checks)."""
         return Snapshot(self.topology)
 
+    def assign_snapshot(self) -> Snapshot:
+        """The view assignments decide on: on the default topology the kept ``FencedSnapshot`` (read
+        again once a fenced commit found it stale), else the caller's topology read for this call."""
+        if not self.fenced:
+            return Snapshot(self.topology)
+        snap = self._snap
+        if snap is None or not snap.valid:
+            snap = self._snap = FencedSnapshot(self.store)
+            self.cache.clear_affinities()  # let the next assignment list them (and drop unselected ones)
+        return snap
+
     def claim_time(self) -> str:
-        return datetime.fromtimestamp(self.clock(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
 
     def initial_sequence(self) -> int:
         return int(self.clock() * 1e9)  # Calico: time.Now().UnixNano() for a new block
@@ -94,18 +114,19 @@ class IpamService:
         req.handle = clean_handle(req.handle)
         if req.num4 < 0 or req.num6 < 0:
             raise ValidationError("the number of addresses to assign must not be negative")
-        snap = self.snapshot()
+        snap = self.assign_snapshot()
         node = snap.node(req.node)
         if node is None:
             raise NotFoundError(f"resource does not exist: Node({req.node}): node {req.node} is not registered")
-        result, started = AssignResult(), []
+        result, started, hstate = AssignResult(), [], HandleState(req.handle)
         try:
             for version, num, pools in ((4, req.num4, req.pools4), (6, req.num6, req.pools6)):
                 if num <= 0:
                     continue
-                family = FamilyAssigner(self, snap, req, node, version, num, pools)
+                family = FamilyAssigner(self, snap, req, node, version, num, pools, hstate)
                 started.append(family)
                 family.run()
+                snap, node = family.snap, family.node  # a family may have read the topology again
                 (result.ipv4 if version == 4 else result.ipv6).extend(family.ips)
                 if family.need > 0:
                     text = shortfall_message(version, len(family.ips), num, family.messages)
@@ -114,19 +135,22 @@ class IpamService:
                     result.messages.append(text)
         except TopoipamError as exc:
             exc.ips = [ip for f in started for ip in f.ips]  # what had been assigned (now released)
-            self._undo(req.handle, exc.ips)
+            self._undo(req.handle, exc.ips, {net: rev for f in started for net, rev in f.claimed.items()})
             raise
         return result
 
-    def _undo(self, handle, interfaces) -> None:
-        """Release what a failed request had assigned. Best effort: if the datastore fails now too,
-        the original error is reported and the addresses stay under the request's handle, so that
-        the caller's release by handle (CNI DEL) or ``ipam check`` finds them."""
-        if interfaces:
-            try:
-                release.release_ips(self, [i.ip for i in interfaces], handle=handle)
-            except TopoipamError:
-                pass
+    def _undo(self, handle, interfaces, claimed) -> None:
+        """Give back what a failed request had taken: the blocks it claimed (if nobody used them since)
+        and the addresses. Best effort: if the datastore fails now too, the original error is reported
+        and the addresses stay under the request's handle, so that the caller's release by handle
+        (CNI DEL) or ``ipam check`` finds them."""
+        try:
+            gone = release.unclaim_blocks(self, claimed, handle) if claimed else set()
+            left = [i.ip for i in interfaces if i.network not in gone]
+            if left:
+                release.release_ips(self, left, handle=handle)
+        except TopoipamError:
+            pass
 
     def assign_ip(self, ip, handle: str | None, attrs: Mapping[str, str] | None, node: str):
         """Assign one given address (Calico's AssignIP): claims its block for ``node`` if it has none.

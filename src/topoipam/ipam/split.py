@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
-from dataclasses import replace
+from topoipam.structs import replace
 from datetime import datetime, timezone
 
 from topoipam.errors import NotFoundError, ValidationError
@@ -22,6 +22,7 @@ from topoipam.model.types import IPPool, Metadata
 from topoipam.model.validate import validate
 from topoipam.resources import repo
 from topoipam.resources.keys import POOL_GUARD_KEY, resource_key
+from topoipam.resources.service import topology_bump
 from topoipam.store.base import Create, Delete, Store, Update
 
 MAX_NAME = 253
@@ -88,6 +89,7 @@ def split_pool(store: Store, parts: int, *, name: str | None = None, cidr: str |
         # Pool creates serialise on the guard (resources.service): so must this one.
         ops.append(Create(POOL_GUARD_KEY, b"{}") if guard is None
                    else Update(POOL_GUARD_KEY, guard.value, guard.revision))
+        ops.append(topology_bump(store))  # services holding the old pools must re-read them
         return Plan(ops, (parent.name, children))
 
     return run_cas(store, attempt, f"split of pool {name or cidr}")

@@ -1,23 +1,32 @@
 """The topology an IPAM decision reads: pools, node labels, IPAM config, reservations.
 
 ``StoreTopology`` (the default) reads them from the datastore through
-``resources.repo`` once per service call. ``StaticTopology`` holds values given
-to it; a per-node agent keeps one warm (replacing it when its watch reports a
-change). Either way blocks, affinities and handles are always read fresh and
-written by compare-and-swap, so a stale topology can only make a decision
-that an up-to-date one could also have made a moment earlier.
+``resources.repo``. ``StaticTopology`` holds values given to it; a per-node
+agent keeps one warm (replacing it when its watch reports a change). Blocks,
+affinities and handles are always written by compare-and-swap, so a stale
+topology given by the caller can only make a decision that an up-to-date one
+could also have made a moment earlier.
+
+``FencedSnapshot`` is what an assignment on the default topology uses: read
+once at a known topology generation (``resources.keys.TOPOLOGY_KEY``, moved by
+every resource write) and kept between calls. Every commit planned from it
+carries ``fence_ops``: a Check on the generation and on the node's own key
+(the agent registers and updates its Node directly). A write since the read
+makes that commit fail; the retry reads the fence keys, finds them moved, and
+the service reads the topology again. No decision lands on unfenced topology.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from topoipam.structs import dataclass, field
 from functools import cached_property
 from typing import Iterable, Protocol
 
 from topoipam.model.types import IPAMConfig, IPPool, IPReservation, Metadata, Node
 from topoipam.resources import repo
-from topoipam.store.base import Store
+from topoipam.resources.keys import TOPOLOGY_KEY, resource_key
+from topoipam.store.base import Check, Record, Store
 
 
 class Topology(Protocol):
@@ -91,6 +100,69 @@ class Snapshot:
         if name not in self._nodes:
             self._nodes[name] = self._t.node(name)
         return self._nodes[name]
+
+    # Values given by the caller are not fenced (see the module docstring), and derived values are
+    # not kept (``memo``): the caller may change them between calls.
+    valid = True
+    memo = None
+
+    def fence_keys(self, node: str) -> list[str]:
+        return []
+
+    def fence_ops(self, node: str) -> list:
+        return []
+
+    def holds(self, records: dict[str, Record], node: str) -> bool:
+        return True
+
+
+class TopologyMoved(Exception):
+    """Internal: a fence key moved since the snapshot was read; the caller reads the topology again."""
+
+
+class FencedSnapshot(Snapshot):
+    """The topology read from ``store`` at one generation, reused across calls while it holds."""
+
+    def __init__(self, store: Store) -> None:
+        # The generation is read BEFORE the resources: a write landing in between moves it past
+        # ``generation``, so the first commit fenced by this snapshot fails instead of trusting it.
+        record = store.get(TOPOLOGY_KEY)
+        self.generation = record.revision if record is not None else 0
+        super().__init__(StoreTopology(store))
+        self.valid = True
+        self.memo: dict = {}  # derived values (pool choices), valid as long as the snapshot
+        self._fences: dict[str, list] = {}
+
+    def node(self, name: str) -> Node | None:
+        node = self._nodes.get(name)
+        if node is None:  # absence is not kept: a node registered meanwhile is seen at once
+            node = self._t.node(name)
+            if node is not None:
+                self._nodes[name] = node
+        return node
+
+    def fence_keys(self, node: str) -> list[str]:
+        return [TOPOLOGY_KEY, resource_key("Node", node)]
+
+    def fence_ops(self, node: str) -> list:
+        fences = self._fences.get(node)
+        if fences is None:
+            found = self._nodes.get(node)
+            if found is None:  # not read (or absent): fence on absence, and do not keep that
+                return [Check(TOPOLOGY_KEY, self.generation), Check(resource_key("Node", node), 0)]
+            fences = self._fences[node] = [Check(TOPOLOGY_KEY, self.generation),
+                                           Check(resource_key("Node", node), int(found.metadata.resource_version))]
+        return fences
+
+    def holds(self, records: dict[str, Record], node: str) -> bool:
+        """Whether fresh ``records`` of ``fence_keys(node)`` still match; if not, this snapshot is
+        marked invalid (the service reads a new one)."""
+        for op in self.fence_ops(node):
+            rec = records.get(op.key)
+            if (rec.revision if rec is not None else 0) != op.revision:
+                self.valid = False
+                return False
+        return True
 
 
 def _reserved_networks(reservations: Iterable[IPReservation]):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import ipaddress
 import json
-from dataclasses import dataclass, field
+from topoipam.structs import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Sequence, TypeVar
 
@@ -36,7 +36,7 @@ from topoipam.errors import (
 )
 from topoipam.model.storage import from_storage, resource_from_dict, resource_to_dict, to_storage
 from topoipam.model.validate import field_error, overlap_error, validate, validation_error
-from topoipam.resources.keys import POOL_GUARD_KEY, resource_key, resource_prefix
+from topoipam.resources.keys import POOL_GUARD_KEY, ROOT, TOPOLOGY_KEY, resource_key, resource_prefix
 from topoipam.store.base import Create, Delete, Op, Store, Update
 
 T = TypeVar("T")
@@ -75,9 +75,19 @@ def _cas(store: Store, attempt: Callable[[], tuple[list[Op], T]], what: str) -> 
 
     def one(_lost: int):
         ops, result = attempt()
+        if any(op.key.startswith(ROOT) for op in ops):  # a resource write moves the topology generation
+            ops = [*ops, topology_bump(store)]
         return Plan(ops=ops, result=result)
 
     return run_cas(store, one, what)
+
+
+def topology_bump(store: Store) -> Op:
+    """The op moving the topology generation (``resources.keys.TOPOLOGY_KEY``) on by one write."""
+    record = store.get(TOPOLOGY_KEY)
+    if record is None:
+        return Create(TOPOLOGY_KEY, b"{}")
+    return Update(TOPOLOGY_KEY, record.value, record.revision)
 
 
 class StaleVersionError(ConflictError):
