@@ -355,3 +355,21 @@ def test_warm_topology_follows_the_watch_without_rereading(etcd_server):
     finally:
         warm.stop()
         store.close()
+
+
+def test_which_requests_go_to_the_agent(tmp_path, monkeypatch):
+    """Named socket -> agent; none named -> the default socket if it exists; "" -> the datastore directly."""
+    from topoipam.cni import agent_client
+
+    default = tmp_path / "default.sock"
+    monkeypatch.setattr(agent_client, "DEFAULT_SOCKET", str(default))  # never the machine's real /run path
+
+    def conf(**ipam) -> bytes:
+        return json.dumps({"cniVersion": "1.0.0", "name": "n", "ipam": {"type": "topoipam-cni", **ipam}}).encode()
+
+    assert agent_client.agent_socket_for(conf(agent_socket="/x.sock")) == "/x.sock"
+    assert agent_client.agent_socket_for(conf()) is None
+    default.touch()
+    assert agent_client.agent_socket_for(conf()) == str(default)
+    assert agent_client.agent_socket_for(conf(agent_socket="")) is None
+    assert agent_client.agent_socket_for(b"not json") is None  # the direct path reports the decode error
