@@ -122,14 +122,20 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["assign", "release", "encode", "copy", "decode"]),
+@given(st.lists(st.tuples(st.sampled_from(["assign", "reserved", "one", "release", "encode", "copy", "decode"]),
                           st.integers(0, 5), st.integers(1, 4)), max_size=40))
 def test_random_operations_keep_block_consistent_and_encoding_exact(steps):
+    """Also the incremental encodings (allocations, unallocated, sequence numbers, attribute entries)."""
     import json
     b = new_block()
     for op, h, n in steps:
         if op == "assign":
             b.auto_assign(n, f"h{h}", {"pod": f"p{h}"} if h % 2 else None)
+        elif op == "reserved":
+            b.auto_assign(n, f"h{h}", None, reserved=set(b.unallocated[:h]))
+        elif op == "one":
+            if b.unallocated:
+                b.assign(b.unallocated[(h * 7) % len(b.unallocated)], f"h{h}", {"pod": f"p{h}"})
         elif op == "release":
             b.release(b.ordinals_of_handle(f"h{h}")[:n])
         elif op == "encode":

@@ -68,6 +68,11 @@ class Block:
     # [entries, text]: ``seq_for_allocation`` encoded while it held its first ``entries`` items; valid
     # while entries are only added (a release, which removes some, clears it)
     _seq_json: list = field(default_factory=list, compare=False, repr=False)
+    # encoded ``allocations``, one text per ordinal, and [encoded ``unallocated``] (empty: not built).
+    # The three lists are changed only by the methods below, which keep these in step.
+    _alloc_json: list = field(default_factory=list, compare=False, repr=False)
+    _unalloc_json: list = field(default_factory=list, compare=False, repr=False)
+    _cidr_json: str = field(default="", compare=False, repr=False)
 
     @classmethod
     def new(cls, cidr: Network, affinity: str | None, claim_time: str | None, sequence_number: int) -> "Block":
@@ -77,7 +82,11 @@ class Block:
     # -- addresses and ordinals -------------------------------------------------
     @property
     def cidr_text(self) -> str:
-        return _cidr_text(self.cidr)
+        """``str(cidr)``, kept (the CIDR of a block never changes)."""
+        text = self._cidr_json
+        if not text:
+            text = self._cidr_json = str(self.cidr)
+        return text
 
     @property
     def size(self) -> int:
@@ -152,9 +161,10 @@ class Block:
         if len(cache) > len(self.attributes):
             cache.clear()
         cache.extend([None] * (len(self.attributes) - len(cache)))  # entries appended since last encoding
-        for i, entry in enumerate(self.attributes):
-            if cache[i] is None:
-                cache[i] = _dumps(entry)
+        if None in cache:
+            for i, entry in enumerate(self.attributes):
+                if cache[i] is None:
+                    cache[i] = _dumps(entry)
         return "[" + ",".join(cache) + "]"
 
     def auto_assign(self, n: int, handle: str | None, attrs: Mapping[str, str] | None,
@@ -163,7 +173,10 @@ class Block:
         if not reserved:
             chosen = self.unallocated[:n]
             del self.unallocated[:n]
+            if self._unalloc_json and chosen:  # drop the first len(chosen) numbers from the text
+                self._unalloc_json[0] = self._unalloc_json[0].split(",", len(chosen))[-1] if self.unallocated else ""
         else:
+            self._unalloc_json.clear()
             reserved = set(reserved)
             chosen = []
             for o in self.unallocated:
@@ -176,9 +189,11 @@ class Block:
                 self.unallocated = [o for o in self.unallocated if o not in taken]
         if chosen:
             idx = self._attribute_index(handle, attrs)
-            seq = self.seq_for_allocation
+            seq, parts, text = self.seq_for_allocation, self._alloc_json, str(idx)
             for o in chosen:
                 self.allocations[o] = idx
+                if parts:
+                    parts[o] = text
                 if o in seq:
                     self._seq_json.clear()  # an update in place: not an append
                 seq[o] = self.sequence_number
@@ -190,7 +205,10 @@ class Block:
             raise AlreadyExistsError(
                 f"resource already exists: {self.address(ordinal)} (address already assigned in block {self.cidr})")
         self.unallocated.remove(ordinal)
+        self._unalloc_json.clear()
         self.allocations[ordinal] = self._attribute_index(handle, attrs)
+        if self._alloc_json:
+            self._alloc_json[ordinal] = str(self.allocations[ordinal])
         if ordinal in self.seq_for_allocation:
             self._seq_json.clear()
         self.seq_for_allocation[ordinal] = self.sequence_number
@@ -209,6 +227,10 @@ class Block:
                 continue
             self.allocations[o] = None
             self.unallocated.append(o)  # reused last
+            if self._alloc_json:
+                self._alloc_json[o] = "null"
+            if self._unalloc_json:
+                self._unalloc_json[0] = f"{self._unalloc_json[0]},{o}" if self._unalloc_json[0] else str(o)
             self.seq_for_allocation.pop(o, None)
             out.released.append(o)
             if owner is not None:
@@ -232,12 +254,14 @@ class Block:
         self._attr_keys = {}
         self.attributes = [self.attributes[old] for old in used]
         self.allocations = [None if idx is None else renumber[idx] for idx in self.allocations]
+        self._alloc_json = []
 
     def copy(self) -> "Block":
         """An independent copy (attribute entries are never changed in place, so they are shared)."""
         return Block(self.cidr, self.affinity, self.claim_time, list(self.allocations), list(self.unallocated),
                      list(self.attributes), self.sequence_number, dict(self.seq_for_allocation),
-                     list(self._attr_json), dict(self._attr_keys), list(self._seq_json))
+                     list(self._attr_json), dict(self._attr_keys), list(self._seq_json), list(self._alloc_json),
+                     list(self._unalloc_json), self._cidr_json)
 
     # -- stored form --------------------------------------------------------------
     def _encoded_seq(self) -> str:
@@ -252,12 +276,23 @@ class Block:
             cache[:] = [len(seq), text]
         return text
 
+    def _encoded_allocations(self) -> str:
+        parts = self._alloc_json
+        if len(parts) != len(self.allocations):
+            parts[:] = ["null" if idx is None else str(idx) for idx in self.allocations]
+        return ",".join(parts)
+
+    def _encoded_unallocated(self) -> str:
+        if not self._unalloc_json:
+            self._unalloc_json.append(",".join(map(str, self.unallocated)))
+        return self._unalloc_json[0]
+
     def to_json(self) -> bytes:
         """The stored form: Calico's field names, compact; written on every assignment, so the parts
         that rarely change (attribute entries, the allocation sequence numbers) are encoded once."""
-        return (f'{{"cidr":"{_cidr_text(self.cidr)}","affinity":{_dumps(self.affinity)},'
-                f'"affinityClaimTime":{_dumps(self.claim_time)},"allocations":{_dumps(self.allocations)},'
-                f'"unallocated":{_dumps(self.unallocated)},"attributes":{self._encoded_attributes()},'
+        return (f'{{"cidr":"{self.cidr_text}","affinity":{_dumps(self.affinity)},'
+                f'"affinityClaimTime":{_dumps(self.claim_time)},"allocations":[{self._encoded_allocations()}],'
+                f'"unallocated":[{self._encoded_unallocated()}],"attributes":{self._encoded_attributes()},'
                 f'"sequenceNumber":{int(self.sequence_number)},'
                 f'"sequenceNumberForAllocation":{{{self._encoded_seq()}}},"deleted":false}}').encode()
 
@@ -290,11 +325,6 @@ def _entry_key(entry: dict) -> tuple:
     except TypeError:  # not string attributes (foreign data): never shared
         return (object(),)
     return key
-
-
-@lru_cache(maxsize=4096)
-def _cidr_text(cidr: Network) -> str:
-    return str(cidr)
 
 
 @lru_cache(maxsize=4096)

@@ -37,6 +37,7 @@ from topoipam.resources.keys import resource_key
 from topoipam.store.base import Check, Create, Delete, Record, Update
 
 DEFAULT_BLOCK_LIMIT = 20
+MEMO_LIMIT = 4096  # pool choices kept per topology snapshot
 EMPTY_BLOCK_MIN_RECLAIM_AGE = 60.0  # seconds
 
 
@@ -116,8 +117,8 @@ class FamilyAssigner:
 
     def _run(self) -> None:
         self.pools, self.contains = self._choose()
-        records, fresh = self._affinities(fresh=False)
-        queue, owned = self._plan(records, fresh)
+        records, kept = self._affinities(fresh=False)
+        queue, owned = self._plan(records, kept)
         config = self.snap.config
         limit = block_limit(self.req.max_blocks_per_host, config.max_blocks_per_host)
         while self.need > 0:
@@ -127,9 +128,9 @@ class FamilyAssigner:
                     self.tried.add(suffix)
                     queue.pop(0)
                 continue
-            if fresh is not True:  # decide about new blocks only on a fresh listing (the kept one may lag)
-                records, fresh = self._affinities(fresh=True)
-                queue, owned = self._plan(records, fresh)
+            if kept is not None:  # decide about new blocks only on a fresh listing (the kept one may lag)
+                records, kept = self._affinities(fresh=True)
+                queue, owned = self._plan(records, kept)
                 continue
             if owned >= limit:
                 self.messages.append(
@@ -141,7 +142,7 @@ class FamilyAssigner:
                 break
             outcome = self._claim_new()
             if outcome == "affine":  # a concurrent request for this node claimed one: use it first
-                queue, owned = self._plan(self._affinities(fresh=True)[0], True)
+                queue, owned = self._plan(*self._affinities(fresh=True))
                 continue
             if outcome or self._reclaim():
                 owned += 1
@@ -165,12 +166,14 @@ class FamilyAssigner:
                                   requested=self.requested, namespace_labels=ns, use=self.req.use)
             hit = (choice.chosen, {})
             if memo is not None:
+                if len(memo) >= MEMO_LIMIT:  # many nodes x namespaces: start again rather than grow
+                    memo.clear()
                 memo[key] = hit
         return hit
 
-    def _affinities(self, *, fresh: bool) -> tuple[list, bool | int]:
-        """The node's affinity records of this family, and True if just listed or else the version of
-        the kept list (kept ones are used if allowed and kept)."""
+    def _affinities(self, *, fresh: bool) -> tuple[list, int | None]:
+        """The node's affinity records of this family, and the version of the kept list they come
+        from (None: just listed). Kept ones are used unless ``fresh`` (and only on a fenced snapshot)."""
         if not fresh and self.snap.memo is not None:
             kept = self.cache.affinities(self.prefix)
             if kept is not None:
@@ -178,18 +181,18 @@ class FamilyAssigner:
         records = self.store.list(self.prefix)
         if self.snap.memo is not None:
             self.cache.put_affinities(self.prefix, records)
-        return records, True
+        return records, None
 
-    def _plan(self, records, fresh: bool | int) -> tuple[list, int]:
+    def _plan(self, records, kept: int | None) -> tuple[list, int]:
         """([(network, key suffix)] of the blocks to try in order, number of affine blocks in the chosen
         pools). Full blocks are skipped unread (their hint). On a fresh listing, unselected empty
         blocks are let go. Per key suffix, the network and whether the pools hold it are memoised,
         and so is the plan of a kept list (by its version), so that a node's full blocks cost nothing."""
         memo_key = ("plan", self.prefix)
-        if fresh is not True and not self.tried:
-            kept = self.contains.get(memo_key)
-            if kept is not None and kept[0] == fresh:
-                return list(kept[1]), kept[2]
+        if kept is not None and not self.tried:
+            planned = self.contains.get(memo_key)
+            if planned is not None and planned[0] == kept:
+                return list(planned[1]), planned[2]
         cut, queue, owned, unselected, contains = len(self.prefix), [], 0, [], self.contains
         for rec in records:
             suffix = rec.key[cut:]
@@ -204,10 +207,10 @@ class FamilyAssigner:
             owned += 1
             if suffix not in self.tried and not affinity_is_full(rec):
                 queue.append((entry[0], suffix))
-        if fresh is True:
+        if kept is None:
             self._drop_unselected(unselected)
         elif not self.tried:
-            contains[memo_key] = (fresh, list(queue), owned)
+            contains[memo_key] = (kept, list(queue), owned)
         return queue, owned
 
     def _landed(self, block: Block, ords: list[int]) -> None:
@@ -232,9 +235,10 @@ class FamilyAssigner:
 
         def landed(revision: int) -> None:
             self.last_revision = revision
-            for block in written.values():
-                if block.cidr in self.claimed:
-                    self.claimed[block.cidr] = revision
+            if self.claimed:
+                for block in written.values():
+                    if block.cidr in self.claimed:
+                        self.claimed[block.cidr] = revision
             self.cache.committed(ops, revision, written)
             self.hstate.landed(hvalue, revision)
 
