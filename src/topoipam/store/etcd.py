@@ -9,11 +9,26 @@ per second and ~40 ms less import time; see bench/etcd_bench.py.)
 
 URL::
 
-    etcd://[user:password@]host:port[,host:port...][?timeout=5]
+    etcd://[user:password@]host:port[,host:port...][?timeout=5&keepalive=30]
     etcds://host:port[,...]?ca=/ca.pem&cert=/client.pem&key=/client-key.pem
 
 ``config`` (a mapping with the same option names plus ``user`` and
 ``password``) overrides the URL's options. ``.url`` never carries credentials.
+``keepalive`` is the gRPC keepalive ping interval in seconds: a connection whose
+peer stops answering pings (a member frozen or cut off without a RST) is
+declared dead after that interval plus min(keepalive, 10) s, which ends a watch
+on it with ``DatastoreUnavailableError`` instead of leaving it waiting forever.
+(etcd answers pings more frequent than its ``--grpc-keepalive-min-time``, 5 s
+by default, with a GOAWAY; keep ``keepalive`` above that in production.)
+
+Large reads are paged: ``list`` reads a prefix in range requests of a bounded
+size (``PAGE_BYTES``, adapting the key count to the record sizes seen), each
+continuing after the last key of the previous page and all pinned to the
+revision of the first page, so the result is one consistent snapshot however
+many pages it takes. If etcd compacts that revision mid-way, the listing starts
+again once from a fresh revision. ``get_many`` is bounded the same way. The
+channel's receive limit (``MAX_RECEIVE_BYTES``) is raised above gRPC's 4 MiB
+default only as a second line of defence.
 
 Revisions are etcd's ``mod_revision``. ``commit`` is one etcd Txn that compares
 the ``mod_revision`` of every key (0 = absent, for Create) and then applies the
@@ -54,8 +69,13 @@ from topoipam.store.base import Create, Delete, Op, Record, Store, Update, check
 
 DEFAULT_PORT = 2379
 DEFAULT_TIMEOUT = 5.0
-MAX_TXN_OPS = 128  # etcd's default --max-txn-ops; get_many reads in chunks of this size
-OPTIONS = ("ca", "cert", "key", "timeout", "user", "password")
+DEFAULT_KEEPALIVE = 30.0
+MAX_TXN_OPS = 128  # etcd's default --max-txn-ops; get_many reads in chunks of at most this size
+OPTIONS = ("ca", "cert", "key", "timeout", "keepalive", "user", "password")
+PAGE_BYTES = 2 << 20  # aim for range responses of about this size: half gRPC's default receive limit
+FIRST_PAGE_KEYS = 256  # keys in a listing's first page, before any record size is known
+MAX_PAGE_KEYS = 10_000
+MAX_RECEIVE_BYTES = 64 << 20  # the channel's receive limit; paging keeps responses far below it
 
 # A member with no leader rejects requests carrying this metadata at once (etcd's
 # rpctypes.MetadataRequireLeaderKey) instead of waiting for an election.
@@ -86,6 +106,7 @@ class EtcdOptions:
     password: str | None
     timeout: float
     public_url: str
+    keepalive: float = DEFAULT_KEEPALIVE
 
 
 def parse_url(url: str, config: Mapping[str, Any] | None = None) -> EtcdOptions:
@@ -99,7 +120,7 @@ def parse_url(url: str, config: Mapping[str, Any] | None = None) -> EtcdOptions:
     for name, value in parse_qsl(query, keep_blank_values=True):
         if name not in OPTIONS or name in ("user", "password"):
             raise ValidationError(
-                f"etcd datastore URL: unknown option {name!r} (known: ca, cert, key, timeout)"
+                f"etcd datastore URL: unknown option {name!r} (known: ca, cert, key, timeout, keepalive)"
             )
         opts[name] = value
     userinfo, at, hosts = netloc.rpartition("@")
@@ -118,18 +139,25 @@ def parse_url(url: str, config: Mapping[str, Any] | None = None) -> EtcdOptions:
         raise ValidationError("etcd datastore URL: ca, cert and key need the etcds:// scheme")
     if bool(opts.get("cert")) != bool(opts.get("key")):
         raise ValidationError("etcd datastore URL: a client certificate needs both cert and key")
-    try:
-        timeout = float(opts.get("timeout", DEFAULT_TIMEOUT))
-    except ValueError:
-        raise ValidationError(f"etcd datastore URL: timeout {opts['timeout']!r} is not a number of seconds") from None
-    if not timeout > 0:
-        raise ValidationError(f"etcd datastore URL: timeout must be positive, not {timeout}")
-    public_query = "&".join(f"{k}={opts[k]}" for k in ("ca", "cert", "key", "timeout") if opts.get(k) not in (None, ""))
+    timeout = _seconds(opts, "timeout", DEFAULT_TIMEOUT)
+    keepalive = _seconds(opts, "keepalive", DEFAULT_KEEPALIVE)
+    shown = ("ca", "cert", "key", "timeout", "keepalive")
+    public_query = "&".join(f"{k}={opts[k]}" for k in shown if opts.get(k) not in (None, ""))
     public = f"{scheme}://{','.join(endpoints)}" + (f"?{public_query}" if public_query else "")
     return EtcdOptions(
         endpoints, tls, opts.get("ca") or None, opts.get("cert") or None, opts.get("key") or None,
-        opts.get("user") or None, opts.get("password"), timeout, public,
+        opts.get("user") or None, opts.get("password"), timeout, public, keepalive,
     )
+
+
+def _seconds(opts: Mapping[str, Any], name: str, default: float) -> float:
+    try:
+        value = float(opts.get(name, default))
+    except (TypeError, ValueError):
+        raise ValidationError(f"etcd datastore URL: {name} {opts[name]!r} is not a number of seconds") from None
+    if not value > 0:
+        raise ValidationError(f"etcd datastore URL: {name} must be positive, not {value}")
+    return value
 
 
 def _endpoint(text: str, url: str) -> str:
@@ -175,9 +203,28 @@ class _Outcome(Exception):
         self.error, self.retry_read, self.retry_write, self.reauth = error, retry_read, retry_write, reauth
 
 
+class _TooLarge(DatastoreUnavailableError):
+    """Internal: a response exceeded the channel's receive limit; the paged reads ask for fewer keys."""
+
+
+class _Compacted(ConflictError):
+    """Internal: the revision a paged read is pinned to was compacted away; the read starts again once."""
+
+
+def _next_count(kvs, asked: int, cap: int) -> int:
+    """How many keys the next page may ask for so that its response stays near ``PAGE_BYTES``."""
+    size = sum(len(kv.key) + len(kv.value) + 32 for kv in kvs)  # +32: per-record framing and header fields
+    if not size:
+        return cap
+    return max(1, min(cap, PAGE_BYTES * asked // size))
+
+
 class EtcdStore(Store):
-    def __init__(self, url: str, config: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, url: str, config: Mapping[str, Any] | None = None, *, max_receive_bytes: int = MAX_RECEIVE_BYTES
+    ) -> None:
         self._opts = parse_url(url, config)
+        self._max_receive = max_receive_bytes
         self.url = self._opts.public_url
         # gRPC's C core logs connection errors to stderr by itself; ours are raised as errors instead.
         os.environ.setdefault("GRPC_VERBOSITY", "NONE")
@@ -205,31 +252,63 @@ class EtcdStore(Store):
         return self._record(resp.kvs[0]) if resp.kvs else None
 
     def list(self, prefix: str, *, start: str | None = None, limit: int | None = None) -> list[Record]:
+        try:
+            return [r for page in self.pages(prefix, start=start, limit=limit) for r in page]
+        except _Compacted:  # compacted mid-listing: once more from a fresh revision
+            return [r for page in self.pages(prefix, start=start, limit=limit) for r in page]
+
+    def pages(self, prefix: str, *, start: str | None = None, limit: int | None = None) -> Iterator[list[Record]]:
+        """``list``, one bounded page at a time; every page is read at the revision of the first.
+
+        Raises ``ConflictError`` if etcd compacts that revision before the last page
+        is read (``list`` then starts again once).
+        """
         if start is not None and not start.startswith(prefix):
             raise ValidationError(f"list start {start!r} does not begin with the prefix {prefix!r}")
-        if limit is not None and limit <= 0:
-            return []
-        req = self._pb.RangeRequest(
-            key=(start or prefix).encode() or b"\0",
-            range_end=_prefix_end(prefix.encode()),
-            limit=limit or 0,
-            sort_order=self._pb.RangeRequest.ASCEND,
-            sort_target=self._pb.RangeRequest.KEY,
-        )
-        resp = self._call("KV", "Range", req, write=False)
-        return [self._record(kv) for kv in resp.kvs]
+        pb = self._pb
+        key, end = (start or prefix).encode() or b"\0", _prefix_end(prefix.encode())
+        revision, left, count = 0, limit, FIRST_PAGE_KEYS
+        while left is None or left > 0:
+            def request(n: int, key=key, revision=revision):
+                return pb.RangeRequest(key=key, range_end=end, limit=n, revision=revision)
+
+            resp, asked = self._read_shrinking("Range", request, count if left is None else min(count, left))
+            revision = revision or resp.header.revision
+            if resp.kvs:
+                yield [self._record(kv) for kv in resp.kvs]
+            if not resp.more or not resp.kvs:
+                return
+            key = resp.kvs[-1].key + b"\0"  # the next page starts right after this one's last key
+            if left is not None:
+                left -= len(resp.kvs)
+            count = _next_count(resp.kvs, asked, MAX_PAGE_KEYS)
 
     def get_many(self, keys) -> dict[str, Record]:
         keys = list(dict.fromkeys(keys))
+        try:
+            return self._get_many(keys)
+        except _Compacted:
+            return self._get_many(keys)
+
+    def _get_many(self, keys: list[str]) -> dict[str, Record]:
+        """Transactions of at most MAX_TXN_OPS reads and about PAGE_BYTES each, all at one revision."""
+        pb = self._pb
         found: dict[str, Record] = {}
-        for i in range(0, len(keys), MAX_TXN_OPS):
-            chunk = keys[i:i + MAX_TXN_OPS]
-            reads = [self._pb.RequestOp(request_range=self._pb.RangeRequest(key=k.encode())) for k in chunk]
-            resp = self._call("KV", "Txn", self._pb.TxnRequest(success=reads), write=False)
-            for r in resp.responses:
-                for kv in r.response_range.kvs:
-                    rec = self._record(kv)
-                    found[rec.key] = rec
+        revision, i, count = 0, 0, MAX_TXN_OPS
+        while i < len(keys):
+            def request(n: int, i=i, revision=revision):
+                reads = [pb.RequestOp(request_range=pb.RangeRequest(key=k.encode(), revision=revision))
+                         for k in keys[i:i + n]]
+                return pb.TxnRequest(success=reads)
+
+            resp, asked = self._read_shrinking("Txn", request, min(count, len(keys) - i))
+            revision = revision or resp.header.revision
+            kvs = [kv for r in resp.responses for kv in r.response_range.kvs]
+            for kv in kvs:
+                rec = self._record(kv)
+                found[rec.key] = rec
+            i += asked
+            count = _next_count(kvs, asked, MAX_TXN_OPS)
         return found
 
     def commit(self, ops: Sequence[Op]) -> int:
@@ -305,7 +384,15 @@ class EtcdStore(Store):
                     yield WatchEvent(kind, ev.kv.key.decode(), bytes(ev.kv.value), ev.kv.mod_revision)
             raise DatastoreUnavailableError(f"etcd watch on {prefix} ended by the server ({endpoint})")
         except self._grpc.RpcError as exc:
-            raise self._map_rpc_error(exc, endpoint).error from None
+            err = self._map_rpc_error(exc, endpoint).error
+            if not isinstance(err, DatastoreUnavailableError):
+                raise err from None
+            # A frozen or cut-off member is found by the channel's keepalive pings and lands here too.
+            reason = exc.details() if hasattr(exc, "details") else str(exc)
+            raise DatastoreUnavailableError(
+                f"etcd watch on {prefix} at {endpoint} broke ({reason}); watch again from the last revision seen + 1",
+                details=err.details or err.message,
+            ) from None
         finally:
             stop.set()
             stream.cancel()
@@ -323,6 +410,21 @@ class EtcdStore(Store):
             ch.close()
 
     # --- plumbing --------------------------------------------------------------------
+    def _read_shrinking(self, method: str, make_request, count: int):
+        """Send ``make_request(count)``, halving ``count`` while the response is over the receive limit.
+
+        Returns the response and the count it was asked with.
+        """
+        while True:
+            try:
+                return self._call("KV", method, make_request(count), write=False), count
+            except _TooLarge as e:
+                if count == 1:
+                    raise DatastoreUnavailableError(
+                        f"{e.message}; a single record is larger than that", details=e.details
+                    ) from None
+                count = max(1, count // 2)
+
     @staticmethod
     def _record(kv) -> Record:
         return Record(kv.key.decode(), bytes(kv.value), kv.mod_revision)
@@ -338,10 +440,18 @@ class EtcdStore(Store):
             ch = self._channels.get(endpoint)
             if ch is None:
                 # Short reconnect backoff: a restarted member is used again within a second.
+                # Keepalive pings, also on an idle connection and on a stream that carries no
+                # data (a quiet watch), detect a peer that vanished without a RST.
+                keepalive = self._opts.keepalive
                 options = [
                     ("grpc.initial_reconnect_backoff_ms", 100),
                     ("grpc.min_reconnect_backoff_ms", 100),
                     ("grpc.max_reconnect_backoff_ms", 1000),
+                    ("grpc.max_receive_message_length", self._max_receive),
+                    ("grpc.keepalive_time_ms", int(keepalive * 1000)),
+                    ("grpc.keepalive_timeout_ms", int(min(keepalive, 10.0) * 1000)),
+                    ("grpc.keepalive_permit_without_calls", 1),
+                    ("grpc.http2.max_pings_without_data", 0),
                 ]
                 if self._creds is not None:
                     ch = self._grpc.secure_channel(endpoint, self._creds, options=options)
@@ -460,6 +570,11 @@ class EtcdStore(Store):
             return _Outcome(err, False, False)
         if code == sc.INVALID_ARGUMENT:  # empty key, request too large, ...: nothing was written
             return _Outcome(ValidationError(f"{where} refused the request: {details}"), False, False)
+        if code == sc.RESOURCE_EXHAUSTED and "larger than max" in low:
+            err = _TooLarge(f"{where}: a response exceeded the receive limit of {self._max_receive} bytes ({details})")
+            return _Outcome(err, False, False)
+        if "required revision has been compacted" in low:
+            return _Outcome(_Compacted(f"{where}: the revision being read was compacted away ({details})"), False, False)
         if code == sc.RESOURCE_EXHAUSTED:
             return unavailable(f"busy: {details}", True, False)
         if code == sc.CANCELLED:
