@@ -13,7 +13,9 @@ Prints, in one run on this machine:
    on one SQLite file;
 5. reads to claim a new block in a /8 pool that already has 100,000 blocks claimed, from exactly where
    the new node starts, next to the same claim in an empty pool and to one listing of every block
-   (what Calico's findUsableBlock does).
+   (what Calico's findUsableBlock does);
+6. round trips and CAS retries per assignment on a real etcd (started on loopback, stopped by pid),
+   from 1 and 4 processes on their own nodes.
 """
 
 from __future__ import annotations
@@ -219,6 +221,52 @@ def section_retries(tmp: str, quick: bool) -> None:
           f"{writes / total:.3f} commits per assignment; {total / dt:,.0f} assignments/s together (wall clock)")
 
 
+def _etcd_worker(url: str, node: str, n: int, tag: str, queue) -> None:
+    store = CountingStore(open_store(url))
+    svc = IpamService(store, clock=lambda: CLOCK)
+    for i in range(20):  # the service's first calls read what it keeps
+        svc.auto_assign(AssignRequest(node=node, handle=f"{tag}.{node}.w{i}"))
+    before, t = store.counts(), time.perf_counter()
+    for i in range(n):
+        svc.auto_assign(AssignRequest(node=node, handle=f"{tag}.{node}.{i}", attrs={"node": node, "pod": f"pod-{i}"}))
+    dt, c = time.perf_counter() - t, store.counts() - before
+    store.close()
+    queue.put((c.reads, c.writes, c.round_trips, c.failed_writes, n / dt))
+
+
+def section_etcd(tmp: str, quick: bool) -> None:
+    """Round trips and CAS retries per assignment on a real etcd (tests/etcd_cluster.py starts one on
+    loopback and stops it by its pid), from 1 and from 4 processes, each on its own node."""
+    import multiprocessing
+    from pathlib import Path
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    from etcd_cluster import HAVE_ETCD, EtcdCluster
+    n = 100 if quick else 300
+    print(f"6. on etcd (one member on loopback), default service, {n} assignments per process after 20 to warm up")
+    if not HAVE_ETCD:
+        print("  skipped: no etcd binary")
+        return
+    with EtcdCluster(Path(tmp) / "etcd") as cluster:  # started here, stopped by pid on the way out
+        url = cluster.url()
+        store = open_store(url)
+        setup(store, "10.0.0.0/8", 4)
+        store.close()
+        ctx = multiprocessing.get_context("spawn")
+        for procs in (1, 4):
+            queue = ctx.Queue()
+            workers = [ctx.Process(target=_etcd_worker, args=(url, f"node-{i}", n, f"p{procs}", queue))
+                       for i in range(procs)]
+            for w in workers:
+                w.start()
+            results = [queue.get() for _ in workers]
+            for w in workers:
+                w.join()
+            total = n * procs
+            reads, commits, trips, failed = (sum(r[i] for r in results) / total for i in range(4))
+            print(f"  {procs} process(es): {reads:.3f} reads + {commits:.3f} commits = {trips:.3f} round trips, "
+                  f"{failed:.4f} CAS retries per assignment; {sum(r[4] for r in results):,.0f} assignments/s")
+
+
 def section_claim(tmp: str, quick: bool) -> None:
     claimed = 20_000 if quick else 100_000
     print(f"5. claiming a new block in a /8 with {claimed:,} blocks claimed from the new node's start point")
@@ -252,11 +300,11 @@ def section_claim(tmp: str, quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
-    parser.add_argument("--only", choices=["rates", "nodes", "retries", "claim"], help="run one section")
+    parser.add_argument("--only", choices=["rates", "nodes", "retries", "claim", "etcd"], help="run one section")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for name, section in (("rates", section_rates), ("nodes", section_nodes), ("retries", section_retries),
-                              ("claim", section_claim)):
+                              ("claim", section_claim), ("etcd", section_etcd)):
             if args.only in (None, name):
                 section(tmp, args.quick)
 
