@@ -60,16 +60,16 @@ class Block:
     attributes: list[dict]
     sequence_number: int
     seq_for_allocation: dict[int, int]
-    # encoded form of each attribute entry (entries never change in place): re-encoding only new ones
-    # keeps to_json cheap for a block holding many workloads
+    # Encoded forms kept so that to_json, run on every assignment, re-encodes nothing that did not
+    # change. ``allocations``, ``unallocated``, ``attributes`` and ``seq_for_allocation`` are changed
+    # only by the methods below, which keep these in step (or clear them: encoded again when needed).
+    # _attr_json: one text per attribute entry (entries never change in place);
+    # _attr_keys: (handle, attrs) -> index of its attribute entry;
+    # _seq_json: [number of entries encoded, text] of seq_for_allocation;
+    # _alloc_json: one text per ordinal; _unalloc_json: [text] of unallocated (empty list: not built).
     _attr_json: list = field(default_factory=list, compare=False, repr=False)
-    # (handle, attrs) -> index of its attribute entry, for the entries _attr_json covers
     _attr_keys: dict = field(default_factory=dict, compare=False, repr=False)
-    # [entries, text]: ``seq_for_allocation`` encoded while it held its first ``entries`` items; valid
-    # while entries are only added (a release, which removes some, clears it)
     _seq_json: list = field(default_factory=list, compare=False, repr=False)
-    # encoded ``allocations``, one text per ordinal, and [encoded ``unallocated``] (empty: not built).
-    # The three lists are changed only by the methods below, which keep these in step.
     _alloc_json: list = field(default_factory=list, compare=False, repr=False)
     _unalloc_json: list = field(default_factory=list, compare=False, repr=False)
     _cidr_json: str = field(default="", compare=False, repr=False)
@@ -152,19 +152,16 @@ class Block:
             entry["handle_id"] = handle
         if attrs:
             entry["secondary"] = dict(attrs)
+        if len(self._attr_json) == len(self.attributes):  # the encodings cover every entry: keep it so
+            self._attr_json.append(_dumps(entry))
         self.attributes.append(entry)
         keys[key] = len(self.attributes) - 1
         return len(self.attributes) - 1
 
     def _encoded_attributes(self) -> str:
         cache = self._attr_json
-        if len(cache) > len(self.attributes):
-            cache.clear()
-        cache.extend([None] * (len(self.attributes) - len(cache)))  # entries appended since last encoding
-        if None in cache:
-            for i, entry in enumerate(self.attributes):
-                if cache[i] is None:
-                    cache[i] = _dumps(entry)
+        if len(cache) != len(self.attributes) or None in cache:
+            cache[:] = [_dumps(entry) for entry in self.attributes]
         return "[" + ",".join(cache) + "]"
 
     def auto_assign(self, n: int, handle: str | None, attrs: Mapping[str, str] | None,
@@ -194,10 +191,18 @@ class Block:
                 self.allocations[o] = idx
                 if parts:
                     parts[o] = text
-                if o in seq:
-                    self._seq_json.clear()  # an update in place: not an append
-                seq[o] = self.sequence_number
+                self._set_seq(o)
         return chosen
+
+    def _set_seq(self, ordinal: int) -> None:
+        """Record the sequence number ``ordinal`` is allocated at, and its encoding when that is an append."""
+        seq, cache = self.seq_for_allocation, self._seq_json
+        if ordinal in seq or not cache or cache[0] != len(seq):
+            cache.clear()  # an update in place, or no encoding to extend: encode again when needed
+        else:
+            fragment = f'"{ordinal}":{self.sequence_number}'
+            cache[:] = [len(seq) + 1, f"{cache[1]},{fragment}" if cache[1] else fragment]
+        seq[ordinal] = self.sequence_number
 
     def assign(self, ordinal: int, handle: str | None, attrs: Mapping[str, str] | None) -> None:
         """Allocate one given ordinal (reservations are not consulted: explicit requests win, as in Calico)."""
@@ -209,9 +214,7 @@ class Block:
         self.allocations[ordinal] = self._attribute_index(handle, attrs)
         if self._alloc_json:
             self._alloc_json[ordinal] = str(self.allocations[ordinal])
-        if ordinal in self.seq_for_allocation:
-            self._seq_json.clear()
-        self.seq_for_allocation[ordinal] = self.sequence_number
+        self._set_seq(ordinal)
 
     def release(self, ordinals: Iterable[int], handle: str | None = None, seq: int | None = None) -> ReleaseOutcome:
         """Free ``ordinals``. With ``handle``/``seq``, an ordinal held under another handle or allocated
@@ -247,10 +250,7 @@ class Block:
             return
         renumber = {old: new for new, old in enumerate(used)}
         cache = self._attr_json
-        if len(cache) > len(self.attributes):
-            cache.clear()
-        cache.extend([None] * (len(self.attributes) - len(cache)))
-        self._attr_json = [cache[old] for old in used]
+        self._attr_json = [cache[old] for old in used] if len(cache) == len(self.attributes) else []
         self._attr_keys = {}
         self.attributes = [self.attributes[old] for old in used]
         self.allocations = [None if idx is None else renumber[idx] for idx in self.allocations]
@@ -266,15 +266,9 @@ class Block:
     # -- stored form --------------------------------------------------------------
     def _encoded_seq(self) -> str:
         seq, cache = self.seq_for_allocation, self._seq_json
-        if not cache or cache[0] > len(seq):
-            cache[:] = [0, ""]
-        done, text = cache
-        if done < len(seq):  # entries appended since the last encoding
-            items = list(seq.items())[done:] if done else seq.items()
-            more = ",".join([f'"{k}":{v}' for k, v in items])
-            text = f"{text},{more}" if text else more
-            cache[:] = [len(seq), text]
-        return text
+        if not cache or cache[0] != len(seq):
+            cache[:] = [len(seq), ",".join([f'"{k}":{v}' for k, v in seq.items()])]
+        return cache[1]
 
     def _encoded_allocations(self) -> str:
         parts = self._alloc_json
