@@ -188,3 +188,21 @@ def test_release_then_assign_reuses_kept_block_without_conflict(tmp_path):
         assert w.svc.check().ok
     finally:
         inner.close()
+
+
+def test_specific_address_then_auto_assign_keeps_the_block_in_step(tmp_path):
+    from topoipam.store import open_store
+    inner = open_store(f"sqlite://{tmp_path}/s.db")
+    try:
+        store = CountingStore(inner)
+        w = World(store)
+        w.pool("p", "10.0.0.0/26")
+        w.node("n0")
+        w.ip4("n0", "a")
+        before = store.counts()
+        w.svc.assign_ip("10.0.0.1", "b", {}, "n0")
+        assert w.ip4("n0", "c") == "10.0.0.2/26"
+        assert (store.counts() - before).failed_writes == 0
+        assert w.svc.check().ok
+    finally:
+        inner.close()

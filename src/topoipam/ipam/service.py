@@ -184,7 +184,8 @@ class IpamService:
                 ops = [Update(bkey, block.to_json(), stored.revision)]
             if handle:
                 ops += handle_ops(recs, {handle: {str(net): 1}})
-            return Plan(ops, block.interface(ordinal))
+            return Plan(ops, block.interface(ordinal), lambda rev: self.cache.committed(ops, rev, {bkey: block}),
+                        lambda: self.cache.forget(ops))
 
         return run_cas(self.store, attempt, f"assign {addr}")
 
