@@ -206,3 +206,19 @@ def test_specific_address_then_auto_assign_keeps_the_block_in_step(tmp_path):
         assert w.svc.check().ok
     finally:
         inner.close()
+
+
+def test_full_hint_written_with_a_topology_given_by_the_caller(store):
+    """The agent's way (no affinity list kept): filling a block from the kept block still marks its
+    affinity full, so that later requests skip it unread."""
+    from topoipam.ipam import StaticTopology
+    from topoipam.ipam.topology import StoreTopology
+    w = World(store)
+    w.pool("p", "10.0.0.0/25")
+    w.node("n0")
+    st = StoreTopology(store)
+    svc = IpamService(store, topology=StaticTopology(st.pools(), {"n0": st.node("n0")}, st.ipam_config(), []))
+    for i in range(64):
+        svc.auto_assign(AssignRequest(node="n0", handle=f"h{i}"))
+    full = [r for r in store.list(keys.affinity_prefix("n0", 4)) if b'"full":true' in r.value]
+    assert len(full) == 1

@@ -255,8 +255,12 @@ class FamilyAssigner:
             newest = self.cache.take(bkey)  # ours alone until it is put back on landing
             if newest is None or (require_affinity and newest[1].affinity != host_affinity(self.name)):
                 return None
-            ords = newest[1].auto_assign(self.need, self.req.handle, self.req.attrs, reserved_in(newest[1], reserved))
-            return (StoredBlock(newest[1], newest[0]), ords, self.cache.affinity(akey, self.prefix)) if ords else None
+            block = newest[1]
+            ords = block.auto_assign(self.need, self.req.handle, self.req.attrs, reserved_in(block, reserved))
+            arec = self.cache.affinity(akey, self.prefix) if akey else None
+            if not ords or (akey and arec is None and not block.unallocated):
+                return None  # nothing here, or the block fills and its affinity's hint is not kept: read
+            return StoredBlock(block, newest[0]), ords, arec
 
         def attempt(n):
             kept = from_cache() if n == 0 else None
