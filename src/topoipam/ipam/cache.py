@@ -15,8 +15,10 @@ an answer by itself:
   or miss a block claimed meanwhile; so before deciding that the host needs a
   *new* block the service always lists the affinities fresh.
 
-Absence is never kept (a key missing from the cache is read). Decoded blocks
-are handed out as copies: callers change them freely.
+Absence is never kept (a key missing from the cache is read). A block is
+handed out either as a copy (``get``) or taken out of the cache (``take``): the
+taker changes it freely, no other thread plans from the same object, and the
+landed commit puts the written value back. Thread-safe.
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ class ServiceCache:
                     elif isinstance(op, Delete):
                         found.pop(op.key, None)
                     self._changed(prefix)
-                elif isinstance(op, Delete):
+                else:  # a block deleted, or written without its decoded value here: read it next time
                     self._blocks.pop(op.key, None)
 
     def forget(self, ops: Sequence[Op]) -> None:
