@@ -1,11 +1,15 @@
 """The etcd backend beyond the shared contract (which runs on etcd through the ``store`` fixture):
 URL handling, lazy import, TLS, user/password auth, unreachable endpoints, etcd's transaction
 size limit, watch, and a three-member cluster losing its leader, its quorum, and a member that
-comes back. Every etcd here is a real process on loopback, stopped by pid in fixture teardown.
+comes back; paged listings of more than gRPC's 4 MiB message limit and a watch on a frozen member.
+Every etcd here is a real process on loopback, stopped by pid in fixture teardown.
 """
 
 from __future__ import annotations
 
+import os
+import random
+import signal
 import subprocess
 import sys
 import threading
@@ -66,6 +70,7 @@ def test_config_mapping_overrides_url_options():
         ("etcd://h:1?colour=red", "colour"),
         ("etcd://h:notaport", "h:notaport"),
         ("etcd://h:1?timeout=soon", "soon"),
+        ("etcd://h:1?keepalive=0", "keepalive must be positive"),
         ("etcd://bob@h:1", "without a password"),
         ("etcd://", "names no host"),
     ],
@@ -73,6 +78,12 @@ def test_config_mapping_overrides_url_options():
 def test_bad_urls_are_rejected_with_the_reason(url, words):
     with pytest.raises(ValidationError, match=words):
         parse_url(url)
+
+
+def test_keepalive_option_is_kept_in_the_public_url():
+    opts = parse_url("etcd://u:p@h:1?keepalive=2.5")
+    assert opts.keepalive == 2.5 and opts.public_url == "etcd://h:1?keepalive=2.5"
+    assert parse_url("etcd://h:1").keepalive == 30.0
 
 
 def test_unreadable_ca_file_is_a_validation_error(tmp_path):
@@ -358,3 +369,123 @@ def test_a_killed_member_restarts_and_catches_up(trio):
         assert [r.revision for r in records] == revs
         rev = only_victim.create("/rejoin/via-victim", b"v")  # forwarded to the leader
         assert only_victim.get("/rejoin/via-victim").revision == rev
+
+
+# -- large reads: paged, one revision -------------------------------------------------------
+
+GRPC_DEFAULT_RECEIVE = 4 << 20  # what a channel accepts when nobody raises the limit
+RECORD = 4096
+
+
+def _value(i: int, tag: bytes = b"") -> bytes:
+    head = f"{i:05d}".encode() + tag
+    return head + random.Random(i).randbytes(RECORD - len(head))
+
+
+def _fill(store, prefix: str, n: int) -> list[str]:
+    """``n`` records of 4 KiB under ``prefix``, written in a shuffled order; their keys in key order."""
+    keys = [f"{prefix}{i:05d}" for i in range(n)]
+    order = list(range(n))
+    random.Random(7).shuffle(order)
+    for at in range(0, n, 250):  # 250 x 4 KiB stays under etcd's 1.5 MiB request limit
+        store.commit([Create(keys[i], _value(i)) for i in order[at:at + 250]])
+    return keys
+
+
+@pytest.fixture
+def small_receive_store(etcd_server):
+    """A store whose channels keep gRPC's default 4 MiB receive limit: only paging makes big reads work."""
+    etcd_server.wipe()
+    with EtcdStore(etcd_server.url(), max_receive_bytes=GRPC_DEFAULT_RECEIVE) as store:
+        yield store
+
+
+@needs_etcd
+def test_listing_12_mib_works_in_key_order_under_the_default_receive_limit(small_receive_store, etcd_server):
+    import grpc
+    from pyetcd import etcdrpc
+
+    store = small_receive_store
+    keys = _fill(store, "/big/", 3000)
+    # Control: the same prefix in one unpaged range request is over the 4 MiB limit.
+    with grpc.insecure_channel(etcd_server.endpoints()) as ch:
+        with pytest.raises(grpc.RpcError) as raised:
+            etcdrpc.KVStub(ch).Range(etcdrpc.RangeRequest(key=b"/big/", range_end=b"/big0"), timeout=10)
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    records = store.list("/big/")
+    assert [r.key for r in records] == keys
+    assert all(r.value == _value(i) for i, r in enumerate(records))
+    window = store.list("/big/", start="/big/00100", limit=1200)  # crosses page boundaries
+    assert [r.key for r in window] == keys[100:1300]
+    assert [r.key for r in store.list("/big/", start="/big/02990")] == keys[2990:]
+
+
+@needs_etcd
+def test_a_listing_is_one_snapshot_though_writes_land_before_its_last_page(small_receive_store):
+    store = small_receive_store
+    keys = _fill(store, "/snap/", 3000)
+    last = store.get(keys[-1])
+    pages = store.pages("/snap/")
+    first = next(pages)
+    # Written after the first page was read and before the last: neither may show.
+    store.create("/snap/99999", b"late")
+    store.update(keys[-1], _value(2999, b"changed"), last.revision)
+    rest = list(pages)
+    assert rest, "3000 records of 4 KiB came in one page; the test shows nothing"
+    records = first + [r for page in rest for r in page]
+    assert [r.key for r in records] == keys
+    assert records[-1].value == _value(2999) and records[-1].revision == last.revision
+    # A fresh listing sees both writes.
+    fresh = store.list("/snap/")
+    assert fresh[-1].key == "/snap/99999" and fresh[-2].value == _value(2999, b"changed")
+
+
+@needs_etcd
+def test_a_listing_whose_revision_is_compacted_mid_way_is_a_conflict(small_receive_store, etcd_server):
+    store = small_receive_store
+    _fill(store, "/cmp/", 1500)
+    pages = store.pages("/cmp/")
+    next(pages)
+    etcd_server.compact(store.create("/cmp/late", b"x"))
+    with pytest.raises(ConflictError, match="compacted"):
+        list(pages)
+    assert len(store.list("/cmp/")) == 1501  # a new listing reads at a fresh revision
+
+
+@needs_etcd
+def test_get_many_of_1500_records_of_4_kib(small_receive_store):
+    store = small_receive_store
+    keys = _fill(store, "/many/", 1500)
+    wanted = keys + [f"/many/absent-{i}" for i in range(50)]
+    random.Random(3).shuffle(wanted)
+    found = store.get_many(wanted)
+    assert sorted(found) == keys
+    assert all(found[k].value == _value(int(k.rsplit("/", 1)[1])) for k in keys)
+    assert len({r.revision for r in found.values()}) > 1  # the records really come from several commits
+
+
+# -- keepalive ----------------------------------------------------------------------------
+
+
+def test_a_watch_on_a_frozen_member_ends_as_unavailable_instead_of_hanging(tmp_path):
+    """SIGSTOP keeps the TCP connection open (the kernel still ACKs) but nothing answers: only the
+    keepalive pings can tell. The member permits 1 s pings (etcd's default minimum is 5 s)."""
+    if not HAVE_ETCD:
+        pytest.skip(SKIP_REASON)
+    with EtcdCluster(tmp_path, extra_args=("--grpc-keepalive-min-time=100ms",)) as cluster:
+        with EtcdStore(cluster.url() + "?keepalive=1&timeout=2") as store:
+            events = store.watch("/frozen/", store.revision() + 1)
+            store.create("/frozen/a", b"1")
+            assert next(events).key == "/frozen/a"
+            time.sleep(2.5)  # a quiet watch outlives several keepalive rounds
+            store.create("/frozen/b", b"2")
+            assert next(events).key == "/frozen/b"
+            pid = cluster.members[0].proc.pid
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                kind, err = finishes(lambda: next(events), within=30)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert kind == "error" and isinstance(err, DatastoreUnavailableError), err
+            assert cluster.endpoints() in str(err) and "watch again" in str(err)
+            events.close()

@@ -450,6 +450,7 @@ class EtcdStore(Store):
                     ("grpc.max_receive_message_length", self._max_receive),
                     ("grpc.keepalive_time_ms", int(keepalive * 1000)),
                     ("grpc.keepalive_timeout_ms", int(min(keepalive, 10.0) * 1000)),
+                    ("grpc.http2.ping_timeout_ms", int(min(keepalive, 10.0) * 1000)),
                     ("grpc.keepalive_permit_without_calls", 1),
                     ("grpc.http2.max_pings_without_data", 0),
                 ]
