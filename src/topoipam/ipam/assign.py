@@ -108,7 +108,7 @@ class FamilyAssigner:
                 self._run()
                 return self
             except TopologyMoved:  # a fence moved: read the topology again and go on with what is left
-                self.snap = self.svc.assign_snapshot()
+                self.snap = self.svc.assign_snapshot(self.name)
                 node = self.snap.node(self.name)
                 if node is None:
                     raise NotFoundError(f"resource does not exist: Node({self.name}): node {self.name} "

@@ -92,14 +92,15 @@ class IpamService:
         """A view read afresh for one call (releases, listings, checks)."""
         return Snapshot(self.topology)
 
-    def assign_snapshot(self) -> Snapshot:
+    def assign_snapshot(self, node: str | None = None) -> Snapshot:
         """The view assignments decide on: on the default topology the kept ``FencedSnapshot`` (read
-        again once a fenced commit found it stale), else the caller's topology read for this call."""
+        again, with ``node`` in its first read, once a fenced commit found it stale), else the
+        caller's topology read for this call."""
         if not self.fenced:
             return Snapshot(self.topology)
         snap = self._snap
         if snap is None or not snap.valid:
-            snap = self._snap = FencedSnapshot(self.store)
+            snap = self._snap = FencedSnapshot(self.store, node)
             self.cache.clear_affinities()  # let the next assignment list them (and drop unselected ones)
         return snap
 
@@ -114,7 +115,7 @@ class IpamService:
         req.handle = clean_handle(req.handle)
         if req.num4 < 0 or req.num6 < 0:
             raise ValidationError("the number of addresses to assign must not be negative")
-        snap = self.assign_snapshot()
+        snap = self.assign_snapshot(req.node)
         node = snap.node(req.node)
         if node is None:
             raise NotFoundError(f"resource does not exist: Node({req.node}): node {req.node} is not registered")

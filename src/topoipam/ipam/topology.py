@@ -23,6 +23,7 @@ from topoipam.structs import dataclass, field
 from functools import cached_property
 from typing import Iterable, Protocol
 
+from topoipam.model.storage import from_storage
 from topoipam.model.types import IPAMConfig, IPPool, IPReservation, Metadata, Node
 from topoipam.resources import repo
 from topoipam.resources.keys import TOPOLOGY_KEY, resource_key
@@ -123,15 +124,26 @@ class TopologyMoved(Exception):
 class FencedSnapshot(Snapshot):
     """The topology read from ``store`` at one generation, reused across calls while it holds."""
 
-    def __init__(self, store: Store) -> None:
-        # The generation is read BEFORE the resources: a write landing in between moves it past
-        # ``generation``, so the first commit fenced by this snapshot fails instead of trusting it.
-        record = store.get(TOPOLOGY_KEY)
+    def __init__(self, store: Store, node: str | None = None) -> None:
+        # The generation is read no later than the resources (first in one read, and the rest
+        # lazily after it): a write landing in between moves it past ``generation``, so the first
+        # commit fenced by this snapshot fails instead of trusting it. The IPAM config and the
+        # given node come in the same read.
+        config_key = resource_key("IPAMConfiguration", "default")
+        wanted = [TOPOLOGY_KEY, config_key, *([resource_key("Node", node)] if node else [])]
+        found = store.get_many(wanted)
+        record = found.get(TOPOLOGY_KEY)
         self.generation = record.revision if record is not None else 0
         super().__init__(StoreTopology(store))
         self.valid = True
         self.memo: dict = {}  # derived values (pool choices), valid as long as the snapshot
         self._fences: dict[str, list] = {}
+        config = found.get(config_key)
+        self.__dict__["config"] = (from_storage("IPAMConfiguration", config.value, config.revision) if config
+                                   else IPAMConfig(Metadata(name="default"))).spec  # the cached_property's value
+        if node and resource_key("Node", node) in found:
+            rec = found[resource_key("Node", node)]
+            self._nodes[node] = from_storage("Node", rec.value, rec.revision)
 
     def node(self, name: str) -> Node | None:
         node = self._nodes.get(name)
