@@ -356,8 +356,11 @@ class EtcdStore(Store):
             ch = self._channels.get(endpoint)
             if ch is None:
                 # Short reconnect backoff: a restarted member is used again within a second.
-                # Keepalive pings, also on an idle connection and on a stream that carries no
-                # data (a quiet watch), detect a peer that vanished without a RST.
+                # Keepalive pings, also on a stream that carries no data (a quiet watch), detect
+                # a peer that vanished without a RST. Not on an idle connection: etcd's server
+                # policy (PermitWithoutStream=false) counts those pings as abuse and closes the
+                # connection with GOAWAY too_many_pings after three; an idle channel's next
+                # request has its own deadline and failover anyway.
                 keepalive = self._opts.keepalive
                 options = [
                     ("grpc.initial_reconnect_backoff_ms", 100),
@@ -367,7 +370,7 @@ class EtcdStore(Store):
                     ("grpc.keepalive_time_ms", int(keepalive * 1000)),
                     ("grpc.keepalive_timeout_ms", int(min(keepalive, 10.0) * 1000)),
                     ("grpc.http2.ping_timeout_ms", int(min(keepalive, 10.0) * 1000)),
-                    ("grpc.keepalive_permit_without_calls", 1),
+                    ("grpc.keepalive_permit_without_calls", 0),
                     ("grpc.http2.max_pings_without_data", 0),
                 ]
                 if self._creds is not None:
