@@ -223,10 +223,10 @@ class SqliteStore(Store):
     def _apply(self, conn: sqlite3.Connection, ops: list[Op]) -> int:
         """Apply ``ops`` inside the open write transaction; raise on the first failed condition.
 
-        The Checks are read in one statement; each write carries its own condition
-        (``... WHERE key = ? AND revision = ?`` and its row count; a Create's INSERT hits the
-        primary key), so a commit costs one statement per write, one for all Checks and the
-        counter bump, with no separate read of the revisions. The counter is bumped before the
+        One statement reads the revision counter and every Check; each write carries its own
+        condition (``... WHERE key = ? AND revision = ?`` and its row count; a Create's INSERT
+        hits the primary key), so a commit costs that read, the counter bump and one statement
+        per write, with no separate read of the revisions. The counter is bumped before the
         writes because they need the new revision; a failed condition rolls everything back
         (``_transaction``), the bump included. The error names the first op, in order, whose
         condition fails, as the contract says: if a Check fails, every op is judged in order
