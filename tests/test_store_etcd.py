@@ -421,6 +421,18 @@ def test_listing_12_mib_works_in_key_order_under_the_default_receive_limit(small
 
 
 @needs_etcd
+def test_records_of_64_kib_overflow_the_first_guess_and_the_pages_shrink(small_receive_store):
+    store = small_receive_store
+    keys = [f"/fat/{i:03d}" for i in range(300)]  # 256 of them (the first page's guess) = 16 MiB
+    for at in range(0, 300, 20):
+        store.commit([Create(k, k.encode() * (65536 // len(k))) for k in keys[at:at + 20]])
+    records = store.list("/fat/")
+    assert [r.key for r in records] == keys
+    assert all(r.value == r.key.encode() * (65536 // len(r.key)) for r in records)
+    assert sorted(store.get_many(reversed(keys))) == keys  # 128 per transaction would be 8 MiB
+
+
+@needs_etcd
 def test_a_listing_is_one_snapshot_though_writes_land_before_its_last_page(small_receive_store):
     store = small_receive_store
     keys = _fill(store, "/snap/", 3000)
