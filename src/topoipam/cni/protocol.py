@@ -51,8 +51,10 @@ _NAME_REST = _NAME_FIRST | frozenset("_.-")
 
 
 def valid_name(text: str) -> bool:
-    """libcni's rule for container ids and network names: ``^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$``."""
+    """libcni's rule for container ids and network names: ``^[a-zA-Z0-9][a-zA-Z0-9_.-]*$``."""
     return bool(text) and text[0] in _NAME_FIRST and all(c in _NAME_REST for c in text)
+
+
 MAX_IFNAME = 15
 
 
