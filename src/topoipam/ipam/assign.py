@@ -21,7 +21,6 @@ needs a new block is only ever decided on a fresh listing.
 
 from __future__ import annotations
 
-from datetime import datetime
 
 from topoipam.core.block import Block, affinity_node, host_affinity
 from topoipam.core.pools import choose_pools, pool_containing, selects_node
@@ -422,6 +421,8 @@ class FamilyAssigner:
 def _age(claim_time: str | None, now: float) -> float:
     if not claim_time:
         return float("inf")
+    from datetime import datetime  # reclaim path only: keeps datetime off the plugin's start-up
+
     try:
         return now - datetime.fromisoformat(claim_time).timestamp()
     except ValueError:

@@ -11,21 +11,21 @@ address already assigned) propagate unchanged: they are answers, not races.
 
 from __future__ import annotations
 
-import random
 import time
 from topoipam.structs import dataclass, field
-from typing import Callable, Generic, Sequence, TypeVar
+from collections.abc import Callable, Sequence
 
 from topoipam.errors import AlreadyExistsError, ConflictError, RetriesExhaustedError
 from topoipam.store.base import Op, Store
 
 MAX_RETRIES = 100  # Calico's datastoreRetries
 
-T = TypeVar("T")
+# ``T`` in annotations names the attempt's result for the reader; annotations are never evaluated
+# here, which keeps ``typing`` off the plugin's start-up path.
 
 
 @dataclass
-class Plan(Generic[T]):
+class Plan:
     """What one attempt wants written (nothing: no commit) and what the call returns if it lands."""
 
     ops: Sequence[Op] = field(default_factory=list)
@@ -47,6 +47,8 @@ def run_cas(store: Store, attempt: Callable[[int], Plan[T]], what: str | Callabl
             if plan.on_conflict is not None:
                 plan.on_conflict()
             if n >= 2:  # heavy contention: spread the contenders out a little
+                import random  # only under contention: not on every plugin start
+
                 time.sleep(random.uniform(0, 0.0005 * min(n, 20)))
             continue
         if plan.on_commit is not None:

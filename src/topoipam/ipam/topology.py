@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 from topoipam.structs import dataclass, field
 from functools import cached_property
-from typing import Iterable, Protocol
+from collections.abc import Iterable
 
 from topoipam.model.storage import from_storage
 from topoipam.model.types import IPAMConfig, IPPool, IPReservation, Metadata, Node
@@ -30,7 +30,14 @@ from topoipam.resources.keys import TOPOLOGY_KEY, resource_key
 from topoipam.store.base import Check, Record, Store
 
 
-class Topology(Protocol):
+class Topology:
+    """What the service reads about pools, nodes, IPAM config and reservations.
+
+    Structural: any object with these four methods will do (StoreTopology, StaticTopology,
+    the agent's WarmTopology); nothing needs to inherit from it. Not a typing.Protocol, so
+    that ``typing`` stays off the plugin's start-up path.
+    """
+
     def pools(self) -> list[IPPool]: ...
     def node(self, name: str) -> Node | None: ...
     def ipam_config(self) -> IPAMConfig: ...
