@@ -8,10 +8,6 @@ socket and exits 0 (1 if in-flight requests outlived ``--grace``).
 
 from __future__ import annotations
 
-import logging
-import signal
-import threading
-
 from topoipam.errors import EXIT_FAILED, EXIT_OK
 
 
@@ -34,6 +30,10 @@ def register(subparsers) -> None:
 
 
 def run_agent(args, ctx) -> int:
+    import logging  # imported here, not at the top: every `topoipam` command registers this module
+    import signal
+    import threading
+
     from topoipam.agent.daemon import Agent
     from topoipam.agent.node import parse_labels
     from topoipam.store import open_store

@@ -22,14 +22,11 @@ against what topoipam computed; the demo exits 0 only if all of them hold.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import ipaddress
 import json
 import os
-import shutil
 import sys
-import tempfile
 
 from topoipam.errors import EXIT_FAILED
 
@@ -74,6 +71,8 @@ def register(subparsers) -> None:
 
 
 def container_id(pod: str) -> str:
+    import hashlib  # imported here: every `topoipam` command registers this module
+
     return hashlib.sha256(pod.encode()).hexdigest()[:12]
 
 
@@ -224,6 +223,9 @@ def _demo_environment(url: str):
 
 
 def run_demo(args, ctx) -> int:
+    import shutil
+    import tempfile
+
     workdir = tempfile.mkdtemp(prefix="topoipam-demo-")
     demo = Demo(ctx.out)
     try:
