@@ -131,33 +131,54 @@ def snapshot_db(src: str, dst: str) -> None:
         a.backup(b)
 
 
-def section_rates(tmp: str, quick: bool) -> None:
-    print("1-2. per second, SQLite WAL, in-process, one writer; wall clock / per CPU second (% of raw)")
+def _rates_round(tmp: str, sync: str, n_raw: int, n: int, rnd: int) -> tuple:
+    """One round: the raw loop, the default service, its datastore calls replayed alone, the warm service."""
+    raw = raw_rmw(os.path.join(tmp, f"raw-{sync}-{rnd}.db"), sync, n_raw)
+    path = f"{tmp}/rate-{sync}-{rnd}.db"
+    store = open_store(f"sqlite://{path}?synchronous={sync}")
+    svc = setup(store, "10.0.0.0/8", 10)
+    assign_rate(svc, n // 10, 10, "pre")  # the service's first calls read what it keeps
+    snapshot_db(path, f"{path}.copy")
+    recorder = Recorder(store)
+    svc.store = recorder
+    default = assign_rate(svc, n, 10, "default")
+    store.close()
+    floor = replay_rate(f"{path}.copy", sync, recorder.calls, n)
+    store = open_store(f"sqlite://{tmp}/rate-warm-{sync}-{rnd}.db?synchronous={sync}")
+    setup(store, "10.0.0.0/8", 10)
+    warm = assign_rate(IpamService(store, clock=lambda: CLOCK, topology=warm_topology(store, 10)), n, 10, "warm")
+    store.close()
+    return raw, default, warm, floor
+
+
+def section_rates(tmp: str, quick: bool, rounds: int = 3) -> None:
+    print(f"1-2. per second, SQLite WAL, in-process, one writer; wall clock / per CPU second (% of the raw loop "
+          f"of the same round); {rounds} rounds, then the medians (of rates and of the ratios)")
     print(f"  {'synchronous':12s} {'raw RMW of one row':>22s} {'assign (default: kept, fenced)':>34s} "
           f"{'assign (warm topology given)':>34s}")
+
+    def median(xs):
+        xs = sorted(xs)
+        return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
     for sync, n_raw, n in (("NORMAL", 20000, 3000), ("FULL", 2000, 400)):
         if quick:
             n_raw, n = n_raw // 4, n // 4
-        raw = raw_rmw(os.path.join(tmp, f"raw-{sync}.db"), sync, n_raw)
-        path = f"{tmp}/rate-{sync}.db"
-        store = open_store(f"sqlite://{path}?synchronous={sync}")
-        svc = setup(store, "10.0.0.0/8", 10)
-        assign_rate(svc, n // 10, 10, "pre")  # the service's first calls read what it keeps
-        snapshot_db(path, f"{path}.copy")
-        recorder = Recorder(store)
-        svc.store = recorder
-        default = assign_rate(svc, n, 10, "default")
-        store.close()
-        floor = replay_rate(f"{path}.copy", sync, recorder.calls, n)
-        store = open_store(f"sqlite://{tmp}/rate-warm-{sync}.db?synchronous={sync}")
-        setup(store, "10.0.0.0/8", 10)
-        warm = assign_rate(IpamService(store, clock=lambda: CLOCK, topology=warm_topology(store, 10)), n, 10, "warm")
-        store.close()
+        results = [_rates_round(tmp, sync, n_raw, n, rnd) for rnd in range(rounds)]
 
-        def fmt(r):
-            return f"{r[0]:7.0f} ({r[0] / raw[0]:5.1%}) / {r[1]:7.0f} ({r[1] / raw[1]:5.1%})"
-        print(f"  {sync:12s} {raw[0]:9.0f} / {raw[1]:9.0f}   {fmt(default)}   {fmt(warm)}")
-        print(f"  {'':12s} {'':21s}   datastore calls of the default run replayed alone: {fmt(floor)}")
+        def fmt(i):  # column i of every round: median rates, median of the same-round ratios
+            r = [median([res[i][k] for res in results]) for k in (0, 1)]
+            q = [median([res[i][k] / res[0][k] for res in results]) for k in (0, 1)]
+            return f"{r[0]:7.0f} ({q[0]:5.1%}) / {r[1]:7.0f} ({q[1]:5.1%})"
+        for raw, default, warm, floor in results:
+            print(f"  {sync + ' round':12s} {raw[0]:9.0f} / {raw[1]:9.0f}   "
+                  + "   ".join(f"{r[0]:7.0f} ({r[0] / raw[0]:5.1%}) / {r[1]:7.0f} ({r[1] / raw[1]:5.1%})"
+                             for r in (default, warm))
+                  + f"   replayed alone: {floor[0]:7.0f} ({floor[0] / raw[0]:5.1%}) / {floor[1]:7.0f} "
+                  f"({floor[1] / raw[1]:5.1%})")
+        raw = [median([res[0][k] for res in results]) for k in (0, 1)]
+        print(f"  {sync + ' median':12s} {raw[0]:9.0f} / {raw[1]:9.0f}   {fmt(1)}   {fmt(2)}")
+        print(f"  {'':12s} {'':21s}   datastore calls of the default run replayed alone: {fmt(3)}")
 
 
 def section_nodes(tmp: str, quick: bool) -> None:
@@ -301,12 +322,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
     parser.add_argument("--only", choices=["rates", "nodes", "retries", "claim", "etcd"], help="run one section")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of section 1-2 (medians printed)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for name, section in (("rates", section_rates), ("nodes", section_nodes), ("retries", section_retries),
                               ("claim", section_claim), ("etcd", section_etcd)):
             if args.only in (None, name):
-                section(tmp, args.quick)
+                section(tmp, args.quick, args.rounds) if name == "rates" else section(tmp, args.quick)
 
 
 if __name__ == "__main__":
