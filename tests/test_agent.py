@@ -330,30 +330,33 @@ def test_plugin_in_agent_mode_imports_no_datastore_code(tmp_path, agents):
         "topoipam.errors", "topoipam.cni", "topoipam.cni.main", "topoipam.cni.agent_client", "topoipam.cni.protocol"}
 
 
-def test_warm_topology_follows_the_watch_without_rereading(etcd_server):
-    """On etcd the agent's view of pools, its node and the config changes by watch events, not by re-reads."""
-    from topoipam.agent.warm import WarmTopology
+def test_topology_watch_reports_pools_config_and_own_node_changes(etcd_server):
+    """On etcd the agent hears of pool and own-Node changes by watch events (it then drops the IPAM
+    service's kept topology and checks the tunnel addresses again); other nodes are not its business."""
+    from topoipam.agent.watch import TopologyWatch
 
     etcd_server.wipe()
     store = open_store(etcd_server.url())
-    warm = WarmTopology(store, "node-w")
+    watch = TopologyWatch(store, "node-w")
     changes = []
-    warm.add_listener(lambda: changes.append(1))
+    watch.add_listener(lambda: changes.append(1))
     try:
-        warm.start()
-        wait_for(lambda: warm.warm, what="warm")
-        assert warm.pools() == [] and warm.node("node-w") is None
+        assert watch.relevant("/topoipam/v3/ippools/p") and watch.relevant("/topoipam/v3/nodes/node-w")
+        assert watch.relevant("/topoipam/v3/ipamconfigs/default") and watch.relevant("/topoipam/v3/ipreservations/r")
+        assert not watch.relevant("/topoipam/v3/nodes/node-x") and not watch.relevant("/topoipam/v3/nodes/node-w2")
+        watch.start()
+        wait_for(lambda: changes, what="the first notification (the watch started)")
         create(store, POOLS)
+        wait_for(lambda: len(changes) >= 3, what="two pool creations seen")
+        seen = len(changes)
         register_node(store, "node-w", {"rack": "1"})
-        register_node(store, "node-x", {"rack": "0"})  # another node: not kept, read from the store
-        wait_for(lambda: len(warm.pools()) == 2 and warm.node("node-w") is not None, what="watch events")
-        assert warm.node("node-w").labels == {"rack": "1"}
-        assert warm.node("node-x").labels == {"rack": "0"}
+        wait_for(lambda: len(changes) > seen, what="own node registration seen")
+        seen = len(changes)
         assert ResourceService(store).delete([("IPPool", "rack-1-ippool")]) == [("IPPool", "rack-1-ippool", None)]
-        wait_for(lambda: [p.name for p in warm.pools()] == ["rack-0-ippool"], what="pool deletion seen")
-        assert warm.reloads == 1 and len(changes) >= 3
+        wait_for(lambda: len(changes) > seen, what="pool deletion seen")
+        assert watch.starts == 1 and watch.connected.is_set()
     finally:
-        warm.stop()
+        watch.stop()
         store.close()
 
 

@@ -6,16 +6,19 @@
     agent.stop()           # SIGTERM: stop accepting, finish in-flight requests, remove the socket
 
 Requests are served by ``cni.handler.respond`` in-process against the agent's
-store and an ``IpamService`` whose topology is the warm one (``agent.warm``);
-ADD and DEL go through the optimistic block cache (``agent.cache``), whose
-every use ends in a compare-and-swap;
-the netconf's ``datastore`` is ignored (the agent has its own) and its
-``nodename`` defaults to the agent's node. Until the node is registered every
+store and its one ``IpamService``, which keeps the topology and the node's
+blocks and affinities between requests (``ipam/topology.py``, ``ipam/cache.py``)
+and fences every assignment commit on the topology generation and the node's
+key, so nothing it keeps can make a landed decision wrong. The topology watch
+(``agent.watch``) tells the service to drop its kept topology when a pool, the
+IPAM config, a reservation or the Node changes (saving the refused commit that
+would otherwise find out). The netconf's ``datastore`` is ignored (the agent
+has its own) and its ``nodename`` defaults to the agent's node. Until the node is registered every
 request is answered with CNI code 11, as are requests while the datastore is
 unreachable (the store fails fast, so no request hangs).
 
 A maintenance thread registers the node (retrying while the datastore is away)
-and keeps the tunnel addresses in line whenever the topology reports a change,
+and keeps the tunnel addresses in line whenever the watch reports a change,
 retrying with backoff after a failure.
 """
 
@@ -26,10 +29,9 @@ import threading
 from typing import Mapping
 
 from topoipam import errors as E
-from topoipam.agent.cache import BlockCacheStore
 from topoipam.agent.node import reconcile_tunnels, register_node
 from topoipam.agent.server import AgentServer
-from topoipam.agent.warm import WarmTopology
+from topoipam.agent.watch import TopologyWatch
 from topoipam.cni import protocol as P
 from topoipam.cni.agent_client import DEFAULT_SOCKET, request_version
 from topoipam.cni.handler import respond
@@ -47,10 +49,8 @@ class Agent:
         self.store = store
         self.node = node
         self.labels = dict(labels or {})
-        self.warm = WarmTopology(store, node, poll_interval=poll_interval)
-        self.service = IpamService(store, topology=self.warm)  # CHECK, GC, STATUS: read the datastore
-        self.cache = BlockCacheStore(store, node)
-        self.fast = IpamService(self.cache, topology=self.warm)  # ADD, DEL: every decision ends in a CAS
+        self.watch = TopologyWatch(store, node, poll_interval=poll_interval)
+        self.service = IpamService(store)  # every request and the tunnel addresses: one service, one cache
         self.server = AgentServer(socket_path, self.serve, max_in_flight=max_in_flight)
         self.registered = threading.Event()
         self.tunnels: dict[str, str] = {}
@@ -65,19 +65,18 @@ class Agent:
             err = P.CniError(E.CNI_TRY_AGAIN_LATER, f"the topoipam agent of node {self.node} is starting: "
                              "its node is not registered yet (is the datastore reachable?)")
             return 1, P.dumps(P.error_object(err, request_version(stdin)))
-        backend = (self.cache, self.fast) if env.get("CNI_COMMAND") in ("ADD", "DEL") else (self.store, self.service)
-        return respond(env, stdin, lambda _url: backend, default_nodename=self.node)
+        return respond(env, stdin, lambda _url: (self.store, self.service), default_nodename=self.node)
 
     # --- life cycle ------------------------------------------------------------------
     def start(self) -> "Agent":
-        self.warm.add_listener(self._changed.set)
-        self.warm.add_listener(self.cache.clear)  # after an outage or a topology change, start from fresh reads
+        self.watch.add_listener(self.service.forget_topology)  # before the reconciliation reads it again
+        self.watch.add_listener(self._changed.set)
         self.server.start()
         log.info("serving topoipam-cni on %s for node %s (datastore %s)", self.server.path, self.node,
                  self.store.url)
         self._thread = threading.Thread(target=self._maintain, name="topoipam-agent-maintain", daemon=True)
         self._thread.start()
-        self.warm.start()
+        self.watch.start()
         return self
 
     def stop(self, grace: float = 60.0) -> bool:
@@ -85,7 +84,7 @@ class Agent:
         self._stop.set()
         self._changed.set()
         clean = self.server.shutdown(grace)
-        self.warm.stop()
+        self.watch.stop()
         if self._thread is not None:
             self._thread.join(timeout=grace)
         return clean
@@ -99,7 +98,7 @@ class Agent:
                     self.registered.set()
                 self._changed.clear()
                 self.tunnels_done.clear()
-                self.tunnels = reconcile_tunnels(self.store, self.node)
+                self.tunnels = reconcile_tunnels(self.store, self.node, self.service)
                 self.tunnels_done.set()
             except E.TopoipamError as exc:
                 log.warning("node %s: %s; retrying in %gs", self.node, exc, RETRY_AFTER_FAILURE)

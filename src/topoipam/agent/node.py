@@ -20,8 +20,9 @@ Node does not carry, so it is not done):
 The address is assigned before the Node is updated; if the agent dies in
 between, the next run finds the handle holding an address the Node does not
 name, releases it and assigns again (as Calico does), so nothing leaks.
-Reconciliation reads the Node and pools fresh from the store, never from the
-warm cache, so it never acts on a Node older than its own last write.
+Reconciliation decides on the Node and pools read fresh from the store (the
+service's ``snapshot()``, not its kept topology), so it never acts on a Node
+older than its own last write; the assignments it makes are fenced as any.
 """
 
 from __future__ import annotations
@@ -133,9 +134,12 @@ def candidate_pools(pools: list[IPPool], node: Node, tunnel: Tunnel) -> list[IPP
     return out
 
 
-def reconcile_tunnels(store: Store, node_name: str) -> dict[str, str]:
-    """Bring the Node's tunnel addresses in line with the pools; returns {tunnel name: address or ""}."""
-    svc = IpamService(store)  # reads the topology fresh (see the module docstring)
+def reconcile_tunnels(store: Store, node_name: str, service: IpamService | None = None) -> dict[str, str]:
+    """Bring the Node's tunnel addresses in line with the pools; returns {tunnel name: address or ""}.
+
+    ``service``: the agent's own (on ``store``), so that its kept blocks stay in step with the
+    tunnel assignments; its ``snapshot()`` is read fresh (see the module docstring)."""
+    svc = service or IpamService(store)
     snap = svc.snapshot()
     node = snap.node(node_name)
     if node is None:

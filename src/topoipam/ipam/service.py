@@ -104,6 +104,12 @@ class IpamService:
             self.cache.clear_affinities()  # let the next assignment list them (and drop unselected ones)
         return snap
 
+    def forget_topology(self) -> None:
+        """Drop the kept topology: the next assignment reads it afresh (a watcher that saw a pool or
+        the node change saves the refused commit that would find out). Correctness does not rest
+        on it: every assignment commit is fenced either way. A call in flight keeps its snapshot."""
+        self._snap = None
+
     def claim_time(self) -> str:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
 

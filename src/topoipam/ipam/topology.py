@@ -1,8 +1,7 @@
 """The topology an IPAM decision reads: pools, node labels, IPAM config, reservations.
 
 ``StoreTopology`` (the default) reads them from the datastore through
-``resources.repo``. ``StaticTopology`` holds values given to it; a per-node
-agent keeps one warm (replacing it when its watch reports a change). Blocks,
+``resources.repo``. ``StaticTopology`` holds values given to it (tests, benchmarks). Blocks,
 affinities and handles are always written by compare-and-swap, so a stale
 topology given by the caller can only make a decision that an up-to-date one
 could also have made a moment earlier.
@@ -33,8 +32,8 @@ from topoipam.store.base import Check, Record, Store
 class Topology:
     """What the service reads about pools, nodes, IPAM config and reservations.
 
-    Structural: any object with these four methods will do (StoreTopology, StaticTopology,
-    the agent's WarmTopology); nothing needs to inherit from it. Not a typing.Protocol, so
+    Structural: any object with these four methods will do (StoreTopology, StaticTopology);
+    nothing needs to inherit from it. Not a typing.Protocol, so
     that ``typing`` stays off the plugin's start-up path.
     """
 
