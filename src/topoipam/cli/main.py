@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "topoipam.cli.init",  # init
     "topoipam.cli.agent",  # agent
     "topoipam.cli.ipam",  # ipam show/check/release/configure/split/assign
+    "topoipam.cli.insights",  # ipam coverage/explain/headroom/drift (after cli.ipam)
     "topoipam.cli.workloads",  # get workloadendpoints (wraps get's run; after cli.resources)
     "topoipam.cli.demo",  # demo
 )

@@ -1,0 +1,174 @@
+"""Pure decisions behind ``ipam coverage|explain|headroom|drift``: pool reasons that never raise,
+room for a node, unclaimed space of a pool, selector overlaps, and the naive exhaustion forecast.
+
+Pool choice itself stays in ``core.pools``: ``pool_reasons`` runs ``choose_pools`` unchanged
+(with a sentinel pool so that "nothing matches" comes back as data instead of an error).
+No I/O and no clock: callers pass ``now``.
+"""
+
+from __future__ import annotations
+
+import calendar
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+from topoipam.core import blockgen
+from topoipam.core.pools import PoolChoice, Rejection, choose_pools, selects_node
+from topoipam.model.types import ASSIGN_AUTOMATIC, IPPool, IPPoolSpec, Metadata
+from topoipam.structs import dataclass, field
+
+# Sorts after every valid pool name, so it never changes the order of the real ones.
+_SENTINEL = "\U0010ffff-topoipam-insights-sentinel"
+
+
+def pool_reasons(pools: Sequence[IPPool], version: int, node: str, labels: Mapping[str, str], *,
+                 namespace_labels: Mapping[str, str] | None = None, use: str = "Workload") -> PoolChoice:
+    """``choose_pools``'s answer as data: the pools auto-assign would try (in its order, possibly
+    none) and every other pool of the family with its reason."""
+    cidr = "0.0.0.0/0" if version == 4 else "::/0"
+    sentinel = IPPool(Metadata(name=_SENTINEL), IPPoolSpec(cidr=cidr, block_size=26 if version == 4 else 122,
+                                                           node_selector="all()", allowed_uses=[use]))
+    choice = choose_pools([*pools, sentinel], version, node, labels, namespace_labels=namespace_labels, use=use)
+    return PoolChoice([p for p in choice.chosen if p is not sentinel],
+                      [r for r in choice.rejected if r.pool is not sentinel])
+
+
+def node_selected(pool: IPPool, labels: Mapping[str, str]) -> bool:
+    """Enabled, Automatic and its node selector matches (namespace selectors aside)."""
+    return not pool.spec.disabled and pool.spec.assignment_mode == ASSIGN_AUTOMATIC and selects_node(pool, labels)
+
+
+def namespace_limited(choice: PoolChoice, labels: Mapping[str, str]) -> list[Rejection]:
+    """Rejections of pools that select the node but only some namespaces."""
+    return [r for r in choice.rejected if r.pool.spec.namespace_selector and node_selected(r.pool, labels)
+            and r.reason.startswith("namespace selector")]
+
+
+@dataclass(frozen=True)
+class Unclaimed:
+    blocks: int  # blocks of the pool with no block record
+    addresses: int  # assignable addresses in them (reserved ones excluded)
+
+
+def unclaimed(pool_net, block_size: int, claimed: Iterable, reserved: Sequence) -> Unclaimed:
+    """The pool's blocks not claimed yet and their addresses less reservations. Counted by
+    arithmetic (an IPv6 pool may have 2**58 blocks): reservations are merged, clipped to the pool,
+    and what of them lies in claimed blocks is not subtracted twice."""
+    claimed = [b for b in claimed if b.prefixlen == block_size]
+    total_blocks = blockgen.num_blocks(pool_net, block_size)
+    per_block = 1 << (pool_net.max_prefixlen - block_size)
+    free = (total_blocks - len(claimed)) * per_block
+    same = [r for r in reserved if r.version == pool_net.version and r.overlaps(pool_net)]
+    for r in ipaddress.collapse_addresses(same):
+        lo = max(int(r.network_address), int(pool_net.network_address))
+        hi = min(int(r.broadcast_address), int(pool_net.broadcast_address))
+        covered = hi - lo + 1
+        for b in claimed:
+            blo, bhi = max(lo, int(b.network_address)), min(hi, int(b.broadcast_address))
+            if blo <= bhi:
+                covered -= bhi - blo + 1
+        free -= covered
+    return Unclaimed(total_blocks - len(claimed), max(free, 0))
+
+
+@dataclass
+class Room:
+    """What one node can still get from one pool, per the allocator's order of attempts."""
+    pool: str
+    affine_free: int = 0  # free in the node's affine blocks
+    unclaimed_free: int = 0  # in unclaimed blocks (0 when claims are not allowed)
+    borrowable: int = 0  # free in other nodes' blocks (0 with strict affinity)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.affine_free + self.unclaimed_free + self.borrowable
+
+    def describe(self) -> str:
+        parts = [f"{self.affine_free} free in the node's affine blocks"]
+        if self.unclaimed_free:
+            parts.append(f"{self.unclaimed_free} in unclaimed blocks")
+        if self.borrowable:
+            parts.append(f"{self.borrowable} only by borrowing from other nodes' blocks")
+        return ", ".join(parts + self.notes)
+
+
+@dataclass(frozen=True)
+class ClaimRules:
+    """Whether the allocator may claim new blocks and borrow, as ``FamilyAssigner._run`` decides."""
+    owned: int  # the node's affine blocks in the chosen pools
+    limit: int  # blocks per host
+    auto_allocate: bool
+    strict: bool
+
+    @property
+    def limit_hit(self) -> bool:
+        return self.owned >= self.limit
+
+    @property
+    def may_claim(self) -> bool:
+        return not self.limit_hit and self.auto_allocate
+
+    @property
+    def may_borrow(self) -> bool:
+        return not self.strict and not self.limit_hit
+
+    def notes(self) -> list[str]:
+        out = []
+        if self.limit_hit:
+            out.append(f"limit of {self.limit} blocks reached for this node")
+        elif not self.auto_allocate:
+            out.append("automatic block allocation is off")
+        return out
+
+
+def room(pool: str, affine_free: int, unclaimed_free: int, borrowable: int, rules: ClaimRules) -> Room:
+    return Room(pool, affine_free, unclaimed_free if rules.may_claim else 0,
+                borrowable if rules.may_borrow else 0, rules.notes())
+
+
+def overlaps(selected: Mapping[str, Sequence[str]]) -> list[tuple[str, str, list[str]]]:
+    """Pairs of pools (name order) that both select some node: (first, second, nodes both select).
+    ``selected``: pool name -> nodes it selects."""
+    names = sorted(selected)
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = sorted(set(selected[a]) & set(selected[b]))
+            if both:
+                out.append((a, b, both))
+    return out
+
+
+def parse_go_timestamp(text: str) -> float | None:
+    """Seconds since the epoch of Calico's ``2024-01-02 03:04:05.123456789 +0000 UTC`` (or RFC 3339);
+    None when the text is neither."""
+    m = re.match(r"^(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?: \+0000 UTC|Z)?$", text or "")
+    if m is None:
+        return None
+    y, mo, d, h, mi, s = (int(x) for x in m.groups()[:6])
+    frac = float("0." + m.group(7)) if m.group(7) else 0.0
+    try:
+        return calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0)) + frac
+    except (ValueError, OverflowError):
+        return None
+
+
+@dataclass(frozen=True)
+class Forecast:
+    rate_per_day: float  # allocations per day over the observed window
+    days_left: float | None  # None: nothing left to exhaust, or no growth
+
+
+def forecast(times: Sequence[float], free: int, now: float) -> Forecast | None:
+    """Naive linear forecast: the addresses still held were allocated at ``times``; at the same rate
+    (held ones since the first of them until ``now``), ``free`` lasts ``days_left``. None without
+    history (fewer than two times, or no time span)."""
+    if len(times) < 2:
+        return None
+    span = now - min(times)
+    if span <= 0:
+        return None
+    rate = len(times) / span * 86400.0
+    return Forecast(rate, free / rate if rate > 0 else None)

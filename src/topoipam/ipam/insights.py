@@ -1,0 +1,399 @@
+"""Read-only analyses of pools against the topology: coverage, explain, headroom, drift.
+
+What no peer answers before a pod is stuck in ContainerCreating (DESIGN.md, last
+section, items 1-4). Everything here reads (whole key ranges: pools, nodes,
+blocks) and writes nothing; it is for operators and CI gates, never on the
+assignment path. Pool choice is ``core.pools.choose_pools`` itself (through
+``core.insights.pool_reasons``); the next block of ``explain`` comes from the
+allocator's own reads (``blocks.find_unclaimed_block``, ``scan_pool_blocks``) and
+its rules (``assign.block_limit``), so the answers are the allocator's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from topoipam.core import insights as core
+from topoipam.core.block import affinity_node, reserved_ordinals
+from topoipam.core.pools import pool_containing
+from topoipam.ipam.assign import block_limit
+from topoipam.ipam.blocks import find_unclaimed_block, reserved_in, scan_pool_blocks
+from topoipam.ipam.check import allocations, iter_blocks
+from topoipam.ipam.topology import Snapshot, StoreTopology
+from topoipam.model.types import ASSIGN_AUTOMATIC, USE_WORKLOAD
+from topoipam.resources import repo
+from topoipam.structs import dataclass, field
+
+NO_DOMAIN = "<none>"  # the domain of nodes without the label
+
+
+class World:
+    """Pools, nodes, IPAM config, reservations and every block, read once."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        snap = Snapshot(StoreTopology(store))
+        self.pools = snap.pools  # name order
+        self.config = snap.config
+        self.reserved = snap.reserved
+        self.nodes = sorted(repo.list_nodes(store), key=lambda n: n.name)
+        self.blocks = [s.block for s in iter_blocks(store)]
+        self.pool_blocks: dict[str, list] = {p.name: [] for p in self.pools}
+        for b in self.blocks:
+            pool = pool_containing(self.pools, b.cidr)
+            if pool is not None:
+                self.pool_blocks[pool.name].append(b)
+        self._unclaimed: dict[str, core.Unclaimed] = {}
+
+    def families(self, requested: int | None) -> list[int]:
+        if requested:
+            return [requested]
+        return sorted({p.version for p in self.pools})
+
+    def free(self, block) -> int:
+        return block.free_count(reserved_in(block, self.reserved))
+
+    def unclaimed(self, pool) -> core.Unclaimed:
+        if pool.name not in self._unclaimed:
+            self._unclaimed[pool.name] = core.unclaimed(pool.network, pool.spec.block_size,
+                                                        [b.cidr for b in self.pool_blocks[pool.name]], self.reserved)
+        return self._unclaimed[pool.name]
+
+    def choice(self, node: str, labels: Mapping[str, str], version: int,
+               namespace_labels: Mapping[str, str] | None = None) -> core.PoolChoice:
+        return core.pool_reasons(self.pools, version, node, labels, namespace_labels=namespace_labels,
+                                 use=USE_WORKLOAD)
+
+    def rules(self, node: str, chosen) -> core.ClaimRules:
+        owned = sum(1 for p in chosen for b in self.pool_blocks[p.name] if affinity_node(b.affinity) == node)
+        return core.ClaimRules(owned, block_limit(0, self.config.max_blocks_per_host),
+                               self.config.auto_allocate_blocks, self.config.strict_affinity)
+
+    def rooms(self, node: str, chosen) -> list[core.Room]:
+        """What ``node`` can still get from each chosen pool, in the chosen order."""
+        rules = self.rules(node, chosen)
+        out = []
+        for p in chosen:
+            mine = sum(self.free(b) for b in self.pool_blocks[p.name] if affinity_node(b.affinity) == node)
+            others = sum(self.free(b) for b in self.pool_blocks[p.name] if affinity_node(b.affinity) != node)
+            out.append(core.room(p.name, mine, self.unclaimed(p).addresses, others, rules))
+        return out
+
+
+# ------------------------------------------------------------------ coverage
+
+
+@dataclass
+class NodeCoverage:
+    node: str
+    version: int
+    covered: bool
+    pools: list[str]  # chosen pools with room, in the order auto-assign tries them
+    reason: str
+    namespace_only: list[str] = field(default_factory=list)  # select the node for some namespaces only
+    free: int = 0  # addresses the node can still get from the pools with room
+
+
+@dataclass
+class Overlap:
+    first: str  # name order: new blocks come from this one first
+    second: str
+    nodes: list[str]
+
+
+@dataclass
+class CoverageReport:
+    families: list[int]
+    nodes: list[NodeCoverage]
+    unused_pools: list[str]
+    overlaps: list[Overlap]
+
+    @property
+    def uncovered(self) -> list[NodeCoverage]:
+        return [n for n in self.nodes if not n.covered]
+
+    @property
+    def ok(self) -> bool:
+        return not self.uncovered
+
+
+def coverage(store, family: int | None = None) -> CoverageReport:
+    world = World(store)
+    families = world.families(family)
+    report = CoverageReport(families, [], [], [])
+    for version in families:
+        for node in world.nodes:
+            report.nodes.append(_node_coverage(world, node, version))
+        selected = {p.name: [n.name for n in world.nodes if core.node_selected(p, n.labels)]
+                    for p in world.pools if p.version == version and not p.spec.disabled
+                    and p.spec.assignment_mode == ASSIGN_AUTOMATIC}
+        report.unused_pools += [name for name, nodes in selected.items() if not nodes]
+        report.overlaps += [Overlap(a, b, nodes) for a, b, nodes in core.overlaps(selected)]
+    return report
+
+
+def _node_coverage(world: World, node, version: int) -> NodeCoverage:
+    choice = world.choice(node.name, node.labels, version)
+    limited = [r.pool.name for r in core.namespace_limited(choice, node.labels)]
+    if not choice.chosen:
+        if not choice.rejected:
+            reason = f"there is no IPv{version} pool"
+        else:
+            reason = f"no pool selects it: {choice.reasons()}"
+        return NodeCoverage(node.name, version, False, [], reason, limited)
+    rooms = world.rooms(node.name, choice.chosen)
+    with_room = [r for r in rooms if r.total > 0]
+    if not with_room:
+        full = "; ".join(f"{r.pool} is full ({r.describe()})" for r in rooms)
+        return NodeCoverage(node.name, version, False, [], f"no room: {full}", limited)
+    reason = "; ".join(f"{r.pool}: {r.describe()}" for r in with_room)
+    return NodeCoverage(node.name, version, True, [r.pool for r in with_room], reason, limited,
+                        sum(r.total for r in with_room))
+
+
+# ------------------------------------------------------------------ explain
+
+
+@dataclass
+class NextBlock:
+    kind: str  # "affine", "claim", "borrow" or "none"
+    detail: str
+    block: str | None = None
+    pool: str | None = None
+    free: int | None = None
+
+
+@dataclass
+class Explanation:
+    node: str
+    labels: dict
+    registered: bool
+    version: int
+    namespace: str | None
+    tried: list[core.Room]  # chosen pools in the order auto-assign tries them
+    rejected: list[tuple[str, str, str]]  # (pool, cidr, reason)
+    namespace_only: list[str]
+    next_block: NextBlock
+
+
+HYPOTHETICAL = "new-node"  # the name a --labels-only question is answered for
+
+
+def explain(store, node: str | None = None, labels: Mapping[str, str] | None = None,
+            namespace: str | None = None, namespace_labels: Mapping[str, str] | None = None,
+            family: int | None = None) -> list[Explanation]:
+    """For a node (its labels, or ``labels`` instead) per family: the pools in auto-assign's order,
+    the reason for every other pool, and where the next address would come from."""
+    from topoipam.errors import NotFoundError
+
+    world = World(store)
+    found = next((n for n in world.nodes if n.name == node), None) if node else None
+    if node and found is None and labels is None:
+        raise NotFoundError(f"node {node} is not registered; give --labels to ask about a node not created yet")
+    name = node or HYPOTHETICAL
+    node_labels = dict(labels) if labels is not None else dict(found.labels)
+    out = []
+    for version in world.families(family):
+        choice = world.choice(name, node_labels, version, namespace_labels)
+        rooms = world.rooms(name, choice.chosen) if choice.chosen else []
+        rejected = [(r.pool.name, r.pool.spec.cidr, r.reason) for r in choice.rejected]
+        rejected += [(r.pool, next(p.spec.cidr for p in choice.chosen if p.name == r.pool),
+                      f"full: {r.describe()}") for r in rooms if r.total == 0]
+        out.append(Explanation(name, node_labels, found is not None, version, namespace, rooms, rejected,
+                               [r.pool.name for r in core.namespace_limited(choice, node_labels)],
+                               _next_block(world, name, choice.chosen, version)))
+    return out
+
+
+def _next_block(world: World, node: str, chosen, version: int) -> NextBlock:
+    """The allocator's order (ipam/assign.py): the node's affine blocks of the chosen pools in address
+    order, then the first unclaimed block in the node's order of the first pool that has one, then
+    (strict affinity off) borrowing in the node's order."""
+    if not chosen:
+        return NextBlock("none", f"no IPv{version} pool is used for this node: an assignment fails with "
+                                 f"'no configured Calico pools for node {node}'")
+    affine = sorted((b for b in world.blocks if affinity_node(b.affinity) == node and b.cidr.version == version
+                     and pool_containing(chosen, b.cidr) is not None),
+                    key=lambda b: int(b.cidr.network_address))
+    for b in affine:
+        free = world.free(b)
+        if free:
+            pool = pool_containing(chosen, b.cidr)
+            return NextBlock("affine", f"block {b.cidr} of {pool.name}, affine to {node}, with {free} free",
+                             str(b.cidr), pool.name, free)
+    rules = world.rules(node, chosen)
+    if rules.may_claim:
+        for pool in chosen:
+            found = find_unclaimed_block(world.store, pool, node, world.reserved)
+            if found:
+                net = found[0]
+                return NextBlock("claim", f"new block {net} of {pool.name} (the first unclaimed block in "
+                                          f"{node}'s order), claimed for {node}", str(net), pool.name,
+                                 net.num_addresses - len(reserved_ordinals(net, world.reserved)))
+    if rules.may_borrow:
+        for pool in chosen:
+            for stored in scan_pool_blocks(world.store, pool, node):
+                free = world.free(stored.block)
+                if free:
+                    owner = affinity_node(stored.block.affinity) or "no node"
+                    return NextBlock("borrow", f"borrowed from block {stored.block.cidr} of {pool.name} "
+                                               f"(affine to {owner}), {free} free", str(stored.block.cidr),
+                                     pool.name, free)
+    why = "; ".join(rules.notes()) or ("strict affinity is on, so nothing is borrowed" if rules.strict
+                                      else "every block of the pools is full")
+    return NextBlock("none", f"no block: no free address in {node}'s affine blocks, no unclaimed block "
+                             f"usable ({why}); an assignment fails")
+
+
+# ------------------------------------------------------------------ headroom
+
+
+@dataclass
+class DomainHeadroom:
+    domain: str
+    version: int
+    nodes: list[str]
+    pools: list[str]
+    total: int
+    in_use: int
+    free: int  # assignable now: free in claimed blocks + in unclaimed blocks (reservations excluded)
+    blocks_claimed: int
+    blocks_unclaimed: int
+    fit: int  # more single-address workloads the domain's nodes can get
+    rate_per_day: float | None = None
+    days_left: float | None = None
+
+
+@dataclass
+class NodeHeadroom:
+    node: str
+    domain: str
+    version: int
+    blocks: int  # affine blocks
+    in_use: int  # in those blocks
+    free: int
+
+
+@dataclass
+class PoolHeadroom:
+    pool: str
+    version: int
+    cidr: str
+    domains: list[str]
+    total: int
+    in_use: int
+    free: int
+    blocks_claimed: int
+    blocks_unclaimed: int
+
+
+@dataclass
+class HeadroomReport:
+    label: str
+    domains: list[DomainHeadroom]
+    nodes: list[NodeHeadroom]
+    pools: list[PoolHeadroom]
+
+
+def headroom(store, label: str, now: float, family: int | None = None) -> HeadroomReport:
+    world = World(store)
+    report = HeadroomReport(label, [], [], [])
+    domains: dict[str, list] = {}
+    for n in world.nodes:
+        domains.setdefault(n.labels.get(label, NO_DOMAIN), []).append(n)
+    times = _allocation_times(store)
+    for version in world.families(family):
+        pool_domains: dict[str, set] = {}
+        for value in sorted(domains):
+            nodes = domains[value]
+            pools = _domain_pools(world, nodes, version)
+            for p in pools:
+                pool_domains.setdefault(p.name, set()).add(value)
+            report.domains.append(_domain(world, value, version, nodes, pools, times, now))
+            for n in nodes:
+                mine = [b for b in world.blocks if affinity_node(b.affinity) == n.name and b.cidr.version == version]
+                report.nodes.append(NodeHeadroom(n.name, value, version, len(mine), sum(b.in_use for b in mine),
+                                                 sum(world.free(b) for b in mine)))
+        for p in world.pools:
+            if p.version == version:
+                blocks, un = world.pool_blocks[p.name], world.unclaimed(p)
+                report.pools.append(PoolHeadroom(p.name, version, p.spec.cidr, sorted(pool_domains.get(p.name, ())),
+                                                 p.network.num_addresses, sum(b.in_use for b in blocks),
+                                                 sum(world.free(b) for b in blocks) + un.addresses, len(blocks),
+                                                 un.blocks))
+    return report
+
+
+def _domain_pools(world: World, nodes, version: int) -> list:
+    names = set()
+    for n in nodes:
+        names.update(p.name for p in world.choice(n.name, n.labels, version).chosen)
+    return [p for p in world.pools if p.name in names]
+
+
+def _domain(world: World, value: str, version: int, nodes, pools, times, now: float) -> DomainHeadroom:
+    names = {n.name for n in nodes}
+    blocks = [b for p in pools for b in world.pool_blocks[p.name]]
+    unclaimed = [world.unclaimed(p) for p in pools]
+    free = sum(world.free(b) for b in blocks) + sum(u.addresses for u in unclaimed)
+    cfg = world.config
+    fit = sum(world.free(b) for b in blocks if affinity_node(b.affinity) in names or not cfg.strict_affinity)
+    fit += sum(u.addresses for u in unclaimed) if cfg.auto_allocate_blocks else 0
+    d = DomainHeadroom(value, version, sorted(names), [p.name for p in pools], sum(p.network.num_addresses for p in pools),
+                       sum(b.in_use for b in blocks), free, len(blocks), sum(u.blocks for u in unclaimed), fit)
+    held = [t for p in pools for t in times.get(p.name, ())] if pools else []
+    fc = core.forecast(held, fit, now)
+    if fc is not None:
+        d.rate_per_day, d.days_left = fc.rate_per_day, fc.days_left
+    return d
+
+
+def _allocation_times(store) -> dict[str, list[float]]:
+    """Pool name -> allocation times of the addresses it holds (the ``timestamp`` attribute the CNI
+    plugin records, as Calico does)."""
+    pools = Snapshot(StoreTopology(store)).pools
+    out: dict[str, list[float]] = {}
+    for a in allocations(store):
+        t = core.parse_go_timestamp(a.attrs.get("timestamp", ""))
+        pool = pool_containing(pools, a.ip.ip) if t is not None else None
+        if pool is not None:
+            out.setdefault(pool.name, []).append(t)
+    return out
+
+
+# ------------------------------------------------------------------ drift
+
+
+@dataclass
+class Drift:
+    namespace: str
+    workload: str
+    handle: str
+    node: str
+    ip: str
+    pool: str | None  # the pool the address lies in now (None: outside every pool)
+    now_pools: list[str]  # the pools that select the node now
+
+
+def drift(store) -> list[Drift]:
+    """Workload addresses (handle, node attribute, no ``type``: not tunnel addresses) outside every
+    pool that now selects their node. Addresses of Manual pools (requested by name) and of nodes
+    no longer registered (``ipam check``'s node-missing) are left out."""
+    world = World(store)
+    nodes = {n.name: n for n in world.nodes}
+    out = []
+    for a in allocations(store):
+        name = a.attrs.get("node")
+        if a.handle is None or not name or a.attrs.get("type") or name not in nodes:
+            continue
+        ip = a.ip.ip
+        pool = pool_containing(world.pools, ip)
+        if pool is not None and pool.spec.assignment_mode != ASSIGN_AUTOMATIC:
+            continue
+        now = [p for p in world.pools if p.version == ip.version and core.node_selected(p, nodes[name].labels)]
+        if any(ip in p.network for p in now):
+            continue
+        out.append(Drift(a.attrs.get("namespace", ""), a.attrs.get("pod") or a.handle, a.handle, name, str(ip),
+                         pool.name if pool else None, [p.name for p in now]))
+    out.sort(key=lambda d: (d.namespace, d.workload, d.ip))
+    return out
