@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from topoipam.core import insights as core
 from topoipam.core.block import affinity_node, reserved_ordinals
 from topoipam.core.pools import pool_containing
+from topoipam.errors import NotFoundError
 from topoipam.ipam.assign import block_limit
 from topoipam.ipam.blocks import find_unclaimed_block, reserved_in, scan_pool_blocks
-from topoipam.ipam.check import allocations, iter_blocks
+from topoipam.ipam.check import iter_blocks
 from topoipam.ipam.topology import Snapshot, StoreTopology
 from topoipam.model.types import ASSIGN_AUTOMATIC, USE_WORKLOAD
 from topoipam.resources import repo
@@ -38,12 +39,33 @@ class World:
         self.reserved = snap.reserved
         self.nodes = sorted(repo.list_nodes(store), key=lambda n: n.name)
         self.blocks = [s.block for s in iter_blocks(store)]
+        # Indexes so that a question per node costs no scan of every block (10,000 nodes x blocks).
         self.pool_blocks: dict[str, list] = {p.name: [] for p in self.pools}
+        self.node_blocks: dict[str, list] = {}  # node -> its affine blocks (any pool, both families)
+        self.pool_free: dict[str, int] = {p.name: 0 for p in self.pools}  # free in claimed blocks
+        self.affine: dict[tuple[str, str], list[int]] = {}  # (pool, node) -> [affine blocks, their free]
+        self._free: dict[object, int] = {}
         for b in self.blocks:
+            node = affinity_node(b.affinity)
+            if node is not None:
+                self.node_blocks.setdefault(node, []).append(b)
             pool = pool_containing(self.pools, b.cidr)
-            if pool is not None:
-                self.pool_blocks[pool.name].append(b)
+            if pool is None:
+                continue
+            self.pool_blocks[pool.name].append(b)
+            free = self.free(b)
+            self.pool_free[pool.name] += free
+            if node is not None:
+                entry = self.affine.setdefault((pool.name, node), [0, 0])
+                entry[0] += 1
+                entry[1] += free
         self._unclaimed: dict[str, core.Unclaimed] = {}
+
+    def held(self):
+        """(block, ordinal) of every allocated address."""
+        for b in self.blocks:
+            for o in b.allocated_ordinals():
+                yield b, o
 
     def families(self, requested: int | None) -> list[int]:
         if requested:
@@ -51,7 +73,11 @@ class World:
         return sorted({p.version for p in self.pools})
 
     def free(self, block) -> int:
-        return block.free_count(reserved_in(block, self.reserved))
+        """Free addresses auto-assign may hand out from ``block`` (reservations excluded)."""
+        free = self._free.get(block.cidr)
+        if free is None:
+            free = self._free[block.cidr] = block.free_count(reserved_in(block, self.reserved))
+        return free
 
     def unclaimed(self, pool) -> core.Unclaimed:
         if pool.name not in self._unclaimed:
@@ -65,7 +91,7 @@ class World:
                                  use=USE_WORKLOAD)
 
     def rules(self, node: str, chosen) -> core.ClaimRules:
-        owned = sum(1 for p in chosen for b in self.pool_blocks[p.name] if affinity_node(b.affinity) == node)
+        owned = sum(self.affine.get((p.name, node), (0, 0))[0] for p in chosen)
         return core.ClaimRules(owned, block_limit(0, self.config.max_blocks_per_host),
                                self.config.auto_allocate_blocks, self.config.strict_affinity)
 
@@ -74,9 +100,8 @@ class World:
         rules = self.rules(node, chosen)
         out = []
         for p in chosen:
-            mine = sum(self.free(b) for b in self.pool_blocks[p.name] if affinity_node(b.affinity) == node)
-            others = sum(self.free(b) for b in self.pool_blocks[p.name] if affinity_node(b.affinity) != node)
-            out.append(core.room(p.name, mine, self.unclaimed(p).addresses, others, rules))
+            mine = self.affine.get((p.name, node), (0, 0))[1]
+            out.append(core.room(p.name, mine, self.unclaimed(p).addresses, self.pool_free[p.name] - mine, rules))
         return out
 
 
@@ -184,8 +209,6 @@ def explain(store, node: str | None = None, labels: Mapping[str, str] | None = N
             family: int | None = None) -> list[Explanation]:
     """For a node (its labels, or ``labels`` instead) per family: the pools in auto-assign's order,
     the reason for every other pool, and where the next address would come from."""
-    from topoipam.errors import NotFoundError
-
     world = World(store)
     found = next((n for n in world.nodes if n.name == node), None) if node else None
     if node and found is None and labels is None:
@@ -212,7 +235,7 @@ def _next_block(world: World, node: str, chosen, version: int) -> NextBlock:
     if not chosen:
         return NextBlock("none", f"no IPv{version} pool is used for this node: an assignment fails with "
                                  f"'no configured Calico pools for node {node}'")
-    affine = sorted((b for b in world.blocks if affinity_node(b.affinity) == node and b.cidr.version == version
+    affine = sorted((b for b in world.node_blocks.get(node, ()) if b.cidr.version == version
                      and pool_containing(chosen, b.cidr) is not None),
                     key=lambda b: int(b.cidr.network_address))
     for b in affine:
@@ -301,7 +324,7 @@ def headroom(store, label: str, now: float, family: int | None = None) -> Headro
     domains: dict[str, list] = {}
     for n in world.nodes:
         domains.setdefault(n.labels.get(label, NO_DOMAIN), []).append(n)
-    times = _allocation_times(store)
+    times = _allocation_times(world)
     for version in world.families(family):
         pool_domains: dict[str, set] = {}
         for value in sorted(domains):
@@ -311,7 +334,7 @@ def headroom(store, label: str, now: float, family: int | None = None) -> Headro
                 pool_domains.setdefault(p.name, set()).add(value)
             report.domains.append(_domain(world, value, version, nodes, pools, times, now))
             for n in nodes:
-                mine = [b for b in world.blocks if affinity_node(b.affinity) == n.name and b.cidr.version == version]
+                mine = [b for b in world.node_blocks.get(n.name, ()) if b.cidr.version == version]
                 report.nodes.append(NodeHeadroom(n.name, value, version, len(mine), sum(b.in_use for b in mine),
                                                  sum(world.free(b) for b in mine)))
         for p in world.pools:
@@ -348,14 +371,13 @@ def _domain(world: World, value: str, version: int, nodes, pools, times, now: fl
     return d
 
 
-def _allocation_times(store) -> dict[str, list[float]]:
+def _allocation_times(world: World) -> dict[str, list[float]]:
     """Pool name -> allocation times of the addresses it holds (the ``timestamp`` attribute the CNI
     plugin records, as Calico does)."""
-    pools = Snapshot(StoreTopology(store)).pools
     out: dict[str, list[float]] = {}
-    for a in allocations(store):
-        t = core.parse_go_timestamp(a.attrs.get("timestamp", ""))
-        pool = pool_containing(pools, a.ip.ip) if t is not None else None
+    for b, o in world.held():
+        t = core.parse_go_timestamp(b.attrs_of(o).get("timestamp", ""))
+        pool = pool_containing(world.pools, b.cidr) if t is not None else None
         if pool is not None:
             out.setdefault(pool.name, []).append(t)
     return out
@@ -382,18 +404,19 @@ def drift(store) -> list[Drift]:
     world = World(store)
     nodes = {n.name: n for n in world.nodes}
     out = []
-    for a in allocations(store):
-        name = a.attrs.get("node")
-        if a.handle is None or not name or a.attrs.get("type") or name not in nodes:
+    for b, o in world.held():
+        attrs, handle = b.attrs_of(o), b.handle_of(o)
+        name = attrs.get("node")
+        if handle is None or not name or attrs.get("type") or name not in nodes:
             continue
-        ip = a.ip.ip
+        ip = b.address(o)
         pool = pool_containing(world.pools, ip)
         if pool is not None and pool.spec.assignment_mode != ASSIGN_AUTOMATIC:
             continue
         now = [p for p in world.pools if p.version == ip.version and core.node_selected(p, nodes[name].labels)]
         if any(ip in p.network for p in now):
             continue
-        out.append(Drift(a.attrs.get("namespace", ""), a.attrs.get("pod") or a.handle, a.handle, name, str(ip),
+        out.append(Drift(attrs.get("namespace", ""), attrs.get("pod") or handle, handle, name, str(ip),
                          pool.name if pool else None, [p.name for p in now]))
     out.sort(key=lambda d: (d.namespace, d.workload, d.ip))
     return out
