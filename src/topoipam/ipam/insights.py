@@ -60,6 +60,8 @@ class World:
                 entry[0] += 1
                 entry[1] += free
         self._unclaimed: dict[str, core.Unclaimed] = {}
+        self._chosen: dict[tuple, list] = {}
+        self.namespaced = any(p.spec.namespace_selector for p in self.pools)
 
     def held(self):
         """(block, ordinal) of every allocated address."""
@@ -89,6 +91,14 @@ class World:
                namespace_labels: Mapping[str, str] | None = None) -> core.PoolChoice:
         return core.pool_reasons(self.pools, version, node, labels, namespace_labels=namespace_labels,
                                  use=USE_WORKLOAD)
+
+    def chosen(self, node: str, labels: Mapping[str, str], version: int) -> list:
+        """The pools auto-assign tries for ``labels`` (any namespace without labels), memoised by label
+        set: nodes of one rack share it, and the reasons' text (naming a node) is not needed."""
+        key = (version, tuple(sorted(labels.items())))
+        if key not in self._chosen:
+            self._chosen[key] = self.choice(node, labels, version).chosen
+        return self._chosen[key]
 
     def rules(self, node: str, chosen) -> core.ClaimRules:
         owned = sum(self.affine.get((p.name, node), (0, 0))[0] for p in chosen)
@@ -149,7 +159,11 @@ def coverage(store, family: int | None = None) -> CoverageReport:
     for version in families:
         for node in world.nodes:
             report.nodes.append(_node_coverage(world, node, version))
-        selected = {p.name: [n.name for n in world.nodes if core.node_selected(p, n.labels)]
+        by_labels: dict[tuple, list[str]] = {}  # selectors evaluated once per distinct label set
+        for n in world.nodes:
+            by_labels.setdefault(tuple(sorted(n.labels.items())), []).append(n.name)
+        selected = {p.name: sorted(name for key, names in by_labels.items() if core.node_selected(p, dict(key))
+                                   for name in names)
                     for p in world.pools if p.version == version and not p.spec.disabled
                     and p.spec.assignment_mode == ASSIGN_AUTOMATIC}
         report.unused_pools += [name for name, nodes in selected.items() if not nodes]
@@ -158,15 +172,17 @@ def coverage(store, family: int | None = None) -> CoverageReport:
 
 
 def _node_coverage(world: World, node, version: int) -> NodeCoverage:
-    choice = world.choice(node.name, node.labels, version)
-    limited = [r.pool.name for r in core.namespace_limited(choice, node.labels)]
-    if not choice.chosen:
+    chosen = world.chosen(node.name, node.labels, version)
+    limited = [p.name for p in world.pools if p.version == version and p.spec.namespace_selector
+               and p not in chosen and core.node_selected(p, node.labels)] if world.namespaced else []
+    if not chosen:
+        choice = world.choice(node.name, node.labels, version)  # again, for reasons naming this node
         if not choice.rejected:
             reason = f"there is no IPv{version} pool"
         else:
             reason = f"no pool selects it: {choice.reasons()}"
         return NodeCoverage(node.name, version, False, [], reason, limited)
-    rooms = world.rooms(node.name, choice.chosen)
+    rooms = world.rooms(node.name, chosen)
     with_room = [r for r in rooms if r.total > 0]
     if not with_room:
         full = "; ".join(f"{r.pool} is full ({r.describe()})" for r in rooms)
@@ -350,7 +366,7 @@ def headroom(store, label: str, now: float, family: int | None = None) -> Headro
 def _domain_pools(world: World, nodes, version: int) -> list:
     names = set()
     for n in nodes:
-        names.update(p.name for p in world.choice(n.name, n.labels, version).chosen)
+        names.update(p.name for p in world.chosen(n.name, n.labels, version))
     return [p for p in world.pools if p.name in names]
 
 
@@ -403,6 +419,7 @@ def drift(store) -> list[Drift]:
     no longer registered (``ipam check``'s node-missing) are left out."""
     world = World(store)
     nodes = {n.name: n for n in world.nodes}
+    selecting: dict[tuple, list] = {}
     out = []
     for b, o in world.held():
         attrs, handle = b.attrs_of(o), b.handle_of(o)
@@ -413,7 +430,10 @@ def drift(store) -> list[Drift]:
         pool = pool_containing(world.pools, ip)
         if pool is not None and pool.spec.assignment_mode != ASSIGN_AUTOMATIC:
             continue
-        now = [p for p in world.pools if p.version == ip.version and core.node_selected(p, nodes[name].labels)]
+        if (name, ip.version) not in selecting:
+            selecting[(name, ip.version)] = [p for p in world.pools if p.version == ip.version
+                                             and core.node_selected(p, nodes[name].labels)]
+        now = selecting[(name, ip.version)]
         if any(ip in p.network for p in now):
             continue
         out.append(Drift(attrs.get("namespace", ""), attrs.get("pod") or handle, handle, name, str(ip),
