@@ -183,7 +183,7 @@ def _days(d) -> str:
         return "no history"
     if d.days_left is None:
         return "no growth"
-    return f"{d.days_left:.1f} days ({d.rate_per_day:.1f}/day)"
+    return f"{d.days_left:.0f} days ({d.rate_per_day:.2f}/day)"
 
 
 def run_headroom(args, ctx) -> int:
@@ -264,14 +264,14 @@ def run_drift(args, ctx) -> int:
     if args.output == "json":
         _dump(ctx, found)
         return code
+    if not found:
+        print("No drift: every workload address lies in a pool that selects its node", file=ctx.out)
+        return 0
     from topoipam.cli.tables import render
 
     rows = [[d.namespace or "<none>", d.workload, d.node, d.ip, d.pool or "<no pool>", ", ".join(d.now_pools) or "-"]
             for d in found]
     ctx.out.write(render(["NAMESPACE", "WORKLOAD", "NODE", "IP", "POOL", "POOLS NOW"], rows))
-    if found:
-        print(f"{len(found)} workload address(es) lie outside every pool that now selects their node: recreate "
-              "those workloads (CNI DEL + ADD) in a maintenance window to move them", file=ctx.out)
-    else:
-        print("No drift: every workload address lies in a pool that selects its node", file=ctx.out)
+    print(f"{len(found)} workload address(es) lie outside every pool that now selects their node: recreate "
+          "those workloads (CNI DEL + ADD) in a maintenance window to move them", file=ctx.out)
     return code
