@@ -251,3 +251,31 @@ def test_drift_after_relabel_and_after_recreate(seed):
     assert new in ipaddress.ip_network("192.168.1.0/24")
     r = seed("ipam", "drift")
     assert r.code == 0 and json.loads(seed("ipam", "drift", "-o", "json").out) == [], r
+
+
+@pytest.mark.parametrize("age", [0, 120])
+def test_strict_affinity_room_only_in_empty_blocks_held_over_a_minute(seed, sqlite_url, age):
+    """With strict affinity and a full pool, a node's only room is an empty block another node has
+    held for over a minute (the allocator takes it over); a younger one is no room."""
+    from topoipam.ipam import AssignRequest, IpamService
+    from topoipam.store import open_store
+
+    assert seed("ipam", "configure", "--strictaffinity=true").code == 0
+    assign(seed, "kube-node-0", "a", 192)
+    with open_store(sqlite_url) as store:  # the last block claimed `age` seconds ago
+        IpamService(store, clock=lambda: time.time() - age).auto_assign(
+            AssignRequest(node="kube-node-0", handle="b", num4=64, attrs={"node": "kube-node-0"}))
+    assert seed("ipam", "release", "--handle", "b").code == 0
+    r = seed("ipam", "coverage")
+    e = seed("ipam", "explain", "--node", "kube-node-1", "-o", "json")
+    nb = json.loads(e.out)[0]["next_block"]
+    if age == 0:
+        assert r.code == 4 and "Not covered: kube-node-1 (IPv4): no room: rack-0-ippool is full" in r.out, r
+        assert nb["kind"] == "none" and "strict affinity is on" in nb["detail"]
+        assert seed("ipam", "assign", "--node", "kube-node-1").code == 1
+    else:
+        assert r.code == 0, r
+        assert "| kube-node-1 | IPv4   | yes     | rack-0-ippool   |       64 |" in r.out
+        assert nb["kind"] == "reclaim" and nb["free"] == 64
+        ip = assign(seed, "kube-node-1", "c")[0]
+        assert ip in ipaddress.ip_network(nb["block"])

@@ -42,15 +42,21 @@ def test_unclaimed_subtracts_claimed_blocks_and_reservations_once():
 def test_overlaps_and_rules():
     assert insights.overlaps({"b": ["n1", "n2"], "a": ["n2", "n3"], "c": []}) == [("a", "b", ["n2"])]
     rules = insights.ClaimRules(owned=20, limit=20, auto_allocate=True, strict=False)
-    r = insights.room("p", 0, 100, 50, rules)
+    r = insights.room("p", 0, 100, 64, 70, rules)
     assert (r.total, r.notes) == (0, ["limit of 20 blocks reached for this node"])
-    r = insights.room("p", 3, 100, 50, insights.ClaimRules(1, 20, True, True))
-    assert (r.total, r.borrowable) == (103, 0)
+    r = insights.room("p", 3, 100, 64, 70, insights.ClaimRules(1, 20, True, True))
+    assert (r.total, r.reclaimable, r.borrowable) == (167, 64, 0)
+    r = insights.room("p", 3, 100, 64, 70, insights.ClaimRules(1, 20, True, False))
+    assert (r.total, r.reclaimable, r.borrowable) == (173, 64, 6)  # an empty block is taken over, not borrowed
+    r = insights.room("p", 3, 100, 64, 70, insights.ClaimRules(1, 20, False, False))
+    assert (r.total, r.unclaimed_free, r.reclaimable, r.borrowable, r.notes) == \
+        (73, 0, 0, 70, ["automatic block allocation is off"])
 
 
 def test_timestamps_and_forecast():
     assert insights.parse_go_timestamp("1970-01-02 00:00:01.5 +0000 UTC") == pytest.approx(86401.5)
     assert insights.parse_go_timestamp("1970-01-01T00:01:00Z") == 60
+    assert insights.parse_go_timestamp("1970-01-01T00:01:00+00:00") == 60
     assert insights.parse_go_timestamp("yesterday") is None
     assert insights.forecast([0.0], 10, 86400.0) is None
     fc = insights.forecast([0.0, 43200.0], 10, 86400.0)

@@ -107,7 +107,9 @@ def run_coverage(args, ctx) -> int:
     from topoipam.cli.tables import render
     from topoipam.ipam.insights import coverage
 
-    report = coverage(ctx.store, args.family)
+    import time
+
+    report = coverage(ctx.store, time.time(), args.family)
     code = 0 if report.ok else EXIT_CHECK_PROBLEMS
     if args.output == "json":
         _dump(ctx, {"ok": report.ok, "families": report.families, "nodes": report.nodes,
@@ -146,7 +148,9 @@ def run_explain(args, ctx) -> int:
 
     if not args.node and args.labels is None:
         raise ValidationError("give --node NODE or --labels k=v,... (or both)")
-    answers = explain(ctx.store, args.node, args.labels, args.namespace, args.namespace_labels, args.family)
+    import time
+
+    answers = explain(ctx.store, time.time(), args.node, args.labels, args.namespace, args.namespace_labels, args.family)
     if args.output == "json":
         _dump(ctx, answers)
         return 0

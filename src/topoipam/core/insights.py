@@ -78,17 +78,20 @@ class Room:
     pool: str
     affine_free: int = 0  # free in the node's affine blocks
     unclaimed_free: int = 0  # in unclaimed blocks (0 when claims are not allowed)
+    reclaimable: int = 0  # in empty blocks other nodes have held for over a minute (taken over like a claim)
     borrowable: int = 0  # free in other nodes' blocks (0 with strict affinity)
     notes: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
-        return self.affine_free + self.unclaimed_free + self.borrowable
+        return self.affine_free + self.unclaimed_free + self.reclaimable + self.borrowable
 
     def describe(self) -> str:
         parts = [f"{self.affine_free} free in the node's affine blocks"]
         if self.unclaimed_free:
             parts.append(f"{self.unclaimed_free} in unclaimed blocks")
+        if self.reclaimable:
+            parts.append(f"{self.reclaimable} in empty blocks of other nodes it would take over")
         if self.borrowable:
             parts.append(f"{self.borrowable} only by borrowing from other nodes' blocks")
         return ", ".join(parts + self.notes)
@@ -123,9 +126,14 @@ class ClaimRules:
         return out
 
 
-def room(pool: str, affine_free: int, unclaimed_free: int, borrowable: int, rules: ClaimRules) -> Room:
-    return Room(pool, affine_free, unclaimed_free if rules.may_claim else 0,
-                borrowable if rules.may_borrow else 0, rules.notes())
+def room(pool: str, affine_free: int, unclaimed_free: int, reclaimable: int, others_free: int,
+         rules: ClaimRules) -> Room:
+    """``others_free``: free in blocks not affine to the node, ``reclaimable`` included (those are
+    taken over whole when claims are allowed, else only borrowed from)."""
+    claim = rules.may_claim
+    borrow = others_free - (reclaimable if claim else 0)
+    return Room(pool, affine_free, unclaimed_free if claim else 0, reclaimable if claim else 0,
+                borrow if rules.may_borrow else 0, rules.notes())
 
 
 def overlaps(selected: Mapping[str, Sequence[str]]) -> list[tuple[str, str, list[str]]]:
@@ -144,7 +152,7 @@ def overlaps(selected: Mapping[str, Sequence[str]]) -> list[tuple[str, str, list
 def parse_go_timestamp(text: str) -> float | None:
     """Seconds since the epoch of Calico's ``2024-01-02 03:04:05.123456789 +0000 UTC`` (or RFC 3339);
     None when the text is neither."""
-    m = re.match(r"^(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?: \+0000 UTC|Z)?$", text or "")
+    m = re.match(r"^(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?: \+0000 UTC|Z|[+]00:?00)?$", text or "")
     if m is None:
         return None
     y, mo, d, h, mi, s = (int(x) for x in m.groups()[:6])

@@ -17,7 +17,7 @@ from topoipam.core import insights as core
 from topoipam.core.block import affinity_node, reserved_ordinals
 from topoipam.core.pools import pool_containing
 from topoipam.errors import NotFoundError
-from topoipam.ipam.assign import block_limit
+from topoipam.ipam.assign import EMPTY_BLOCK_MIN_RECLAIM_AGE, block_limit
 from topoipam.ipam.blocks import find_unclaimed_block, reserved_in, scan_pool_blocks
 from topoipam.ipam.check import iter_blocks
 from topoipam.ipam.topology import Snapshot, StoreTopology
@@ -31,8 +31,8 @@ NO_DOMAIN = "<none>"  # the domain of nodes without the label
 class World:
     """Pools, nodes, IPAM config, reservations and every block, read once."""
 
-    def __init__(self, store) -> None:
-        self.store = store
+    def __init__(self, store, now: float | None) -> None:
+        self.store, self.now = store, now
         snap = Snapshot(StoreTopology(store))
         self.pools = snap.pools  # name order
         self.config = snap.config
@@ -44,6 +44,7 @@ class World:
         self.node_blocks: dict[str, list] = {}  # node -> its affine blocks (any pool, both families)
         self.pool_free: dict[str, int] = {p.name: 0 for p in self.pools}  # free in claimed blocks
         self.affine: dict[tuple[str, str], list[int]] = {}  # (pool, node) -> [affine blocks, their free]
+        self.reclaim: dict[tuple[str, str | None], int] = {}  # (pool, holder or None: all) -> free in them
         self._free: dict[object, int] = {}
         for b in self.blocks:
             node = affinity_node(b.affinity)
@@ -59,6 +60,9 @@ class World:
                 entry = self.affine.setdefault((pool.name, node), [0, 0])
                 entry[0] += 1
                 entry[1] += free
+            if self.reclaimable(b):
+                for key in ((pool.name, None), (pool.name, node)):
+                    self.reclaim[key] = self.reclaim.get(key, 0) + free
         self._unclaimed: dict[str, core.Unclaimed] = {}
         self._chosen: dict[tuple, list] = {}
         self.namespaced = any(p.spec.namespace_selector for p in self.pools)
@@ -80,6 +84,13 @@ class World:
         if free is None:
             free = self._free[block.cidr] = block.free_count(reserved_in(block, self.reserved))
         return free
+
+    def reclaimable(self, block) -> bool:
+        """Empty and claimed over a minute ago: the allocator takes it over for another node."""
+        if self.now is None or not block.is_empty():
+            return False
+        claimed = core.parse_go_timestamp(block.claim_time or "")
+        return claimed is None or self.now - claimed >= EMPTY_BLOCK_MIN_RECLAIM_AGE
 
     def unclaimed(self, pool) -> core.Unclaimed:
         if pool.name not in self._unclaimed:
@@ -111,7 +122,9 @@ class World:
         out = []
         for p in chosen:
             mine = self.affine.get((p.name, node), (0, 0))[1]
-            out.append(core.room(p.name, mine, self.unclaimed(p).addresses, self.pool_free[p.name] - mine, rules))
+            reclaim = self.reclaim.get((p.name, None), 0) - self.reclaim.get((p.name, node), 0)
+            out.append(core.room(p.name, mine, self.unclaimed(p).addresses, reclaim, self.pool_free[p.name] - mine,
+                                 rules))
         return out
 
 
@@ -152,8 +165,9 @@ class CoverageReport:
         return not self.uncovered
 
 
-def coverage(store, family: int | None = None) -> CoverageReport:
-    world = World(store)
+def coverage(store, now: float, family: int | None = None) -> CoverageReport:
+    """Per node and family: covered or not, and why (``now`` dates the blocks the allocator would reclaim)."""
+    world = World(store, now)
     families = world.families(family)
     report = CoverageReport(families, [], [], [])
     for version in families:
@@ -197,7 +211,7 @@ def _node_coverage(world: World, node, version: int) -> NodeCoverage:
 
 @dataclass
 class NextBlock:
-    kind: str  # "affine", "claim", "borrow" or "none"
+    kind: str  # "affine", "claim", "reclaim", "borrow" or "none"
     detail: str
     block: str | None = None
     pool: str | None = None
@@ -220,12 +234,12 @@ class Explanation:
 HYPOTHETICAL = "new-node"  # the name a --labels-only question is answered for
 
 
-def explain(store, node: str | None = None, labels: Mapping[str, str] | None = None,
+def explain(store, now: float, node: str | None = None, labels: Mapping[str, str] | None = None,
             namespace: str | None = None, namespace_labels: Mapping[str, str] | None = None,
             family: int | None = None) -> list[Explanation]:
     """For a node (its labels, or ``labels`` instead) per family: the pools in auto-assign's order,
     the reason for every other pool, and where the next address would come from."""
-    world = World(store)
+    world = World(store, now)
     found = next((n for n in world.nodes if n.name == node), None) if node else None
     if node and found is None and labels is None:
         raise NotFoundError(f"node {node} is not registered; give --labels to ask about a node not created yet")
@@ -269,6 +283,14 @@ def _next_block(world: World, node: str, chosen, version: int) -> NextBlock:
                 return NextBlock("claim", f"new block {net} of {pool.name} (the first unclaimed block in "
                                           f"{node}'s order), claimed for {node}", str(net), pool.name,
                                  net.num_addresses - len(reserved_ordinals(net, world.reserved)))
+    if rules.may_claim:
+        for pool in chosen:
+            for stored in scan_pool_blocks(world.store, pool, node):
+                b = stored.block
+                if affinity_node(b.affinity) != node and world.reclaimable(b):
+                    return NextBlock("reclaim", f"empty block {b.cidr} of {pool.name}, held by "
+                                                f"{affinity_node(b.affinity) or 'no node'} since {b.claim_time}, "
+                                                f"taken over for {node}", str(b.cidr), pool.name, world.free(b))
     if rules.may_borrow:
         for pool in chosen:
             for stored in scan_pool_blocks(world.store, pool, node):
@@ -335,7 +357,7 @@ class HeadroomReport:
 
 
 def headroom(store, label: str, now: float, family: int | None = None) -> HeadroomReport:
-    world = World(store)
+    world = World(store, now)
     report = HeadroomReport(label, [], [], [])
     domains: dict[str, list] = {}
     for n in world.nodes:
@@ -417,7 +439,7 @@ def drift(store) -> list[Drift]:
     """Workload addresses (handle, node attribute, no ``type``: not tunnel addresses) outside every
     pool that now selects their node. Addresses of Manual pools (requested by name) and of nodes
     no longer registered (``ipam check``'s node-missing) are left out."""
-    world = World(store)
+    world = World(store, None)
     nodes = {n.name: n for n in world.nodes}
     selecting: dict[tuple, list] = {}
     out = []
