@@ -2,11 +2,11 @@
 
 Figures, each next to its baseline measured in the same run:
 
-1. assignments/s through ``IpamService`` on etcd (warm topology, as in the agent;
-   one new handle per assignment, node-affine blocks), alone and in front of the
-   agent's optimistic block cache (``agent/cache.py``), against a raw
-   compare-and-swap loop (``get`` + ``update`` of one key) with the same client,
-   from 1 and from 4 processes (target: service >= 70% of raw);
+1. assignments/s through ``IpamService`` on etcd, kept between calls as the agent
+   keeps its one service (fenced kept topology, kept blocks and affinities; one new
+   handle per assignment, node-affine blocks), against a raw compare-and-swap loop
+   (``get`` + ``update`` of one key) with the same client, from 1 and from 4
+   processes (target: service >= 70% of raw);
 2. datastore round trips per assignment in steady state, counted with
    ``store.counting.CountingStore`` (target: <= 2, + 1 for handle bookkeeping);
 3. compare-and-swap retries (failed commits) per assignment, 4 processes, one
@@ -65,17 +65,6 @@ def register(store, node: str) -> None:
     register_node(store, node, {})
 
 
-def warm_service(store, node: str, cached: bool = False):
-    """An IpamService with the agent's warm topology, once the topology is loaded (cache misses go to ``store``);
-    ``cached``: in front of the agent's block cache too (what the agent serves ADD and DEL with)."""
-    from topoipam.agent.cache import BlockCacheStore
-    from topoipam.agent.warm import WarmTopology
-
-    warm = WarmTopology(store, node, watch_store=getattr(store, "inner", store)).start()
-    deadline = time.monotonic() + 10
-    while not warm.warm and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return IpamService(BlockCacheStore(store, node) if cached else store, topology=warm), warm
 
 
 # --- 1 + 3: throughput and retries --------------------------------------------------------------
@@ -93,13 +82,13 @@ def raw_worker(url: str, key: str, seconds: float, start_at: float, q) -> None:
     store.close()
 
 
-def service_worker(url: str, tag: str, seconds: float, start_at: float, q, cached: bool = False) -> None:
+def service_worker(url: str, tag: str, seconds: float, start_at: float, q) -> None:
     """Assignments with a new handle each; a fresh node every 1,000 (the default limit is 20 blocks per node)."""
     counting = CountingStore(open_store(url))
     nodes = [f"{tag}-n{i}" for i in range(50)]
     for node in nodes[:1]:
         register(counting, node)
-    svc, warm = warm_service(counting, nodes[0], cached)
+    svc = IpamService(counting)  # as the agent's: default topology, kept (fenced) between calls
     svc.auto_assign(AssignRequest(node=nodes[0], handle=f"{tag}.warmup", attrs={"node": nodes[0]}))
     while time.time() < start_at:
         time.sleep(0.001)
@@ -113,17 +102,12 @@ def service_worker(url: str, tag: str, seconds: float, start_at: float, q, cache
         n += 1
     spent = counting.counts() - before
     q.put((n, seconds, spent.failed_writes))
-    warm.stop()
     counting.close()
-
-
-def cached_service_worker(url: str, tag: str, seconds: float, start_at: float, q) -> None:
-    service_worker(url, tag, seconds, start_at, q, cached=True)
 
 
 def worker_entry(kind: str, url: str, tag: str, seconds: float, start_at: float, q) -> None:
     """A worker process; on failure it puts None on the queue so the parent stops waiting at once."""
-    target = {"raw": raw_worker, "service": service_worker, "cached": cached_service_worker}[kind]
+    target = {"raw": raw_worker, "service": service_worker}[kind]
     try:
         target(url, tag, seconds, start_at, q)
     except BaseException:
@@ -156,35 +140,41 @@ def round_trips(url: str, n: int = 200) -> dict[str, float]:
     with open_store(url) as inner:
         counting = CountingStore(inner)
         register(inner, "rt-node")
-        svc, warm = warm_service(counting, "rt-node")
+        svc = IpamService(counting)  # the agent's: one service, kept between requests
         svc.auto_assign(AssignRequest(node="rt-node", handle="rt.warm", attrs={}))
         before = counting.counts()
         for i in range(n):
             svc.auto_assign(AssignRequest(node="rt-node", handle=f"rt.{i}", attrs={"node": "rt-node"}))
         spent = counting.counts() - before
-        out["service (warm topology)"] = spent.round_trips / n
+        out["service kept between calls (the agent's)"] = spent.round_trips / n
         out["  of which writes"] = spent.writes / n
-        cold = IpamService(counting)
         before = counting.counts()
         for i in range(n):
-            cold.auto_assign(AssignRequest(node="rt-node", handle=f"rt-cold.{i}", attrs={"node": "rt-node"}))
-        out["service (its default topology, no agent)"] = (counting.counts() - before).round_trips / n
-        fast, warm2 = warm_service(counting, "rt-node", cached=True)
-        fast.auto_assign(AssignRequest(node="rt-node", handle="rt-fast.warm", attrs={}))
-        before = counting.counts()
-        for i in range(n):
-            fast.auto_assign(AssignRequest(node="rt-node", handle=f"rt-fast.{i}", attrs={"node": "rt-node"}))
-        out["service + agent block cache (the agent's ADD path)"] = (counting.counts() - before).round_trips / n
+            IpamService(counting).auto_assign(AssignRequest(node="rt-node", handle=f"rt-cold.{i}",
+                                                            attrs={"node": "rt-node"}))
+        out["service made per assignment (the plugin without agent)"] = (counting.counts() - before).round_trips / n
         conf = json.dumps({"cniVersion": "1.0.0", "name": "rt", "type": "bridge",
                            "ipam": {"type": "topoipam-cni", "nodename": "rt-node"}}).encode()
         before = counting.counts()
         for i in range(n):
             env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": f"rt{i}", "CNI_NETNS": "/x", "CNI_IFNAME": "eth0"}
-            code, _ = handler.respond(env, conf, lambda _u: (fast.store, fast))
+            code, _ = handler.respond(env, conf, lambda _u: (counting, svc))
             assert code == 0
-        out["CNI ADD in the agent (incl. the DEL-first check)"] = (counting.counts() - before).round_trips / n
-        warm.stop()
-        warm2.stop()
+        spent = counting.counts() - before
+        out["CNI ADD in the agent (incl. the DEL-first check)"] = spent.round_trips / n
+        out["  CAS retries per ADD"] = spent.failed_writes / n
+        before = counting.counts()
+        for i in range(n):
+            if i % 20 == 0:  # another process changes the topology every 20 ADDs (no watch here)
+                from topoipam.resources.service import ResourceService
+
+                ResourceService(inner).label("Node", "rt-node", "gen", str(i), overwrite=True)
+            env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": f"rt-l{i}", "CNI_NETNS": "/x", "CNI_IFNAME": "eth0"}
+            code, _ = handler.respond(env, conf, lambda _u: (counting, svc))
+            assert code == 0
+        spent = counting.counts() - before
+        out["CNI ADD in the agent, node relabelled every 20 ADDs"] = spent.round_trips / n
+        out["  CAS retries per ADD (the fence refusing the stale topology)"] = spent.failed_writes / n
     return out
 
 
@@ -315,17 +305,16 @@ def main() -> None:
         url = cluster.url()
         setup(url)
         print(f"etcd 1 member on loopback, client {url}; {os.cpu_count()} CPUs")
-        print("\n== assignments/s (service: warm topology, one handle each; raw: get + CAS update of one key)")
+        print("\n== assignments/s (service kept as the agent keeps it, one handle each; raw: get + CAS update of one key)")
         for procs in ((1, 4) if "throughput" in parts else ()):
             raw, _, _ = run_parallel("raw", url, [f"/bench/raw/{procs}/{i}" for i in range(procs)], args.seconds)
-            for label, target in (("service", "service"), ("service + block cache", "cached")):
-                tags = [f"p{procs}x{i}{'c' if 'cache' in label else 's'}" for i in range(procs)]  # own nodes each run
-                svc, total, retries = run_parallel(target, url, tags, args.seconds)
-                print(f"{procs} process(es): {label:22s} {svc:6.0f}/s   raw CAS {raw:6.0f}/s   ratio {svc / raw:5.1%}"
-                      f"   CAS retries/assignment {retries / max(total, 1):.4f} ({retries} in {total})")
+            tags = [f"p{procs}x{i}s" for i in range(procs)]  # own nodes each run
+            svc, total, retries = run_parallel("service", url, tags, args.seconds)
+            print(f"{procs} process(es): service {svc:6.0f}/s   raw CAS {raw:6.0f}/s   ratio {svc / raw:5.1%}"
+                  f"   CAS retries/assignment {retries / max(total, 1):.4f} ({retries} in {total})")
         print("\n== datastore round trips per assignment, steady state (CountingStore)")
         for name, value in (round_trips(url).items() if "roundtrips" in parts else ()):
-            print(f"{name:52s} {value:5.2f}")
+            print(f"{name:64s} {value:5.2f}")
         if "cni" in parts:
             cni_figures(tmp, url, args.adds)
         if "memory" in parts:
