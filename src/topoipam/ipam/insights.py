@@ -6,7 +6,9 @@ blocks) and writes nothing; it is for operators and CI gates, never on the
 assignment path. Pool choice is ``core.pools.choose_pools`` itself (through
 ``core.insights.pool_reasons``); the next block of ``explain`` comes from the
 allocator's own reads (``blocks.find_unclaimed_block``, ``scan_pool_blocks``) and
-its rules (``assign.block_limit``), so the answers are the allocator's.
+its rules (``assign.block_limit``, ``EMPTY_BLOCK_MIN_RECLAIM_AGE``), so the answers
+are the allocator's. What is not modelled: requests that name pools (they bypass
+selectors) and races with assignments running meanwhile (the answer is a snapshot).
 """
 
 from __future__ import annotations
@@ -260,8 +262,9 @@ def explain(store, now: float, node: str | None = None, labels: Mapping[str, str
 
 def _next_block(world: World, node: str, chosen, version: int) -> NextBlock:
     """The allocator's order (ipam/assign.py): the node's affine blocks of the chosen pools in address
-    order, then the first unclaimed block in the node's order of the first pool that has one, then
-    (strict affinity off) borrowing in the node's order."""
+    order, then the first unclaimed block in the node's order of the first pool that has one, then an
+    empty block another node has held for over a minute (taken over), then (strict affinity off)
+    borrowing in the node's order. Claims and take-overs stop at the per-host block limit."""
     if not chosen:
         return NextBlock("none", f"no IPv{version} pool is used for this node: an assignment fails with "
                                  f"'no configured Calico pools for node {node}'")
