@@ -7,6 +7,7 @@ import ipaddress
 import pytest
 
 from topoipam.core import insights
+from topoipam.core.pools import rank_pools
 from topoipam.model.types import IPPool, IPPoolSpec, Metadata
 
 
@@ -15,16 +16,16 @@ def _pool(name, cidr, selector="all()", **kw):
                                                   node_selector=selector, **kw))
 
 
-def test_pool_reasons_returns_no_choice_instead_of_raising():
+def test_rank_pools_returns_no_choice_instead_of_raising():
     pools = [_pool("rack-0", "10.0.0.0/24", 'rack == "0"'), _pool("off", "10.1.0.0/24", disabled=True),
              _pool("v6", "fd00::/64")]
-    choice = insights.pool_reasons(pools, 4, "n", {"rack": "1"})
+    choice = rank_pools(pools, 4, "n", {"rack": "1"})
     assert choice.chosen == []
     assert [(r.pool.name, r.reason) for r in choice.rejected] == [
         ("off", "disabled"), ("rack-0", 'node selector rack == "0" does not match node n labels {"rack": "1"}')]
-    choice = insights.pool_reasons(pools, 4, "n", {"rack": "0"})
+    choice = rank_pools(pools, 4, "n", {"rack": "0"})
     assert [p.name for p in choice.chosen] == ["rack-0"]
-    assert [p.name for p in insights.pool_reasons(pools, 6, "n", {}).chosen] == ["v6"]
+    assert [p.name for p in rank_pools(pools, 6, "n", {}).chosen] == ["v6"]
 
 
 def test_unclaimed_subtracts_claimed_blocks_and_reservations_once():

@@ -1,8 +1,7 @@
-"""Pure decisions behind ``ipam coverage|explain|headroom|drift``: pool reasons that never raise,
-room for a node, unclaimed space of a pool, selector overlaps, and the naive exhaustion forecast.
+"""Pure decisions behind ``ipam coverage|explain|headroom|drift``: room for a node, unclaimed
+space of a pool, selector overlaps, and the naive exhaustion forecast.
 
-Pool choice itself stays in ``core.pools``: ``pool_reasons`` runs ``choose_pools`` unchanged
-(with a sentinel pool so that "nothing matches" comes back as data instead of an error).
+Pool choice itself stays in ``core.pools``: the analyses use the allocator's ``rank_pools``.
 No I/O and no clock: callers pass ``now``.
 """
 
@@ -14,25 +13,9 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from topoipam.core import blockgen
-from topoipam.core.pools import PoolChoice, Rejection, choose_pools, selects_node
-from topoipam.model.types import ASSIGN_AUTOMATIC, IPPool, IPPoolSpec, Metadata
+from topoipam.core.pools import PoolChoice, Rejection, selects_node
+from topoipam.model.types import ASSIGN_AUTOMATIC, IPPool
 from topoipam.structs import dataclass, field
-
-# Sorts after every valid pool name, so it never changes the order of the real ones.
-_SENTINEL = "\U0010ffff-topoipam-insights-sentinel"
-
-
-def pool_reasons(pools: Sequence[IPPool], version: int, node: str, labels: Mapping[str, str], *,
-                 namespace_labels: Mapping[str, str] | None = None, use: str = "Workload") -> PoolChoice:
-    """``choose_pools``'s answer as data: the pools auto-assign would try (in its order, possibly
-    none) and every other pool of the family with its reason."""
-    cidr = "0.0.0.0/0" if version == 4 else "::/0"
-    sentinel = IPPool(Metadata(name=_SENTINEL), IPPoolSpec(cidr=cidr, block_size=26 if version == 4 else 122,
-                                                           node_selector="all()", allowed_uses=[use]))
-    choice = choose_pools([*pools, sentinel], version, node, labels, namespace_labels=namespace_labels, use=use)
-    return PoolChoice([p for p in choice.chosen if p is not sentinel],
-                      [r for r in choice.rejected if r.pool is not sentinel])
-
 
 def node_selected(pool: IPPool, labels: Mapping[str, str]) -> bool:
     """Enabled, Automatic and its node selector matches (namespace selectors aside)."""

@@ -31,8 +31,9 @@ class Rejection:
 
 @dataclass
 class PoolChoice:
-    chosen: list[IPPool] = field(default_factory=list)
+    chosen: list[IPPool] = field(default_factory=list)  # usable, in the order auto-assign tries them
     rejected: list[Rejection] = field(default_factory=list)
+    matched: list[IPPool] = field(default_factory=list)  # passed the selectors (or were requested), before the use filter
 
     def reasons(self) -> str:
         return "; ".join(str(r) for r in self.rejected)
@@ -80,10 +81,14 @@ def _match_requested(text: str, enabled: Sequence[IPPool], all_pools: Sequence[I
     raise NoQualifiedPoolError(f"the given pool ({text}) does not exist, or is not enabled")
 
 
-def choose_pools(pools: Sequence[IPPool], version: int, node: str, node_labels: Mapping[str, str],
-                 *, requested: Sequence[str] = (), namespace_labels: Mapping[str, str] | None = None,
-                 use: str = "Workload") -> PoolChoice:
-    """The pools to allocate from, in order; raises NoQualifiedPoolError naming every pool and its reason."""
+def rank_pools(pools: Sequence[IPPool], version: int, node: str, node_labels: Mapping[str, str],
+               *, requested: Sequence[str] = (), namespace_labels: Mapping[str, str] | None = None,
+               use: str = "Workload") -> PoolChoice:
+    """Every pool of the family, chosen (in order) or rejected with its reason; ``chosen`` may be empty.
+
+    Raises only for a malformed request (no use, a requested pool that does not exist or is of the
+    other family). ``choose_pools`` is this plus the errors for an empty answer; ``explain`` shows it.
+    """
     if not use:
         raise ValidationError("must specify the intended use when assigning an IP")
     family = sorted((p for p in pools if p.version == version), key=lambda p: p.name)
@@ -97,27 +102,34 @@ def choose_pools(pools: Sequence[IPPool], version: int, node: str, node_labels: 
     if requested:
         picked = [_match_requested(t, enabled, pools, version) for t in requested]
         names = list(dict.fromkeys(p.name for p in picked))  # request order, duplicates once
-        choice.chosen = [next(p for p in picked if p.name == n) for n in names]
+        choice.matched = [next(p for p in picked if p.name == n) for n in names]
         choice.rejected += [Rejection(p, "not requested") for p in enabled if p.name not in names]
     else:
         for p in enabled:
             reason = _selector_reason(p, node, node_labels, namespace_labels)
             if reason is None:
-                choice.chosen.append(p)
+                choice.matched.append(p)
             else:
                 choice.rejected.append(Rejection(p, reason))
-        if not choice.chosen:
-            raise NoQualifiedPoolError(_no_pools(node, version, choice))
-    usable = []
-    for p in choice.chosen:
+    for p in choice.matched:
         if use in p.spec.allowed_uses:
-            usable.append(p)
+            choice.chosen.append(p)
         else:
             choice.rejected.append(Rejection(p, f"allowed uses {p.spec.allowed_uses} do not include {use}"))
-    if not usable:
+    return choice
+
+
+def choose_pools(pools: Sequence[IPPool], version: int, node: str, node_labels: Mapping[str, str],
+                 *, requested: Sequence[str] = (), namespace_labels: Mapping[str, str] | None = None,
+                 use: str = "Workload") -> PoolChoice:
+    """The pools to allocate from, in order; raises NoQualifiedPoolError naming every pool and its reason."""
+    choice = rank_pools(pools, version, node, node_labels, requested=requested,
+                        namespace_labels=namespace_labels, use=use)
+    if not choice.matched:
+        raise NoQualifiedPoolError(_no_pools(node, version, choice))
+    if not choice.chosen:
         raise NoQualifiedPoolError(
             f"cannot find a qualified ippool, no pools match the required use ({use}); {choice.reasons()}")
-    choice.chosen = usable
     return choice
 
 

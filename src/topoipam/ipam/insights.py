@@ -4,7 +4,7 @@ What no peer answers before a pod is stuck in ContainerCreating (DESIGN.md, last
 section, items 1-4). Everything here reads (whole key ranges: pools, nodes,
 blocks) and writes nothing; it is for operators and CI gates, never on the
 assignment path. Pool choice is ``core.pools.choose_pools`` itself (through
-``core.insights.pool_reasons``); the next block of ``explain`` comes from the
+``core.pools.rank_pools``); the next block of ``explain`` comes from the
 allocator's own reads (``blocks.find_unclaimed_block``, ``scan_pool_blocks``) and
 its rules (``assign.block_limit``, ``EMPTY_BLOCK_MIN_RECLAIM_AGE``), so the answers
 are the allocator's. What is not modelled: requests that name pools (they bypass
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 from topoipam.core import insights as core
 from topoipam.core.block import affinity_node, reserved_ordinals
-from topoipam.core.pools import pool_containing
+from topoipam.core.pools import pool_containing, rank_pools
 from topoipam.errors import NotFoundError
 from topoipam.ipam.assign import EMPTY_BLOCK_MIN_RECLAIM_AGE, block_limit
 from topoipam.ipam.blocks import find_unclaimed_block, reserved_in, scan_pool_blocks
@@ -102,7 +102,7 @@ class World:
 
     def choice(self, node: str, labels: Mapping[str, str], version: int,
                namespace_labels: Mapping[str, str] | None = None) -> core.PoolChoice:
-        return core.pool_reasons(self.pools, version, node, labels, namespace_labels=namespace_labels,
+        return rank_pools(self.pools, version, node, labels, namespace_labels=namespace_labels,
                                  use=USE_WORKLOAD)
 
     def chosen(self, node: str, labels: Mapping[str, str], version: int) -> list:
