@@ -13,9 +13,9 @@ key, so nothing it keeps can make a landed decision wrong. The topology watch
 (``agent.watch``) tells the service to drop its kept topology when a pool, the
 IPAM config, a reservation or the Node changes (saving the refused commit that
 would otherwise find out). The netconf's ``datastore`` is ignored (the agent
-has its own) and its ``nodename`` defaults to the agent's node. Until the node is registered every
-request is answered with CNI code 11, as are requests while the datastore is
-unreachable (the store fails fast, so no request hangs).
+has its own) and its ``nodename`` defaults to the agent's node. Until the node
+is registered every request is answered with CNI code 11, as are requests
+while the datastore is unreachable (the store fails fast, so no request hangs).
 
 A maintenance thread registers the node (retrying while the datastore is away)
 and keeps the tunnel addresses in line whenever the watch reports a change,
