@@ -16,6 +16,7 @@ from conftest import sqlite_dump
 from test_cli_ipam import NODES, RACK_POOL, assign, unchanged
 from topoipam.ipam import keys
 from topoipam.store import open_store
+from topoipam.store.counting import CountingStore
 
 
 @pytest.fixture
@@ -245,3 +246,60 @@ def test_bad_report_is_refused_and_changes_nothing(seed, sqlite_url, tmp_path, c
 def test_report_to_unwritable_path_fails(seed, tmp_path):
     r = seed("ipam", "check", "-o", str(tmp_path / "no" / "such" / "dir.json"))
     assert r.code == 1 and "cannot write report" in r.err
+
+
+class _AssignsDuringCheck(CountingStore):
+    """The real SQLite store; just before (or just after) the check lists the handles, a workload gets
+    an address through another connection (a CNI ADD landing mid-check). Counts block listings."""
+
+    def __init__(self, url, when):
+        super().__init__(open_store(url))
+        self.url_, self.when = url, when
+        self.block_listings = 0
+        self.raced = False
+
+    def list(self, prefix, *, start=None, limit=None):
+        if prefix == keys.HANDLE_PREFIX and self.when == "before":
+            self._race()
+        out = super().list(prefix, start=start, limit=limit)
+        if prefix == keys.HANDLE_PREFIX and self.when == "after":
+            self._race()
+        if prefix == keys.block_prefix(4):
+            self.block_listings += 1
+        return out
+
+    def _race(self):
+        from topoipam.ipam import AssignRequest, IpamService
+
+        if not self.raced:
+            self.raced = True
+            other = open_store(self.url_)
+            try:
+                IpamService(other).auto_assign(AssignRequest(node="kube-node-0", handle="live-pod"))
+            finally:
+                other.close()
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_check_mid_assignment_never_reports_the_live_handle_leaked(seed, sqlite_url, tmp_path, when):
+    import argparse
+    import io
+    import types
+
+    from topoipam.cli.ipam_check import run_check
+
+    assign(seed, "--node", "kube-node-0", "--handle", "old-pod")
+    store = _AssignsDuringCheck(sqlite_url, when)
+    report = tmp_path / "report.json"
+    try:
+        ctx = types.SimpleNamespace(store=store, out=io.StringIO())
+        run_check(argparse.Namespace(output=str(report), show_problem_ips=True), ctx)
+    finally:
+        store.close()
+    assert store.raced
+    leaked = [h["ID"] for h in json.loads(report.read_text()).get("leakedHandles", [])]
+    assert "live-pod" not in leaked
+    assert store.block_listings == 1  # one listing serves block usage, allocations and the check
+    assert seed("ipam", "release", "--from-report", str(report)).code == 0
+    with open_store(sqlite_url) as raw:
+        assert raw.get(keys.handle_key("live-pod")) is not None

@@ -95,9 +95,10 @@ def iter_blocks(store) -> Iterator:
             yield load_block(rec)
 
 
-def allocations(store, prefix_handle: str | None = None) -> list[Allocation]:
+def allocations(store, prefix_handle: str | None = None, blocks=None) -> list[Allocation]:
+    """Every allocated address; ``blocks``: an already-read listing (``iter_blocks``) to use instead of reading."""
     out = []
-    for stored in iter_blocks(store):
+    for stored in iter_blocks(store) if blocks is None else blocks:
         b = stored.block
         for o in b.allocated_ordinals():
             handle = b.handle_of(o)
@@ -108,9 +109,9 @@ def allocations(store, prefix_handle: str | None = None) -> list[Allocation]:
     return out
 
 
-def block_usage(store, snap) -> list[BlockUsage]:
+def block_usage(store, snap, blocks=None) -> list[BlockUsage]:
     out = []
-    for stored in iter_blocks(store):
+    for stored in iter_blocks(store) if blocks is None else blocks:
         b = stored.block
         pool = pool_containing(snap.pools, b.cidr)
         out.append(BlockUsage(b.cidr, b.affinity, affinity_node(b.affinity), pool.name if pool else None,
@@ -128,10 +129,16 @@ def pool_usage(store, snap) -> list[PoolUsage]:
     return out
 
 
-def check(store, snap) -> CheckReport:
+def check(store, snap, blocks=None, handles: dict | None = None) -> CheckReport:
+    """The consistency findings. ``blocks`` (an ``iter_blocks`` listing) and ``handles`` (handle -> its
+    per-block counts) may be passed already read; handles must then have been read BEFORE the blocks:
+    an assignment commits its handle and its block together, so that order cannot show a live handle
+    as holding no address."""
     report = CheckReport()
-    blocks = list(iter_blocks(store))
-    handles = {r.key[len(keys.HANDLE_PREFIX):]: json.loads(r.value)["block"] for r in store.list(keys.HANDLE_PREFIX)}
+    if handles is None:
+        handles = {r.key[len(keys.HANDLE_PREFIX):]: json.loads(r.value)["block"]
+                   for r in store.list(keys.HANDLE_PREFIX)}
+    blocks = list(iter_blocks(store)) if blocks is None else blocks
     affinities = {r.key for r in store.list(keys.ROOT + "host/")}
     report.blocks, report.handles = len(blocks), len(handles)
     seen_counts: dict[str, dict[str, int]] = {}
