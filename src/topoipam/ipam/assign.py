@@ -27,13 +27,12 @@ from topoipam.core.pools import choose_pools, pool_containing, selects_node
 from topoipam.errors import NotFoundError
 from topoipam.ipam import keys
 from topoipam.ipam.blocks import (StoredBlock, affinity_hint_op, affinity_is_full, affinity_value, claim_ops,
-                                  find_unclaimed_block, handle_op, list_affine_nets, load_block, release_affinity_ops,
-                                  reserved_in, scan_pool_blocks)
+                                  find_unclaimed_block, handle_op, list_affine_nets, load_block, pool_check,
+                                  release_affinity_ops, reserved_in, scan_pool_blocks)
 from topoipam.ipam.retry import Plan, run_cas
 from topoipam.ipam.topology import TopologyMoved
 from topoipam.resources import repo
-from topoipam.resources.keys import resource_key
-from topoipam.store.base import Check, Create, Delete, Record, Update
+from topoipam.store.base import Create, Delete, Record, Update
 
 DEFAULT_BLOCK_LIMIT = 20
 MEMO_LIMIT = 4096  # pool choices kept per topology snapshot
@@ -311,7 +310,7 @@ class FamilyAssigner:
             ords = block.auto_assign(self.need, self.req.handle, self.req.attrs, reserved_in(block, self.snap.reserved))
             hops, hvalue = self.hstate.op(block.cidr_text, len(ords))
             ops = claim_ops(self.store, block, self.name, chunk_record, read_chunk=False)
-            return self._commit_plan([*ops, *self._pool_check(pool), *hops], (block, ords),
+            return self._commit_plan([*ops, *pool_check(pool), *hops], (block, ords),
                                      {keys.block_key(net): block}, hvalue)
 
         outcome = run_cas(self.store, attempt, "claim a block")
@@ -322,13 +321,6 @@ class FamilyAssigner:
         self.claimed[block.cidr] = self.last_revision
         self._landed(*outcome)
         return True
-
-    @staticmethod
-    def _pool_check(pool) -> list:
-        """A claim commits only if the pool is unchanged since it was read: a claim cannot slip in
-        after a pool delete disabled the pool and released its affinities (reference 1.3)."""
-        rv = pool.metadata.resource_version
-        return [Check(resource_key("IPPool", pool.name), int(rv))] if rv else []
 
     def _refresh_pools(self) -> None:
         """After a lost claim race: re-read the chosen pools, dropping any disabled or deleted since."""

@@ -18,6 +18,8 @@ from topoipam.core import blockgen
 from topoipam.core.block import Block, reserved_ordinals
 from topoipam.core.summary import CHUNK_BITS, Chunk, chunk_of, global_block_index
 from topoipam.ipam import keys
+from topoipam.model.storage import from_storage
+from topoipam.resources.keys import resource_key
 from topoipam.store.base import Check, Create, Delete, Op, Record, Store, Update
 
 CHUNK_PAGE = 64  # summary records per range read (a /8 of /26 blocks is 64 chunks)
@@ -293,6 +295,31 @@ def claim_ops(store: Store, block: Block, node: str, chunk_record: Record | None
     bit = chunk_bit_op(store, block.cidr, True, chunk_record, read=read_chunk)
     ops.append(bit)
     return ops
+
+
+def pool_check(pool) -> list[Op]:
+    """Appended to every commit that claims a block of ``pool``: the claim lands only if the pool is
+    unchanged since it was read, so that no claim slips in after a pool delete disabled the pool and
+    released its affinities (reference 1.3). A pool given without a revision (a caller's static
+    topology) is not checked."""
+    rv = pool.metadata.resource_version
+    return [Check(pool_key(pool), int(rv))] if rv else []
+
+
+def pool_key(pool) -> str:
+    return resource_key("IPPool", pool.name)
+
+
+def pool_now(pool, record: Record | None):
+    """``pool`` as ``record`` (its key, read after a claim lost its race) holds it now; None once it
+    is deleted, disabled or moved: the retry must not claim from it."""
+    rv = pool.metadata.resource_version
+    if not rv or (record is not None and record.revision == int(rv)):
+        return pool
+    if record is None:
+        return None
+    current = from_storage("IPPool", record.value, record.revision)
+    return None if current.spec.disabled or current.spec.cidr != pool.spec.cidr else current
 
 
 __all__ = ["Check", "StoredBlock"]

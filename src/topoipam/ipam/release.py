@@ -17,7 +17,7 @@ from topoipam.errors import NotFoundError, ValidationError
 from topoipam.ipam import keys
 from topoipam.ipam.blocks import (AFFINITY_VALUE, ChunkEdits, StoredBlock, affinity_hint_op, block_net_of,
                                   chunk_bit_op, delete_block_ops, handle_counts, handle_ops, list_affine_nets,
-                                  load_block, release_affinity_ops, scan_pool_blocks)
+                                  load_block, pool_check, pool_key, pool_now, release_affinity_ops, scan_pool_blocks)
 from topoipam.ipam.retry import Plan, run_cas
 from topoipam.store.base import Create, Delete, Update
 
@@ -192,7 +192,7 @@ def _block_nets(snap, cidr_text: str):
         raise ValidationError(f"The requested CIDR ({cidr}) is not within any configured pools.")
     if cidr.prefixlen > pool.spec.block_size:
         raise ValidationError(f"The requested CIDR ({cidr}) is smaller than the minimum.")
-    return cidr.subnets(new_prefix=pool.spec.block_size)
+    return pool, cidr.subnets(new_prefix=pool.spec.block_size)
 
 
 def claim_affinity(svc, cidr_text: str, node: str):
@@ -201,21 +201,28 @@ def claim_affinity(svc, cidr_text: str, node: str):
     if snap.node(node) is None:
         raise NotFoundError(f"resource does not exist: Node({node})")
     claimed, failed = [], []
-    for net in _block_nets(snap, cidr_text):
+    pool, nets = _block_nets(snap, cidr_text)
+    for net in nets:
         bkey, akey = keys.block_key(net), keys.affinity_key(node, net)
 
-        def attempt(_n, net=net, bkey=bkey, akey=akey):
-            recs = store.get_many([bkey, akey])
+        def attempt(n, net=net, bkey=bkey, akey=akey):
+            nonlocal pool
+            recs = store.get_many([bkey, akey, *([pool_key(pool)] if n else [])])
+            if n:  # a lost race: no claim lands once a pool delete has disabled the pool
+                pool = pool_now(pool, recs.get(pool_key(pool)))
+                if pool is None:
+                    raise ValidationError(f"The requested CIDR ({cidr_text}) is not within any configured pools.")
+            fence = pool_check(pool)
             stored = load_block(recs.get(bkey))
             if stored is None:
                 block = Block.new(net, host_affinity(node), svc.claim_time(), svc.initial_sequence())
-                ops = [Create(bkey, block.to_json()), chunk_bit_op(store, net, True)]
+                ops = [Create(bkey, block.to_json()), chunk_bit_op(store, net, True), *fence]
                 if akey not in recs:
                     ops.insert(0, Create(akey, AFFINITY_VALUE))
                 return Plan(ops, True)
             if stored.block.affinity != host_affinity(node):
                 return Plan(result=False)
-            return Plan([] if akey in recs else [Create(akey, AFFINITY_VALUE)], True)
+            return Plan([] if akey in recs else [Create(akey, AFFINITY_VALUE), *fence], True)
 
         (claimed if run_cas(store, attempt, f"claim block {net}") else failed).append(net)
     return claimed, failed

@@ -25,10 +25,11 @@ from topoipam.core.pools import pool_containing
 from topoipam.errors import AllocationError, BlockLimitError, ExhaustedError, NotFoundError, TopoipamError, ValidationError
 from topoipam.ipam import keys, release
 from topoipam.ipam.assign import FamilyAssigner, HandleState
-from topoipam.ipam.blocks import affinity_value, block_net_of, chunk_bit_op, handle_ops, load_block
+from topoipam.ipam.blocks import (affinity_hint_op, affinity_value, block_net_of, chunk_bit_op, handle_ops, load_block,
+                                  pool_check, pool_key, pool_now)
 from topoipam.ipam.cache import ServiceCache
 from topoipam.ipam.retry import Plan, run_cas
-from topoipam.ipam.topology import FencedSnapshot, Snapshot, StoreTopology, Topology
+from topoipam.ipam.topology import FencedSnapshot, Snapshot, StoreTopology, Topology, TopologyMoved
 from topoipam.model.types import USE_WORKLOAD
 from topoipam.store.base import Create, Store, Update
 
@@ -161,21 +162,37 @@ class IpamService:
 
     def assign_ip(self, ip, handle: str | None, attrs: Mapping[str, str] | None, node: str):
         """Assign one given address (Calico's AssignIP): claims its block for ``node`` if it has none.
-        Ignores node selectors, allowed uses and reservations, as Calico does."""
+        Ignores node selectors, allowed uses and reservations, as Calico does. Decided on the
+        assignment snapshot: every commit carries its fences, a claim also the pool's Check."""
         handle = clean_handle(handle)
         addr = release.parse_ip(ip)
-        snap = self.snapshot()
+        while True:
+            try:
+                return self._assign_ip(self.assign_snapshot(node), addr, handle, attrs, node)
+            except TopologyMoved:  # a fence moved (the snapshot is now invalid): decide on a new one
+                continue
+
+    def _assign_ip(self, snap: Snapshot, addr, handle: str | None, attrs, node: str):
         if snap.node(node) is None:
             raise NotFoundError(f"resource does not exist: Node({node}): node {node} is not registered")
         pool = pool_containing(snap.enabled_pools, addr)
         if pool is None:
             raise ValidationError(f"The provided IP address {addr} is not in a configured pool")
         net = block_net_of(addr, pool.spec.block_size)
-        bkey, hkeys = keys.block_key(net), ([keys.handle_key(handle)] if handle else [])
+        bkey, akey = keys.block_key(net), keys.affinity_key(node, net)
+        hkeys = [keys.handle_key(handle)] if handle else []
         strict = snap.config.strict_affinity
 
-        def attempt(_n):
-            recs = self.store.get_many([bkey, *hkeys])
+        def attempt(n):
+            nonlocal pool
+            pkey = pool_key(pool)
+            recs = self.store.get_many([bkey, akey, *hkeys, *((*snap.fence_keys(node), pkey) if n else ())])
+            if n:  # a lost race: the topology or the pool may have moved since they were read
+                if not snap.holds(recs, node):
+                    raise TopologyMoved()
+                pool = pool_now(pool, recs.get(pkey))
+                if pool is None:
+                    raise ValidationError(f"The provided IP address {addr} is not in a configured pool")
             stored = load_block(recs.get(bkey))
             block = stored.block if stored else Block.new(net, host_affinity(node), self.claim_time(),
                                                           self.initial_sequence())
@@ -183,14 +200,18 @@ class IpamService:
                 _check_strict(block, node)
             ordinal = block.ordinal(addr)
             block.assign(ordinal, handle, attrs)
-            if stored is None:  # claim the block for the node in the same commit
-                ops = [Create(keys.affinity_key(node, net), affinity_value(block)), Create(bkey, block.to_json()),
-                       chunk_bit_op(self.store, net, True)]
+            arec = recs.get(akey)
+            if stored is None:  # claim the block for the node in the same commit (its affinity may exist)
+                ops = [Create(bkey, block.to_json()), chunk_bit_op(self.store, net, True), *pool_check(pool)]
+                ops.insert(0, Create(akey, affinity_value(block)) if arec is None else affinity_hint_op(arec, block))
             else:
                 block.sequence_number += 1
-                ops = [Update(bkey, block.to_json(), stored.revision)]
+                ops = [Update(bkey, block.to_json(), stored.revision),
+                       affinity_hint_op(arec, block) if block.affinity == host_affinity(node) else None]
+            ops = [op for op in ops if op is not None]
             if handle:
                 ops += handle_ops(recs, {handle: {str(net): 1}})
+            ops += snap.fence_ops(node)
             return Plan(ops, block.interface(ordinal), lambda rev: self.cache.committed(ops, rev, {bkey: block}),
                         lambda: self.cache.forget(ops))
 

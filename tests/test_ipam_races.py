@@ -1,0 +1,85 @@
+"""Races and stale records the IPAM engine must survive: a claim that a pool delete overtakes, an
+affinity left without its block, threads sharing one service."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from test_ipam_world import World
+from topoipam.errors import ValidationError
+from topoipam.ipam import keys
+from topoipam.ipam.blocks import AFFINITY_VALUE
+from topoipam.ipam.topology import StoreTopology
+from topoipam.store.base import Create
+
+
+class RacingTopology(StoreTopology):
+    """The datastore's topology, with one concurrent write landing right after the service read the
+    pools (the interleaving of a pool delete with an assignment, made deterministic)."""
+
+    def __init__(self, store) -> None:
+        super().__init__(store)
+        self.after_pools = None
+
+    def pools(self):
+        pools = super().pools()
+        action, self.after_pools = self.after_pools, None
+        if action is not None:
+            action()
+        return pools
+
+
+@pytest.fixture
+def w(store):
+    world = World(store)
+    world.pool("p0", "10.0.0.0/24")
+    world.node("n0")
+    return world
+
+
+@pytest.fixture
+def racing(store):
+    topo = RacingTopology(store)
+    world = World(store, topology=topo)
+    world.pool("p0", "10.0.0.0/24")
+    world.node("n0")
+    return world, topo
+
+
+def test_assign_ip_into_block_whose_affinity_outlived_it(w):
+    net = ipaddress.ip_network("10.0.0.64/26")
+    w.store.commit([Create(keys.affinity_key("n0", net), AFFINITY_VALUE)])  # the block is missing
+    assert str(w.svc.assign_ip("10.0.0.70", "h", None, "n0")) == "10.0.0.70/26"
+    assert w.block("10.0.0.64/26").affinity == "host:n0"
+    assert w.svc.ips_by_handle("h") == [ipaddress.ip_address("10.0.0.70")]
+    assert w.svc.check().ok
+
+
+def test_assign_ip_claim_does_not_land_after_the_pool_was_disabled(racing):
+    w, topo = racing
+    before = w.ipam_state()
+    topo.after_pools = lambda: w.update_pool("p0", disabled=True)
+    with pytest.raises(ValidationError, match="not in a configured pool"):
+        w.svc.assign_ip("10.0.0.5", "h", None, "n0")
+    assert w.ipam_state() == before
+
+
+def test_claim_affinity_does_not_land_after_the_pool_was_disabled(racing):
+    w, topo = racing
+    before = w.ipam_state()
+    topo.after_pools = lambda: w.update_pool("p0", disabled=True)
+    with pytest.raises(ValidationError, match="not within any configured pools"):
+        w.svc.claim_affinity("10.0.0.0/25", "n0")
+    assert w.ipam_state() == before
+
+
+def test_claim_lands_when_the_pool_changed_but_still_serves(racing):
+    w, topo = racing
+    topo.after_pools = lambda: w.update_pool("p0", nat_outgoing=True)
+    assert str(w.svc.assign_ip("10.0.0.5", "h", None, "n0")) == "10.0.0.5/26"
+    topo.after_pools = lambda: w.update_pool("p0", nat_outgoing=False)
+    claimed, failed = w.svc.claim_affinity("10.0.0.128/26", "n0")
+    assert [str(n) for n in claimed] == ["10.0.0.128/26"] and failed == []
+    assert w.svc.check().ok
