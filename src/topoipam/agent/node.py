@@ -38,7 +38,7 @@ from typing import Mapping
 from topoipam.core.pools import selects_node
 from topoipam.errors import NotFoundError, TopoipamError, ValidationError
 from topoipam.ipam import AssignRequest, IpamService
-from topoipam.ipam.retry import Plan, run_cas
+from topoipam.store.retry import Plan, run_cas
 from topoipam.model.storage import from_storage, to_storage
 from topoipam.model.types import (MODE_ALWAYS, MODE_CROSS_SUBNET, USE_TUNNEL, IPPool, Metadata, Node,
                                   NodeBGPSpec)

@@ -311,7 +311,7 @@ def _set_ipam_config(store, spec: dict) -> None:
 
 
 def run_split(args, ctx) -> int:
-    from topoipam.ipam.split import check_parts, split_pool
+    from topoipam.resources.split import check_parts, split_pool
 
     try:
         parts = int(args.number)

@@ -29,7 +29,7 @@ from topoipam.ipam import keys
 from topoipam.ipam.blocks import (StoredBlock, affinity_hint_op, affinity_is_full, affinity_value, claim_ops,
                                   find_unclaimed_block, handle_op, list_affine_nets, load_block, pool_check,
                                   release_affinity_ops, reserved_in, scan_pool_blocks)
-from topoipam.ipam.retry import Plan, run_cas
+from topoipam.store.retry import Plan, run_cas
 from topoipam.ipam.topology import TopologyMoved
 from topoipam.resources import repo
 from topoipam.store.base import Create, Delete, Record, Update

@@ -18,7 +18,7 @@ from topoipam.ipam import keys
 from topoipam.ipam.blocks import (AFFINITY_VALUE, ChunkEdits, StoredBlock, affinity_hint_op, block_net_of,
                                   chunk_bit_op, delete_block_ops, handle_counts, handle_ops, list_affine_nets,
                                   load_block, pool_check, pool_key, pool_now, release_affinity_ops, scan_pool_blocks)
-from topoipam.ipam.retry import Plan, run_cas
+from topoipam.store.retry import Plan, run_cas
 from topoipam.store.base import Create, Delete, Update
 
 BLOCK_SIZES = {4: range(20, 33), 6: range(116, 129)}  # every block size a pool may have

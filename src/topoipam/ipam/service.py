@@ -28,7 +28,7 @@ from topoipam.ipam.assign import FamilyAssigner, HandleState
 from topoipam.ipam.blocks import (affinity_hint_op, affinity_value, block_net_of, chunk_bit_op, handle_ops, load_block,
                                   pool_check, pool_key, pool_now)
 from topoipam.ipam.cache import ServiceCache
-from topoipam.ipam.retry import Plan, run_cas
+from topoipam.store.retry import Plan, run_cas
 from topoipam.ipam.topology import FencedSnapshot, Snapshot, StoreTopology, Topology, TopologyMoved
 from topoipam.model.types import USE_WORKLOAD
 from topoipam.store.base import Create, Store, Update

@@ -10,7 +10,7 @@ ROOT = "/topoipam/v3/"
 POOL_GUARD_KEY = "/topoipam/guard/ippools"
 
 # Bumped (compare-and-swap) in the same commit as every write of a pool, node, IPAM config or
-# reservation made through resources.service (and ipam.split). The IPAM service keeps the topology
+# reservation made through resources.service (and resources.split). The IPAM service keeps the topology
 # it read between calls and fences each assignment commit with a Check on this key's revision
 # (and on the node's own key), so a topology change makes the commit fail and the retry re-reads.
 TOPOLOGY_KEY = "/topoipam/guard/topology"

@@ -71,7 +71,7 @@ def _cas(store: Store, attempt: Callable[[], tuple[list[Op], T]], what: str) -> 
     The loop is the one CAS retry helper of the project (``ipam/retry.py``,
     same layer, imported lazily so that reads never load it).
     """
-    from topoipam.ipam.retry import Plan, run_cas
+    from topoipam.store.retry import Plan, run_cas
 
     def one(_lost: int):
         ops, result = attempt()

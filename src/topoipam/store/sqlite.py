@@ -315,7 +315,7 @@ class SqliteStore(Store):
         same deadline. A retry that starts just before the deadline may still
         wait in SQLite's handler, so the worst case is about twice ``timeout``.
         Conditions that failed (ConflictError, ...) are never retried here:
-        that is the caller's business (ipam/retry.py).
+        that is the caller's business (store/retry.py).
         """
         deadline = time.monotonic() + self.timeout
         pause = 0.001

@@ -1,11 +1,11 @@
-"""The one compare-and-swap retry loop of the IPAM service.
+"""The one compare-and-swap retry loop of the project (IPAM, resources, the agent).
 
-Every IPAM write is planned from fresh reads and committed conditionally on the
+Every write is planned from fresh reads and committed conditionally on the
 revisions read (``store.commit`` with Update/Create/Delete/Check). A commit that
 loses a race (``ConflictError``, or ``AlreadyExistsError`` from a Create) means
 someone else changed what we read: read again and re-plan. After
 ``MAX_RETRIES`` lost races in a row the caller gets ``RetriesExhaustedError``;
-a conflict never escapes the service. Errors raised while *planning* (e.g. an
+a conflict never escapes ``run_cas``. Errors raised while *planning* (e.g. an
 address already assigned) propagate unchanged: they are answers, not races.
 """
 

@@ -16,7 +16,7 @@ from topoipam.structs import replace
 from datetime import datetime, timezone
 
 from topoipam.errors import NotFoundError, ValidationError
-from topoipam.ipam.retry import Plan, run_cas
+from topoipam.store.retry import Plan, run_cas
 from topoipam.model.storage import to_storage
 from topoipam.model.types import IPPool, Metadata
 from topoipam.model.validate import validate
