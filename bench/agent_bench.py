@@ -54,9 +54,10 @@ SPAWN = multiprocessing.get_context("spawn")
 def setup(url: str) -> None:
     from topoipam.model.codec import decode_documents
     from topoipam.resources.service import ResourceService
+    from topoipam.ipam.pool_blocks import PoolBlocks
 
     with open_store(url) as store:
-        ResourceService(store).create(decode_documents(POOL, "bench"))
+        ResourceService(store, PoolBlocks(store)).create(decode_documents(POOL, "bench"))
 
 
 def register(store, node: str) -> None:

@@ -21,6 +21,7 @@ from topoipam.ipam import IpamService
 from topoipam.model.codec import decode_documents
 from topoipam.resources import repo
 from topoipam.resources.service import ResourceService
+from topoipam.ipam.pool_blocks import PoolBlocks
 from topoipam.store import open_store
 
 POOLS = """
@@ -37,7 +38,7 @@ spec: {cidr: 10.1.0.0/24, nodeSelector: rack == "1"}
 
 
 def create(store, text: str) -> None:
-    ResourceService(store).create(decode_documents(text, "test"))
+    ResourceService(store, PoolBlocks(store)).create(decode_documents(text, "test"))
 
 
 def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
@@ -109,7 +110,7 @@ def test_agent_serves_the_plugin_and_keeps_tunnel_addresses(datastore, agents):
         assert not [a for a in svc.allocations() if a.handle == "net.c1"]
 
         # Relabel the node into rack 1: no pool with IPIP selects it any more, the address is released.
-        ResourceService(store).label("Node", "node-a", "rack", "1", overwrite=True)
+        ResourceService(store, PoolBlocks(store)).label("Node", "node-a", "rack", "1", overwrite=True)
         wait_for(lambda: not ipip_address(store, "node-a"), what="IPIP address cleared")
         assert not [a for a in svc.allocations() if a.handle == "ipip-tunnel-addr-node-a"]
         result = ok(exec_cni("ADD", agent.socket, "c2"))
@@ -130,12 +131,12 @@ def test_vxlan_address_follows_the_pool_mode(datastore, agents):
         svc = IpamService(store)
         time.sleep(0.5)
         assert not repo.get_node(store, "node-b").spec.ipv4_vxlan_tunnel_addr  # rack-1 pool has no encapsulation
-        ResourceService(store).patch("IPPool", "rack-1-ippool", json.dumps({"spec": {"vxlanMode": "CrossSubnet"}}))
+        ResourceService(store, PoolBlocks(store)).patch("IPPool", "rack-1-ippool", json.dumps({"spec": {"vxlanMode": "CrossSubnet"}}))
         vxlan = wait_for(lambda: repo.get_node(store, "node-b").spec.ipv4_vxlan_tunnel_addr, what="VXLAN address")
         assert vxlan.startswith("10.1.0.")
         attrs = [a.attrs for a in svc.allocations() if a.handle == "vxlan-tunnel-addr-node-b"]
         assert attrs == [{"node": "node-b", "type": "vxlanTunnelAddress"}]
-        ResourceService(store).patch("IPPool", "rack-1-ippool", json.dumps({"spec": {"allowedUses": ["Workload"]}}))
+        ResourceService(store, PoolBlocks(store)).patch("IPPool", "rack-1-ippool", json.dumps({"spec": {"allowedUses": ["Workload"]}}))
         wait_for(lambda: not repo.get_node(store, "node-b").spec.ipv4_vxlan_tunnel_addr, what="VXLAN cleared")
         assert not [a for a in svc.allocations() if a.handle == "vxlan-tunnel-addr-node-b"]
     finally:
@@ -352,7 +353,7 @@ def test_topology_watch_reports_pools_config_and_own_node_changes(etcd_server):
         register_node(store, "node-w", {"rack": "1"})
         wait_for(lambda: len(changes) > seen, what="own node registration seen")
         seen = len(changes)
-        assert ResourceService(store).delete([("IPPool", "rack-1-ippool")]) == [("IPPool", "rack-1-ippool", None)]
+        assert ResourceService(store, PoolBlocks(store)).delete([("IPPool", "rack-1-ippool")]) == [("IPPool", "rack-1-ippool", None)]
         wait_for(lambda: len(changes) > seen, what="pool deletion seen")
         assert watch.starts == 1 and watch.connected.is_set()
     finally:

@@ -21,6 +21,7 @@ from topoipam.cni.agent_client import call
 from topoipam.ipam import AssignRequest, IpamService
 from topoipam.model.codec import decode_documents
 from topoipam.resources.service import ResourceService
+from topoipam.ipam.pool_blocks import PoolBlocks
 from topoipam.store import open_store
 from topoipam.store.counting import CountingStore
 
@@ -42,7 +43,7 @@ CONF = json.dumps({"cniVersion": "1.0.0", "name": "net", "type": "bridge", "ipam
 def world(tmp_path):
     url = f"sqlite://{tmp_path}/agent.db"
     store = open_store(url)
-    ResourceService(store).create(decode_documents(POOLS, "test"))
+    ResourceService(store, PoolBlocks(store)).create(decode_documents(POOLS, "test"))
     counting = CountingStore(store)
     agent = Agent(counting, "n", socket_path=str(tmp_path / "agent.sock"), poll_interval=3600)
     try:

@@ -28,6 +28,7 @@ from etcd_cluster import HAVE_ETCD, SKIP_REASON, EtcdCluster
 from topoipam.ipam import IpamService
 from topoipam.model.codec import decode_documents
 from topoipam.resources.service import ResourceService
+from topoipam.ipam.pool_blocks import PoolBlocks
 from topoipam.store import open_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.etcd, pytest.mark.skipif(not HAVE_ETCD, reason=SKIP_REASON)]
@@ -50,7 +51,7 @@ SPAWN = multiprocessing.get_context("spawn")
 
 def setup_pools(url: str, text: str = RACK_POOLS) -> None:
     with open_store(url) as store:
-        ResourceService(store).create(decode_documents(text, "test"))
+        ResourceService(store, PoolBlocks(store)).create(decode_documents(text, "test"))
 
 
 def run_workers(target, arg_sets, timeout: float = 200.0) -> None:

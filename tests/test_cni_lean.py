@@ -20,10 +20,11 @@ import pytest
 from netns import PLUGIN, cni_env, python
 from topoipam.model.codec import decode_documents
 from topoipam.resources.service import ResourceService
+from topoipam.ipam.pool_blocks import PoolBlocks
 from topoipam.store import open_store
 
 ALLOWED_TOPOIPAM = re.compile(
-    r"^topoipam(\.(errors|structs|store|store\.base|store\.sqlite|store\.memory|selector(\..+)?|model|model\.types"
+    r"^topoipam(\.(errors|structs|store|store\.base|store\.retry|store\.sqlite|store\.memory|selector(\..+)?|model|model\.types"
     r"|model\.storage|core(\..+)?|resources|resources\.repo|resources\.keys|ipam(\..+)?|cni(\..+)?))?$"
 )
 # Probed by the interpreter itself at start-up (site hooks, copy's Jython check), whether or not they exist.
@@ -74,7 +75,7 @@ def datastore(tmp_path):
     url = f"sqlite://{tmp_path}/lean.db"
     store = open_store(url)
     try:
-        ResourceService(store).create(decode_documents(POOLS, "test"))
+        ResourceService(store, PoolBlocks(store)).create(decode_documents(POOLS, "test"))
     finally:
         store.close()
     return url

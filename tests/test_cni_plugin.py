@@ -22,6 +22,7 @@ from topoipam.cni import handler, protocol
 from topoipam.ipam import IpamService
 from topoipam.model.codec import decode_documents
 from topoipam.resources.service import ResourceService
+from topoipam.ipam.pool_blocks import PoolBlocks
 from topoipam.store import open_store
 
 VERSIONS = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"]
@@ -71,7 +72,7 @@ def write_resources(url: str, text: str) -> None:
     """Create resources with the resources service (the netns tests use the CLI itself)."""
     store = open_store(url)
     try:
-        ResourceService(store).create(decode_documents(text, "test"))
+        ResourceService(store, PoolBlocks(store)).create(decode_documents(text, "test"))
     finally:
         store.close()
 

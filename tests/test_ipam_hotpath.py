@@ -14,6 +14,7 @@ from topoipam.resources import repo
 from topoipam.model.storage import to_storage
 from topoipam.resources.keys import resource_key
 from topoipam.resources.service import ResourceService
+from topoipam.ipam.pool_blocks import PoolBlocks
 from topoipam.store.base import Update
 from topoipam.store.counting import CountingStore
 
@@ -113,7 +114,7 @@ def test_label_change_through_resources_takes_effect_at_once(store):
     w.pool("rack-1", "10.1.0.0/24", node_selector='rack == "1"')
     w.node("n0", rack="0")
     assert w.ip4("n0", "a").startswith("10.0.0.")
-    ResourceService(store).label("Node", "n0", "rack", "1", overwrite=True)
+    ResourceService(store, PoolBlocks(store)).label("Node", "n0", "rack", "1", overwrite=True)
     assert w.ip4("n0", "b").startswith("10.1.0.")
     assert w.ip4("n0", "a2").startswith("10.1.0.")
 
@@ -141,7 +142,7 @@ def test_pool_disabled_through_resources_is_not_used(store):
     assert w.ip4("n0", "x").startswith("10.0.0.")
     pool = repo.get_pool(store, "a")
     pool.spec.disabled = True
-    ResourceService(store).apply([pool])
+    ResourceService(store, PoolBlocks(store)).apply([pool])
     assert w.ip4("n0", "y").startswith("10.1.0.")
 
 

@@ -22,7 +22,7 @@ metadata: {name: kube-node-0, labels: {rack: "0"}}
 def test_library_round_trip(tmp_path):
     store = topoipam.open_store(f"sqlite://{tmp_path}/t.db")
     try:
-        topoipam.ResourceService(store).create(topoipam.decode_documents(POOLS, "pools.yaml"))
+        topoipam.ResourceService(store, topoipam.PoolBlocks(store)).create(topoipam.decode_documents(POOLS, "pools.yaml"))
         ipam = topoipam.IpamService(store)
         result = ipam.auto_assign(topoipam.AssignRequest(node="kube-node-0", handle="vm-42"))
         assert [str(i.network.supernet(new_prefix=24)) for i in result.ipv4] == ["192.168.0.0/24"]

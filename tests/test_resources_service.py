@@ -14,6 +14,7 @@ from topoipam.model.types import IPPool, IPPoolSpec, Metadata, Node
 from topoipam.resources import repo
 from topoipam.resources.keys import POOL_GUARD_KEY
 from topoipam.resources.service import ResourceService, merge_patch
+from topoipam.ipam.pool_blocks import PoolBlocks
 
 
 def pool(name, cidr, **spec):
@@ -29,7 +30,7 @@ def everything(store):
 
 
 def test_create_sets_identity_and_read_carries_revision(store):
-    svc = ResourceService(store)
+    svc = ResourceService(store, PoolBlocks(store))
     result = svc.create([pool("p1", "10.0.0.0/24"), node("n1")])
     assert [r.name for r in result.written] == ["p1", "n1"]
     p1 = svc.get("IPPool", ["p1"])[0]
@@ -40,7 +41,7 @@ def test_create_sets_identity_and_read_carries_revision(store):
 
 
 def test_batch_is_all_or_nothing_and_names_the_failing_document(store):
-    svc = ResourceService(store)
+    svc = ResourceService(store, PoolBlocks(store))
     svc.create([node("n0")])
     before = everything(store)
     with pytest.raises(ValidationError) as exc:
@@ -51,7 +52,7 @@ def test_batch_is_all_or_nothing_and_names_the_failing_document(store):
 
 
 def test_create_existing_and_skip_exists(store):
-    svc = ResourceService(store)
+    svc = ResourceService(store, PoolBlocks(store))
     svc.create([node("n1")])
     with pytest.raises(AlreadyExistsError, match=r"resource already exists: Node\(n1\)"):
         svc.create([node("n2"), node("n1")])
@@ -61,7 +62,7 @@ def test_create_existing_and_skip_exists(store):
 
 
 def test_apply_with_stale_resource_version_is_refused(store):
-    svc = ResourceService(store)
+    svc = ResourceService(store, PoolBlocks(store))
     svc.create([node("n1")])
     old = svc.get("Node", ["n1"])[0]
     svc.label("Node", "n1", "rack", "0")
@@ -73,7 +74,7 @@ def test_apply_with_stale_resource_version_is_refused(store):
 
 def test_replace_requires_existence(store):
     with pytest.raises(NotFoundError, match=r"resource does not exist: Node\(x\) with error: <nil>"):
-        ResourceService(store).replace([node("x")])
+        ResourceService(store, PoolBlocks(store)).replace([node("x")])
 
 
 def test_blocks_of_another_size_block_a_new_pool(store):
@@ -81,7 +82,7 @@ def test_blocks_of_another_size_block_a_new_pool(store):
 
     # A block left behind by an earlier pool with blockSize 28 (blocks outlive their pool).
     store.create(keys.block_key(ipaddress.ip_network("10.7.0.16/28")), b"{}")
-    svc = ResourceService(store)
+    svc = ResourceService(store, PoolBlocks(store))
     with pytest.raises(ValidationError, match="IPPool blocksSize conflicts with existing allocations"):
         svc.create([pool("p", "10.7.0.0/24")])
     svc.create([pool("p", "10.7.0.0/24", block_size=28)])  # same size: fine
@@ -90,7 +91,7 @@ def test_blocks_of_another_size_block_a_new_pool(store):
 
 def test_concurrent_overlapping_creates_admit_exactly_one(store):
     """Different names, same CIDR, at once: the pool guard makes the overlap rule race-free."""
-    svc = ResourceService(store)
+    svc = ResourceService(store, PoolBlocks(store))
     outcomes = []
     barrier = threading.Barrier(6)
 
@@ -114,7 +115,7 @@ def test_concurrent_overlapping_creates_admit_exactly_one(store):
 
 
 def test_concurrent_labels_all_land(store):
-    svc = ResourceService(store)
+    svc = ResourceService(store, PoolBlocks(store))
     svc.create([node("n1")])
 
     def label(i):
@@ -130,7 +131,7 @@ def test_concurrent_labels_all_land(store):
 
 
 def test_label_and_unlabel(store):
-    svc = ResourceService(store)
+    svc = ResourceService(store, PoolBlocks(store))
     svc.create([node("n1")])
     assert svc.label("Node", "n1", "rack", "0") == "set"
     assert svc.label("Node", "n1", "rack", "0") == "updated"
@@ -151,7 +152,7 @@ def test_patch_and_merge_patch():
 
 
 def test_patch_keeps_identity(store):
-    svc = ResourceService(store)
+    svc = ResourceService(store, PoolBlocks(store))
     svc.create([pool("p1", "10.0.0.0/24")])
     before = svc.get("IPPool", ["p1"])[0]
     after = svc.patch("IPPool", "p1", '{"spec": {"natOutgoing": true}}')
@@ -161,7 +162,7 @@ def test_patch_keeps_identity(store):
 
 
 def test_delete_reports_each_item(store):
-    svc = ResourceService(store)
+    svc = ResourceService(store, PoolBlocks(store))
     svc.create([node("n1"), node("n2")])
     results = svc.delete([("Node", "n1"), ("Node", "ghost"), ("Node", "n2")])
     assert [(k, n, type(e).__name__ if e else None) for k, n, e in results] == [
@@ -174,7 +175,7 @@ def test_pool_delete_releases_affinities_and_keeps_allocations(store):
     from topoipam.ipam import AssignRequest, IpamService
     from topoipam.ipam import keys as ipam_keys
 
-    svc = ResourceService(store)
+    svc = ResourceService(store, PoolBlocks(store))
     svc.create([node("kube-node-0", rack="0"), pool("rack-0", "192.168.0.0/24", node_selector='rack == "0"')])
     ipam = IpamService(store)
     ip = ipam.auto_assign(AssignRequest(node="kube-node-0", handle="h1", num4=1)).ipv4[0]
@@ -193,5 +194,5 @@ def test_pool_delete_releases_affinities_and_keeps_allocations(store):
 
 
 def test_pool_delete_of_missing_pool(store):
-    [(kind, name, err)] = ResourceService(store).delete([("IPPool", "nope")])
+    [(kind, name, err)] = ResourceService(store, PoolBlocks(store)).delete([("IPPool", "nope")])
     assert isinstance(err, NotFoundError) and err.message == "resource does not exist: IPPool(nope) with error: <nil>"

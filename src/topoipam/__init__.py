@@ -8,7 +8,7 @@ The library API, for programs that manage addresses themselves::
 
     import topoipam
     store = topoipam.open_store("sqlite:///var/lib/topoipam/topoipam.db")
-    resources = topoipam.ResourceService(store)
+    resources = topoipam.ResourceService(store, topoipam.PoolBlocks(store))  # PoolBlocks: its IPAM side
     resources.create(topoipam.decode_documents(open("pools.yaml").read(), "pools.yaml"))
     ipam = topoipam.IpamService(store)
     result = ipam.auto_assign(topoipam.AssignRequest(node="kube-node-0", handle="vm-42"))
@@ -24,6 +24,7 @@ _EXPORTS = {
     "open_store": "topoipam.store",
     "Store": "topoipam.store",
     "ResourceService": "topoipam.resources.service",
+    "PoolBlocks": "topoipam.ipam.pool_blocks",
     "decode_documents": "topoipam.model.codec",
     "IpamService": "topoipam.ipam",
     "AssignRequest": "topoipam.ipam",

@@ -132,6 +132,7 @@ def default_pools(env) -> list:
 
 
 def run_init(args, ctx) -> int:
+    from topoipam.ipam.pool_blocks import PoolBlocks
     from topoipam.resources.service import ResourceService
 
     pools = default_pools(os.environ)
@@ -139,7 +140,7 @@ def run_init(args, ctx) -> int:
         print("NO_DEFAULT_POOLS is true: no default IP pools created", file=ctx.out)
         return 0
     try:
-        outcomes = ResourceService(ctx.store).ensure_pools(pools)
+        outcomes = ResourceService(ctx.store, PoolBlocks(ctx.store)).ensure_pools(pools)
     except TopoipamError as err:
         document = getattr(err, "document", None)
         failed = next((p for p in pools if document and p.name == document[2]), pools[0])

@@ -107,9 +107,10 @@ def _batch_failure(verb: str, resources, err: TopoipamError) -> TopoipamError:
 
 
 def _service(ctx):
+    from topoipam.ipam.pool_blocks import PoolBlocks
     from topoipam.resources.service import ResourceService
 
-    return ResourceService(ctx.store)
+    return ResourceService(ctx.store, PoolBlocks(ctx.store))
 
 
 def _kind(text: str) -> str:

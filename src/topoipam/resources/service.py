@@ -13,8 +13,10 @@ another writer is planned again from fresh reads, so a lost race ends either
 in success or in the same error a sequential run would have given.
 
 Pool delete follows Calico (reference 1.3): disable (CAS) so that no new
-block is claimed, release the pool's block affinities through the IPAM
-service, then delete (CAS on the disabled version).
+block is claimed, release the pool's block affinities, then delete (CAS on
+the disabled version). The IPAM side of pool create and delete (blocks of
+another size, affinity release) is the ``pool_blocks`` object the caller
+passes in (``ipam.pool_blocks.PoolBlocks``): resources/ does not import ipam/.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import ipaddress
 import json
 from topoipam.structs import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Callable, Iterable, Protocol, Sequence, TypeVar
 
 from topoipam.errors import (
     AlreadyExistsError,
@@ -68,7 +70,7 @@ def _now() -> str:
 def _cas(store: Store, attempt: Callable[[], tuple[list[Op], T]], what: str) -> T:
     """Plan with ``attempt()`` from fresh reads and commit its ops, again while the commit loses a race.
 
-    The loop is the one CAS retry helper of the project (``ipam/retry.py``,
+    The loop is the one CAS retry helper of the project (``store/retry.py``,
     same layer, imported lazily so that reads never load it).
     """
     from topoipam.store.retry import Plan, run_cas
@@ -88,6 +90,14 @@ def topology_bump(store: Store) -> Op:
     if record is None:
         return Create(TOPOLOGY_KEY, b"{}")
     return Update(TOPOLOGY_KEY, record.value, record.revision)
+
+
+class PoolBlocks(Protocol):
+    """What pool create and delete need from IPAM (``ipam.pool_blocks.PoolBlocks`` implements it)."""
+
+    def block_sizes_in(self, net) -> set[int]: ...
+
+    def release_pool_affinities(self, pool) -> object: ...
 
 
 class StaleVersionError(ConflictError):
@@ -112,8 +122,10 @@ class BatchResult:
 class ResourceService:
     """The v3 resources over one datastore."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, pool_blocks: PoolBlocks | None = None) -> None:
         self.store = store
+        # The IPAM side of pool create/delete, given by the caller: resources/ does not import ipam/.
+        self.pool_blocks = pool_blocks
 
     # ---------------------------------------------------------------- reads
 
@@ -247,30 +259,11 @@ class ResourceService:
         fields = overlap_error(pool, other_pools)
         if fields:
             raise validation_error(fields)
-        sizes = self._block_sizes_in(pool)
+        sizes = self._pool_blocks("create").block_sizes_in(pool.network)
         if any(size != pool.spec.block_size for size in sizes):
             raise validation_error([field_error(
                 "IPPool.Spec.BlockSize", pool.spec.block_size,
                 "IPPool blocksSize conflicts with existing allocations that use a different blockSize")])
-
-    def _block_sizes_in(self, pool) -> set[int]:
-        """Prefix lengths of stored blocks inside ``pool``'s CIDR (blocks outlive a deleted pool)."""
-        from topoipam.ipam import keys  # the IPAM key layout; same layer, loaded only on pool create
-
-        net = pool.network
-        prefix = keys.block_prefix(net.version)
-        start = prefix + keys.net_suffix(net).partition("-")[0]  # every prefix length at the pool's start
-        sizes: set[int] = set()
-        while True:
-            page = self.store.list(prefix, start=start, limit=256)
-            for record in page:
-                block = keys.parse_suffix(record.key[len(prefix):], net.version)
-                if block.network_address > net.broadcast_address:
-                    return sizes  # key order is address order: past the pool's end
-                sizes.add(block.prefixlen)
-            if len(page) < 256:
-                return sizes
-            start = page[-1].key + "\0"
 
     # ---------------------------------------------------------------- delete
 
@@ -320,7 +313,7 @@ class ResourceService:
             return [Update(key, to_storage(pool), revision)], pool
 
         pool = _cas(self.store, disable, f"disable of {ident('IPPool', name)}")
-        self._release_pool_affinities(pool)
+        self._pool_blocks("delete").release_pool_affinities(pool)
 
         def remove():
             pool, revision = self._read("IPPool", name)
@@ -334,10 +327,11 @@ class ResourceService:
 
         _cas(self.store, remove, f"delete of {ident('IPPool', name)}")
 
-    def _release_pool_affinities(self, pool) -> None:
-        from topoipam.ipam import IpamService  # same layer; imported lazily (INTERFACES.md)
-
-        IpamService(self.store).release_pool_affinities(pool)
+    def _pool_blocks(self, what: str) -> PoolBlocks:
+        if self.pool_blocks is None:
+            raise TopoipamError(f"cannot {what} an IPPool: this ResourceService was built without the IPAM "
+                                "side (ResourceService(store, topoipam.ipam.pool_blocks.PoolBlocks(store)))")
+        return self.pool_blocks
 
     # ---------------------------------------------------------------- patch / label
 
