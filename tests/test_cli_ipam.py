@@ -459,3 +459,57 @@ def test_datastore_unavailable_exits_3(capsys, argv):
     prefix = "error: " if argv[1:2] == ["configure"] else ""  # calicoctl prefixes configure's datastore errors
     assert err.startswith(prefix + "cannot open SQLite datastore /proc/no-such-dir/topoipam.db")
     assert "Traceback" not in err
+
+
+class _ConfigFlapping:
+    """The real SQLite store; before each of our first ``races`` commits that write the IPAM
+    configuration, another writer deletes it if present or creates it if absent (so every plan we made
+    is stale, alternately as a create and as an update)."""
+
+    def __init__(self, url, races):
+        from topoipam.resources.keys import resource_key
+        from topoipam.store import open_store
+        from topoipam.store.counting import CountingStore
+
+        class Flapping(CountingStore):
+            def commit(inner_self, ops):
+                if self.races and any(op.key == self.key for op in ops):
+                    self.races -= 1
+                    self.flip()
+                return super(Flapping, inner_self).commit(ops)
+
+        self.url, self.races, self.key = url, races, resource_key("IPAMConfiguration", "default")
+        self.store = Flapping(open_store(url))
+
+    def flip(self):
+        from topoipam.model.codec import decode_documents
+        from topoipam.resources.service import ResourceService
+        from topoipam.store import open_store
+
+        with open_store(self.url) as other:
+            svc = ResourceService(other)
+            if other.get(self.key) is None:
+                svc.create(decode_documents("kind: IPAMConfiguration\napiVersion: projectcalico.org/v3\n"
+                                            "metadata: {name: default}\nspec: {strictAffinity: false}\n", "racer"))
+            else:
+                assert svc.delete([("IPAMConfiguration", "default")])[0][2] is None
+
+
+def test_configure_under_concurrent_create_and_delete_lands_once_the_races_stop(cli, sqlite_url):
+    import argparse
+    import io
+    import types
+
+    from topoipam.cli.ipam import run_configure
+    from topoipam.resources import repo
+
+    cli("get", "ippool")  # creates the datastore file
+    flapping = _ConfigFlapping(sqlite_url, races=6)
+    ctx = types.SimpleNamespace(store=flapping.store, out=io.StringIO())
+    try:
+        code = run_configure(argparse.Namespace(strictaffinity="true", max_blocks_per_host="7"), ctx)
+        assert (code, flapping.races) == (0, 0)
+        spec = repo.get_ipam_config(flapping.store).spec
+        assert (spec.strict_affinity, spec.max_blocks_per_host) == (True, 7)
+    finally:
+        flapping.store.close()

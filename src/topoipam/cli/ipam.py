@@ -271,7 +271,9 @@ def run_configure(args, ctx) -> int:
     if max_blocks is not None:
         spec["maxBlocksPerHost"] = max_blocks
     try:
-        _set_ipam_config(ctx.store, spec)
+        from topoipam.resources.service import ResourceService
+
+        ResourceService(ctx.store).merge_ipam_config(spec)
     except TopoipamError as err:
         err.message = f"error: {err.message}"
         raise
@@ -280,31 +282,6 @@ def run_configure(args, ctx) -> int:
     if max_blocks is not None:
         print(f"Successfully set MaxBlocksPerHost to: {max_blocks}", file=ctx.out)
     return 0
-
-
-def _set_ipam_config(store, spec: dict) -> None:
-    """Merge ``spec`` into the ``default`` IPAMConfiguration (created with defaults when absent), by CAS."""
-    import json
-
-    from topoipam.errors import AlreadyExistsError
-    from topoipam.model.storage import resource_from_dict
-    from topoipam.resources.service import ResourceService
-
-    service = ResourceService(store)
-    for _ in range(3):  # absent -> create; a concurrent create in between -> patch what it wrote
-        try:
-            service.patch("IPAMConfiguration", "default", json.dumps({"spec": spec}))
-            return
-        except NotFoundError:
-            pass
-        doc = {"apiVersion": "projectcalico.org/v3", "kind": "IPAMConfiguration",
-               "metadata": {"name": "default"}, "spec": spec}
-        try:
-            service.create([resource_from_dict(doc, "IPAMConfiguration(default)")])
-            return
-        except AlreadyExistsError:
-            continue
-    raise TopoipamError("the IPAM configuration changed repeatedly while it was being set; try again")
 
 
 # ---------------------------------------------------------------- split

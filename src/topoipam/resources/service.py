@@ -414,6 +414,23 @@ class ResourceService:
         except RetriesExhaustedError:
             raise RetriesExhaustedError(f"failed to update {what}, label not changed") from None
 
+    def merge_ipam_config(self, spec: dict):
+        """Merge ``spec`` into the ``default`` IPAMConfiguration, creating it (Calico's defaults plus
+        ``spec``) when absent; returns it as stored. One CAS loop: a concurrent create, update or
+        delete between our read and our commit re-plans Create-or-Update from a fresh read."""
+        def attempt():
+            current, revision = self._read("IPAMConfiguration", IPAM_CONFIG_NAME)
+            if current is None:
+                doc = {"apiVersion": "projectcalico.org/v3", "kind": "IPAMConfiguration",
+                       "metadata": {"name": IPAM_CONFIG_NAME}, "spec": spec}
+                op, stored = self._plan_create(resource_from_dict(doc, "IPAMConfiguration(default)"), [])
+                return [op], stored
+            merged = merge_patch(resource_to_dict(current), {"spec": spec})
+            merged["metadata"].pop("resourceVersion", None)
+            return self._plan_update(current, resource_from_dict(merged, "IPAMConfiguration(default)"), revision)
+
+        return _cas(self.store, attempt, "update of IPAMConfiguration(default)")
+
     # ---------------------------------------------------------------- init
 
     def ensure_pools(self, pools: Sequence) -> list[tuple[object, str]]:
