@@ -196,3 +196,23 @@ def test_pool_delete_releases_affinities_and_keeps_allocations(store):
 def test_pool_delete_of_missing_pool(store):
     [(kind, name, err)] = ResourceService(store, PoolBlocks(store)).delete([("IPPool", "nope")])
     assert isinstance(err, NotFoundError) and err.message == "resource does not exist: IPPool(nope) with error: <nil>"
+
+
+@pytest.mark.parametrize("disabled_before", [False, True])
+def test_failed_pool_delete_leaves_the_pool_as_it_was(sqlite_url, disabled_before):
+    """Invariant 5: the affinity release fails (its datastore became unavailable), so the pool is not
+    deleted and is enabled again (unless it was disabled before the delete); the message says so."""
+    from topoipam.errors import DatastoreUnavailableError
+    from topoipam.store import open_store
+
+    with open_store(sqlite_url) as store:
+        gone = open_store(sqlite_url)
+        gone.close()
+        ResourceService(store, PoolBlocks(store)).create([pool("rack-0", "192.168.0.0/24", disabled=disabled_before)])
+        [(_, _, err)] = ResourceService(store, PoolBlocks(gone)).delete([("IPPool", "rack-0")])
+        assert isinstance(err, DatastoreUnavailableError)
+        [stored] = repo.list_pools(store)
+        assert stored.spec.disabled is disabled_before
+        said = "it stays disabled, as it was before" if disabled_before else "was enabled again"
+        assert err.message.endswith(f"IPPool(rack-0) was not deleted and {said}" if not disabled_before
+                                    else f"IPPool(rack-0) was not deleted ({said})"), err.message

@@ -14,7 +14,8 @@ in success or in the same error a sequential run would have given.
 
 Pool delete follows Calico (reference 1.3): disable (CAS) so that no new
 block is claimed, release the pool's block affinities, then delete (CAS on
-the disabled version). The IPAM side of pool create and delete (blocks of
+the disabled version); if the release fails, the pool is enabled again
+(CAS) before the error is raised, and the message says so. The IPAM side of pool create and delete (blocks of
 another size, affinity release) is the ``pool_blocks`` object the caller
 passes in (``ipam.pool_blocks.PoolBlocks``): resources/ does not import ipam/.
 """
@@ -307,13 +308,19 @@ class ResourceService:
             if wanted and wanted != str(revision):
                 raise StaleVersionError("IPPool", name)
             if pool.spec.disabled:
-                return [], pool
+                return [], (pool, True)
             # From here on no allocator picks this pool for a new block.
             pool.spec.disabled = True
-            return [Update(key, to_storage(pool), revision)], pool
+            return [Update(key, to_storage(pool), revision)], (pool, False)
 
-        pool = _cas(self.store, disable, f"disable of {ident('IPPool', name)}")
-        self._pool_blocks("delete").release_pool_affinities(pool)
+        pool_blocks = self._pool_blocks("delete")
+        pool, was_disabled = _cas(self.store, disable, f"disable of {ident('IPPool', name)}")
+        try:
+            pool_blocks.release_pool_affinities(pool)
+        except TopoipamError as err:
+            # Invariant 5: a failed delete leaves no partial state, so the disable is undone.
+            err.message = f"{err.message}; {self._undo_disable(name, was_disabled)}"
+            raise
 
         def remove():
             pool, revision = self._read("IPPool", name)
@@ -326,6 +333,25 @@ class ResourceService:
             return [Delete(key, revision)], None
 
         _cas(self.store, remove, f"delete of {ident('IPPool', name)}")
+
+    def _undo_disable(self, name: str, was_disabled: bool) -> str:
+        """Enable the pool again (CAS) after a failed delete; says what became of it."""
+        what = ident("IPPool", name)
+        if was_disabled:
+            return f"{what} was not deleted (it stays disabled, as it was before)"
+
+        def enable():
+            pool, revision = self._read("IPPool", name)
+            if pool is None or not pool.spec.disabled:
+                return [], None
+            pool.spec.disabled = False
+            return [Update(resource_key("IPPool", name), to_storage(pool), revision)], None
+
+        try:
+            _cas(self.store, enable, f"enable of {what}")
+        except TopoipamError as err:
+            return f"{what} was not deleted and could not be enabled again ({err.message}): it is disabled"
+        return f"{what} was not deleted and was enabled again"
 
     def _pool_blocks(self, what: str) -> PoolBlocks:
         if self.pool_blocks is None:
