@@ -216,3 +216,26 @@ def test_failed_pool_delete_leaves_the_pool_as_it_was(sqlite_url, disabled_befor
         said = "it stays disabled, as it was before" if disabled_before else "was enabled again"
         assert err.message.endswith(f"IPPool(rack-0) was not deleted and {said}" if not disabled_before
                                     else f"IPPool(rack-0) was not deleted ({said})"), err.message
+
+
+def test_one_guard_helper_and_one_identity_stamp_for_create_and_split(store):
+    """Pool create and ``resources.split`` share the guard op and the identity stamp (resources.service)."""
+    from topoipam.resources.service import guard_op
+    from topoipam.resources.split import split_pool
+    from topoipam.store.base import Create, Update
+
+    assert guard_op(store, "/test/guard") == Create("/test/guard", b"{}")
+    revision = store.commit([guard_op(store, "/test/guard")])
+    assert guard_op(store, "/test/guard") == Update("/test/guard", b"{}", revision)
+
+    svc = ResourceService(store, PoolBlocks(store))
+    [parent] = svc.create([pool("p", "10.9.0.0/24")]).written
+    guard_before = store.get(POOL_GUARD_KEY).revision
+    _, children = split_pool(store, 2, name="p")
+    assert store.get(POOL_GUARD_KEY).revision > guard_before
+    for child in [parent, *children]:
+        uuid.UUID(child.metadata.uid)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", child.metadata.creation_timestamp)
+    assert len({c.metadata.uid for c in [parent, *children]}) == 3
+    stored = repo.list_pools(store)
+    assert [(p.name, p.metadata.uid) for p in stored] == [(c.name, c.metadata.uid) for c in children]

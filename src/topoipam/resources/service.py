@@ -15,9 +15,10 @@ in success or in the same error a sequential run would have given.
 Pool delete follows Calico (reference 1.3): disable (CAS) so that no new
 block is claimed, release the pool's block affinities, then delete (CAS on
 the disabled version); if the release fails, the pool is enabled again
-(CAS) before the error is raised, and the message says so. The IPAM side of pool create and delete (blocks of
-another size, affinity release) is the ``pool_blocks`` object the caller
-passes in (``ipam.pool_blocks.PoolBlocks``): resources/ does not import ipam/.
+(CAS) before the error is raised, and the message says so. The IPAM side of
+pool create and delete (blocks of another size, affinity release) is the
+``pool_blocks`` object the caller passes in (``ipam.pool_blocks.PoolBlocks``):
+resources/ does not import ipam/.
 """
 
 from __future__ import annotations
@@ -85,12 +86,28 @@ def _cas(store: Store, attempt: Callable[[], tuple[list[Op], T]], what: str) -> 
     return run_cas(store, one, what)
 
 
+def guard_op(store: Store, key: str) -> Op:
+    """The op moving a guard key (``resources.keys``) on by one write: Create if absent, else a CAS Update.
+    Two commits that both carry it for the same key cannot both land."""
+    record = store.get(key)
+    if record is None:
+        return Create(key, b"{}")
+    return Update(key, record.value, record.revision)
+
+
 def topology_bump(store: Store) -> Op:
     """The op moving the topology generation (``resources.keys.TOPOLOGY_KEY``) on by one write."""
-    record = store.get(TOPOLOGY_KEY)
-    if record is None:
-        return Create(TOPOLOGY_KEY, b"{}")
-    return Update(TOPOLOGY_KEY, record.value, record.revision)
+    return guard_op(store, TOPOLOGY_KEY)
+
+
+def stamp_new(resource):
+    """Give a resource about to be created its identity: a fresh uid and creation time, no version."""
+    import uuid  # costs ~3 ms of start-up: only when something is created
+
+    resource.metadata.uid = str(uuid.uuid4())
+    resource.metadata.creation_timestamp = _now()
+    resource.metadata.resource_version = ""
+    return resource
 
 
 class PoolBlocks(Protocol):
@@ -219,10 +236,7 @@ class ResourceService:
 
     def _pool_guard_op(self) -> Op:
         """CAS on the pool guard: concurrent pool creates serialise, so the overlap check cannot be raced."""
-        record = self.store.get(POOL_GUARD_KEY)
-        if record is None:
-            return Create(POOL_GUARD_KEY, b"{}")
-        return Update(POOL_GUARD_KEY, record.value, record.revision)
+        return guard_op(self.store, POOL_GUARD_KEY)
 
     def _plan_one(self, res, mode: str, current, revision: int, other_pools: list):
         """``(op, resource as stored)``; ``(None, None)`` when a create finds it present."""
@@ -238,21 +252,14 @@ class ResourceService:
         if wanted and wanted != str(revision):
             # The user's copy is stale: someone changed the resource since it was read.
             raise StaleVersionError(res.kind, res.name)
-        stored = validate(res, old=current)
-        stored.metadata.uid = current.metadata.uid
-        stored.metadata.creation_timestamp = current.metadata.creation_timestamp
-        stored.metadata.resource_version = ""
-        return Update(resource_key(res.kind, res.name), to_storage(stored), revision), stored
+        [op], stored = self._plan_update(current, res, revision)
+        return op, stored
 
     def _plan_create(self, res, other_pools: list):
         stored = validate(res)
         if stored.kind == "IPPool":
             self._check_new_pool(stored, other_pools)
-        import uuid  # costs ~3 ms of start-up: only when something is created
-
-        stored.metadata.uid = str(uuid.uuid4())
-        stored.metadata.creation_timestamp = _now()
-        stored.metadata.resource_version = ""
+        stamp_new(stored)
         return Create(resource_key(res.kind, res.name), to_storage(stored)), stored
 
     def _check_new_pool(self, pool, other_pools: list) -> None:

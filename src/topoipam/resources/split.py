@@ -11,9 +11,7 @@ the parent lies in exactly one child (children keep the parent's block size).
 from __future__ import annotations
 
 import ipaddress
-import uuid
 from topoipam.structs import replace
-from datetime import datetime, timezone
 
 from topoipam.errors import NotFoundError, ValidationError
 from topoipam.store.retry import Plan, run_cas
@@ -22,8 +20,8 @@ from topoipam.model.types import IPPool, Metadata
 from topoipam.model.validate import validate
 from topoipam.resources import repo
 from topoipam.resources.keys import POOL_GUARD_KEY, resource_key
-from topoipam.resources.service import topology_bump
-from topoipam.store.base import Create, Delete, Store, Update
+from topoipam.resources.service import guard_op, stamp_new, topology_bump
+from topoipam.store.base import Create, Delete, Store
 
 MAX_NAME = 253
 
@@ -72,23 +70,21 @@ def split_pool(store: Store, parts: int, *, name: str | None = None, cidr: str |
         raise ValidationError("no name or CIDR provided. Provide a name or CIDR to denote the IP pool to split")
 
     def attempt(_n):
-        guard = store.get(POOL_GUARD_KEY)
+        guard = guard_op(store, POOL_GUARD_KEY)  # read first: a pool create after this read fails our commit
         parent = _find(store, name, cidr)
         children, ops = [], [Delete(resource_key("IPPool", parent.name), int(parent.metadata.resource_version))]
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         for i, net in enumerate(split_cidrs(parent.spec.cidr, parts)):
             meta = Metadata(name=child_name(parent.name, i), labels=dict(parent.metadata.labels),
                             annotations=dict(parent.metadata.annotations))
             child = validate(IPPool(meta, replace(parent.spec, cidr=str(net), disabled=False,
                                                   allowed_uses=list(parent.spec.allowed_uses))))
-            child.metadata.uid, child.metadata.creation_timestamp = str(uuid.uuid4()), now
+            stamp_new(child)
             if repo.get_pool(store, child.name) is not None:
                 raise ValidationError(f"cannot split IPPool({parent.name}): IPPool({child.name}) already exists")
             ops.append(Create(resource_key("IPPool", child.name), to_storage(child)))
             children.append(child)
         # Pool creates serialise on the guard (resources.service): so must this one.
-        ops.append(Create(POOL_GUARD_KEY, b"{}") if guard is None
-                   else Update(POOL_GUARD_KEY, guard.value, guard.revision))
+        ops.append(guard)
         ops.append(topology_bump(store))  # services holding the old pools must re-read them
         return Plan(ops, (parent.name, children))
 
