@@ -513,3 +513,15 @@ def test_configure_under_concurrent_create_and_delete_lands_once_the_races_stop(
         assert (spec.strict_affinity, spec.max_blocks_per_host) == (True, 7)
     finally:
         flapping.store.close()
+
+
+def test_get_workloadendpoints_is_a_branch_of_get_not_a_wrapper(cli):
+    """``get``'s run is cli.resources.run_get itself (no module wraps it or edits argparse's internals)."""
+    from topoipam.cli import resources
+    from topoipam.cli.main import build_parser
+
+    assert build_parser().parse_args(["get", "wep"]).run is resources.run_get
+    r = cli("get", "--help")
+    assert r.code == 0 and "workloadendpoint (wep: IPAM's workload allocations)" in r.out
+    r = cli("get", "WEP", "-o", "wide")
+    assert (r.code, r.out.split()) == (0, ["NAME", "NAMESPACE", "IP", "NODE", "POOL", "BLOCK"]), r

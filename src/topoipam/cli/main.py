@@ -31,7 +31,6 @@ COMMAND_MODULES = (
     "topoipam.cli.agent",  # agent
     "topoipam.cli.ipam",  # ipam show/check/release/configure/split/assign
     "topoipam.cli.insights",  # ipam coverage/explain/headroom/drift (after cli.ipam)
-    "topoipam.cli.workloads",  # get workloadendpoints (wraps get's run; after cli.resources)
     "topoipam.cli.demo",  # demo
 )
 

@@ -38,7 +38,8 @@ def register(subparsers) -> None:
     p.set_defaults(run=run_delete)
 
     p = subparsers.add_parser("get", help="Show resources.", description="topoipam get KIND [NAME...] [-o FORMAT]")
-    p.add_argument("kind", metavar="KIND", help="ippool, node, ipamconfig, ipreservation (or an alias)")
+    p.add_argument("kind", metavar="KIND", help="ippool, node, ipamconfig, ipreservation (or an alias), "
+                                                "workloadendpoint (wep: IPAM's workload allocations)")
     p.add_argument("names", nargs="*", metavar="NAME")
     p.add_argument("-o", "--output", default="ps", metavar="FORMAT", help="ps (default), wide, yaml or json")
     p.set_defaults(run=run_get)
@@ -162,8 +163,11 @@ def run_delete(args, ctx) -> int:
 
 
 def run_get(args, ctx) -> int:
+    from topoipam.cli import workloads
     from topoipam.cli.printers import check_format, render
 
+    if args.kind.strip().lower() in workloads.ALIASES:  # not a stored resource: IPAM's allocations
+        return workloads.run_get_workloads(args, ctx)
     output = check_format(args.output)
     kind = _kind(args.kind)
     service = _service(ctx)

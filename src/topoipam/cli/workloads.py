@@ -12,9 +12,8 @@ format (``cli.printers.tabwrite``: columns padded by 3, a blank line after):
 with a ``type`` attribute (tunnel and load-balancer addresses) are not
 workloads and are left out; an address without a handle is its own row.
 
-The ``get`` command belongs to ``cli.resources``; ``register`` wraps its
-``run`` so that these kinds reach this module and every other kind goes on
-as before.
+The ``get`` command belongs to ``cli.resources``: its ``run_get`` sends
+these kinds (``ALIASES``) here.
 """
 
 from __future__ import annotations
@@ -22,23 +21,6 @@ from __future__ import annotations
 ALIASES = frozenset({"workloadendpoint", "workloadendpoints", "wep", "weps"})
 HEADINGS = ("NAME", "NAMESPACE", "IP", "NODE")
 WIDE_HEADINGS = HEADINGS + ("POOL", "BLOCK")
-
-
-def register(subparsers) -> None:
-    get = subparsers.choices.get("get")
-    if get is None:  # cli.resources must be registered first (COMMAND_MODULES order)
-        raise RuntimeError("topoipam.cli.workloads needs the 'get' command of topoipam.cli.resources")
-    inner = get.get_default("run")
-    for action in get._actions:  # argparse has no public accessor for one argument's help
-        if action.dest == "kind" and action.help:
-            action.help += ", workloadendpoint (wep: IPAM's workload allocations)"
-
-    def run_get(args, ctx) -> int:
-        if args.kind.strip().lower() in ALIASES:
-            return run_get_workloads(args, ctx)
-        return inner(args, ctx)
-
-    get.set_defaults(run=run_get)
 
 
 def workload_rows(allocations, pools, wide: bool) -> list[list[str]]:
