@@ -24,7 +24,7 @@ def test_file_and_directory_are_private_whatever_the_umask(tmp_path):
     path = tmp_path / "new" / "dir" / "store.db"
     old = os.umask(0o000)  # the most permissive umask must not leak into the file mode
     try:
-        with SqliteStore(f"sqlite://{path}") as s:
+        with SqliteStore(f"sqlite://{path}", create_dirs=True) as s:  # as for the default datastore
             s.create("/k", b"v")
             assert _mode(path) == 0o600
             assert _mode(str(path) + "-wal") == 0o600
@@ -76,6 +76,7 @@ def test_url_forms(tmp_path, monkeypatch):
     assert parse_url("sqlite://rel/p.db")[0] == "rel/p.db"
     assert parse_url("/plain/p.db")[0] == "/plain/p.db"
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "rel").mkdir()
     with open_store("sqlite://rel/p.db") as s:
         s.create("/k", b"v")
     with open_store(str(tmp_path / "rel" / "p.db")) as s:
@@ -268,9 +269,22 @@ def test_processes_on_distinct_keys_of_one_file_lose_no_update(tmp_path):
 @pytest.mark.slow
 def test_processes_creating_a_brand_new_file_at_once_all_succeed(tmp_path):
     url = f"sqlite://{tmp_path}/fresh/new.db"
+    (tmp_path / "fresh").mkdir()
     keys = [f"/born/{i}" for i in range(PROCESSES)]
     assert _run_workers(url, keys, increments=0) == 0
     with open_store(url) as s:
         assert [r.key for r in s.list("/born/")] == sorted(keys)
         assert s.commit([]) == PROCESSES  # the schema was set up once, each create took one revision
     assert _mode(tmp_path / "fresh" / "new.db") == 0o600
+
+
+def test_named_path_in_a_missing_directory_fails_and_creates_nothing(tmp_path, capsys):
+    """Only the default datastore's directories are made; a named path in a missing directory is exit 3."""
+    from topoipam.cli.main import main
+
+    target = tmp_path / "nonexistent" / "dir" / "x.db"
+    assert main(["--datastore", f"sqlite://{target}", "get", "ippool"]) == 3
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"cannot open SQLite datastore {target}: directory {target.parent} does not exist\n"
+    assert not (tmp_path / "nonexistent").exists()

@@ -19,9 +19,10 @@ ENV_VAR = "TOPOIPAM_DATASTORE"
 
 def default_url() -> str:
     """``$TOPOIPAM_DATASTORE``, else an SQLite file under the user's data directory."""
-    url = os.environ.get(ENV_VAR)
-    if url:
-        return url
+    return os.environ.get(ENV_VAR) or _data_dir_url()
+
+
+def _data_dir_url() -> str:
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return "sqlite://" + os.path.join(base, "topoipam", "topoipam.db")
 
@@ -38,7 +39,9 @@ def open_store(url: str | None = None) -> Store:
     if scheme == "sqlite":
         from topoipam.store.sqlite import SqliteStore
 
-        return SqliteStore(url)
+        # Only the default file under the user's data directory gets its directories made: a path the
+        # user named in a missing directory is a typo to report, not a tree to create.
+        return SqliteStore(url, create_dirs=url == _data_dir_url())
     if scheme in ("etcd", "etcds"):
         from topoipam.store.etcd import EtcdStore
 

@@ -149,8 +149,9 @@ def _translate(exc: BaseException, path: str) -> TopoipamError:
 class SqliteStore(Store):
     """One sqlite3 connection per store object, shared by threads under a lock."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create_dirs: bool = False) -> None:
         self.url = url
+        self.create_dirs = create_dirs  # make missing parent directories (the default datastore only)
         self.path, self.synchronous, self.timeout = parse_url(url)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
@@ -342,7 +343,7 @@ class SqliteStore(Store):
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
-        _create_private_file(self.path)
+        _create_private_file(self.path, self.create_dirs)
         conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
         try:
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
@@ -383,14 +384,16 @@ def _read_checks_sql(checks: int) -> str:
     return "SELECT (SELECT revision FROM meta WHERE id = 0)" + ", (SELECT revision FROM kv WHERE key = ?)" * checks
 
 
-def _create_private_file(path: str) -> None:
-    """Create ``path`` (and its directory) readable by the owner only, whatever the umask.
+def _create_private_file(path: str, create_dirs: bool) -> None:
+    """Create ``path`` (and, with ``create_dirs``, its directories) readable by the owner only, whatever the umask.
 
     SQLite gives the -wal and -shm files the mode of the database file, so
     they are private too.
     """
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
+        if not create_dirs:
+            raise DatastoreUnavailableError(f"cannot open SQLite datastore {path}: directory {parent} does not exist")
         os.makedirs(parent, mode=0o700, exist_ok=True)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
