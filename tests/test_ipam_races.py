@@ -4,12 +4,14 @@ affinity left without its block, threads sharing one service."""
 from __future__ import annotations
 
 import ipaddress
+import sys
+import threading
 
 import pytest
 
 from test_ipam_world import World
 from topoipam.errors import ValidationError
-from topoipam.ipam import keys
+from topoipam.ipam import AssignRequest, keys
 from topoipam.ipam.blocks import AFFINITY_VALUE
 from topoipam.ipam.topology import StoreTopology
 from topoipam.store.base import Create
@@ -83,3 +85,40 @@ def test_claim_lands_when_the_pool_changed_but_still_serves(racing):
     claimed, failed = w.svc.claim_affinity("10.0.0.128/26", "n0")
     assert [str(n) for n in claimed] == ["10.0.0.128/26"] and failed == []
     assert w.svc.check().ok
+
+
+def test_threads_share_one_service(store):
+    """The agent serves each connection on a thread of one IpamService: its kept affinity lists are
+    read by assignments while other threads' commits change them (full-hints, releases, claims)."""
+    world = World(store)
+    world.pool("small", "10.2.0.0/20", block_size=30)  # 4 addresses a block: a long affinity list
+    world.node("n0")
+    svc, errors = world.svc, []
+    svc.claim_affinity("10.2.0.0/21", "n0")
+    # the window is a few bytecodes wide: many rounds where they are cheap
+    threads_n, rounds = 6, {"MemoryStore": 150, "SqliteStore": 40}.get(type(store).__name__, 15)
+
+    def worker(i):
+        own, own_block = f"10.2.15.{4 * i + 1}", f"10.2.15.{4 * i}/30"  # outside the claimed half
+        try:
+            for r in range(rounds):
+                res = svc.auto_assign(AssignRequest(node="n0", handle=f"h{i}-{r}", num4=4))
+                svc.release_ips([ip.ip for ip in res.ipv4])
+                svc.assign_ip(own, f"o{i}", None, "n0")
+                svc.release_ips([own])
+                svc.release_affinity(own_block, "n0", must_be_empty=True)
+        except Exception as exc:  # noqa: BLE001 - any failure of a worker fails the test
+            errors.append(exc)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: the unlocked window is a few bytecodes wide
+    try:
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(threads_n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert errors == []
+    assert svc.allocations() == [] and svc.check().ok

@@ -77,17 +77,19 @@ class ServiceCache:
         """(version, the host's affinity records under ``prefix`` in key order), as last listed and
         since changed by this service's own commits; None if not kept. The version grows with every
         change, so that what is derived from a list can be kept with it."""
-        found = self._affinities.get(prefix)
-        if found is None:
-            return None
-        listed = self._sorted.get(prefix)
-        if listed is None or listed[0] != self._versions.get(prefix):
-            listed = self._sorted[prefix] = (self._versions.get(prefix), [found[k] for k in sorted(found)])
-        return listed
+        with self._lock:  # other threads' commits change these dicts (committed, forget)
+            found = self._affinities.get(prefix)
+            if found is None:
+                return None
+            listed = self._sorted.get(prefix)
+            if listed is None or listed[0] != self._versions.get(prefix):
+                listed = self._sorted[prefix] = (self._versions.get(prefix), [found[k] for k in sorted(found)])
+            return listed
 
     def affinity(self, key: str, prefix: str) -> Record | None:
-        found = self._affinities.get(prefix)
-        return None if found is None else found.get(key)
+        with self._lock:
+            found = self._affinities.get(prefix)
+            return None if found is None else found.get(key)
 
     def put_affinities(self, prefix: str, records: Iterable[Record]) -> None:
         with self._lock:
