@@ -73,18 +73,21 @@ def test_demo_runs_the_seed_end_to_end_and_exits_0(cli, sqlite_url, own_tmp, mon
     assert "TOPOIPAM_DATASTORE" not in os.environ and os.environ["CALICO_IPV4POOL_CIDR"] == "10.0.0.0/8"
 
 
-def test_demo_exits_1_when_a_check_fails_and_still_cleans_up(cli, own_tmp, monkeypatch):
-    import ipaddress
+def test_demo_check_fails_for_real_when_the_racks_have_no_pools(tmp_path):
+    """The demo's pod check against a real cluster set up wrongly (one pool for all nodes, no rack pools):
+    it fails, names the pod, its rack and address, and raises DemoFailed (run_demo turns that into exit 1)."""
+    import io
 
     from topoipam.cli import demo
 
-    # The oracle (the seed's racks) swapped: the first check must fail.
-    monkeypatch.setattr(demo, "RACK_CIDR", {0: ipaddress.ip_network("192.168.1.0/24"),
-                                            1: ipaddress.ip_network("192.168.0.0/24")})
-    r = cli("demo")
-    assert r.code == 1
-    assert "CHECK FAILED: nginx-5c7588df-prx4z on kube-node-0 (rack 0) got 192.168.0.64, outside 192.168.1.0/24" \
-        in r.out
-    assert r.err.startswith("demo failed: nginx-5c7588df-prx4z on kube-node-0")
-    assert "Demo complete" not in r.out
-    assert list(own_tmp.iterdir()) == []
+    out = io.StringIO()
+    one_pool = ("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: everyone\n"
+                "spec:\n  cidr: 10.0.0.0/24\n")
+    with demo._demo_environment(f"sqlite://{tmp_path}/wrong.db"):
+        d = demo.Demo(out)
+        d.cli("create", "-f", "-", stdin=demo.NODES_YAML)
+        d.cli("create", "-f", "-", stdin=one_pool)
+        with pytest.raises(demo.DemoFailed, match="nginx-5c7588df-prx4z on kube-node-0 .rack 0. got 10.0.0."):
+            d.pods()
+    assert "CHECK FAILED: nginx-5c7588df-prx4z on kube-node-0 (rack 0) got 10.0.0." in out.getvalue()
+    assert "outside 192.168.0.0/24" in out.getvalue()

@@ -200,8 +200,10 @@ def test_processes_racing_on_one_key_lose_no_increment(etcd_server):
     url = etcd_server.url()
     with open_store(url) as store:
         store.create("/race/n", b"0")
-        procs = [subprocess.Popen([sys.executable, "-c", _INCREMENTER, url, "25"]) for _ in range(4)]
-        try:
+        procs = []
+        try:  # started inside the try: a failed start still stops the ones already running
+            for _ in range(4):
+                procs.append(subprocess.Popen([sys.executable, "-c", _INCREMENTER, url, "25"]))
             codes = [p.wait(timeout=120) for p in procs]
         finally:
             for p in procs:
