@@ -122,3 +122,41 @@ def test_threads_share_one_service(store):
         sys.setswitchinterval(old)
     assert errors == []
     assert svc.allocations() == [] and svc.check().ok
+
+
+@pytest.fixture
+def racks(store):
+    topo = RacingTopology(store)
+    world = World(store, topology=topo)
+    world.pool("rack-0", "10.0.0.0/24", node_selector='rack == "0"')
+    world.node("n0", rack="0")
+    return world, topo
+
+
+def test_release_keeps_the_block_when_the_node_is_selected_again_meanwhile(racks):
+    w, topo = racks
+    iface = ipaddress.ip_interface(w.ip4("n0"))
+    w.relabel("n0", rack="1")  # the pool no longer selects n0: an emptied block would be let go
+    topo.after_pools = lambda: w.relabel("n0", rack="0")  # ... but n0 is selected again before that lands
+    assert w.svc.release_ips([iface.ip]) == []
+    assert w.block(str(iface.network)).affinity == "host:n0"
+    assert w.store.get(keys.affinity_key("n0", iface.network)) is not None
+    assert w.svc.check().ok
+
+
+def test_release_keeps_the_block_when_its_pool_is_enabled_again_meanwhile(racks):
+    w, topo = racks
+    w.assign("n0", "h", num4=70)  # two blocks: both emptied and settled in one commit
+    w.update_pool("rack-0", disabled=True)
+    topo.after_pools = lambda: w.update_pool("rack-0", disabled=False)
+    assert len(w.svc.release_by_handle("h")) == 70
+    assert [b.affinity for b in w.svc.block_usage()] == ["host:n0", "host:n0"]
+    assert w.svc.check().ok
+
+
+def test_release_lets_go_of_the_block_of_a_dropped_node(racks):
+    w, _ = racks
+    w.assign("n0", "h", num4=70)
+    w.relabel("n0", rack="1")
+    assert len(w.svc.release_by_handle("h")) == 70
+    assert w.svc.block_usage() == [] and w.store.list(keys.affinity_prefix("n0", 4)) == []

@@ -19,7 +19,8 @@ from topoipam.ipam.blocks import (AFFINITY_VALUE, ChunkEdits, StoredBlock, affin
                                   chunk_bit_op, delete_block_ops, handle_counts, handle_ops, list_affine_nets,
                                   load_block, pool_check, pool_key, pool_now, release_affinity_ops, scan_pool_blocks)
 from topoipam.store.retry import Plan, run_cas
-from topoipam.store.base import Create, Delete, Update
+from topoipam.resources.keys import resource_key
+from topoipam.store.base import Check, Create, Delete, Update
 
 BLOCK_SIZES = {4: range(20, 33), 6: range(116, 129)}  # every block size a pool may have
 
@@ -38,14 +39,16 @@ def _candidate_keys(ip) -> list[str]:
 
 def _settle_block(store, snap, stored: StoredBlock, chunks: ChunkEdits, was_full: bool) -> list:
     """Ops writing a block after a release: update, or delete when it is empty and has no affinity
-    (or its pool no longer selects its node). A block that was full clears its affinity's full-hint."""
+    (or its pool no longer selects its node: that decision rests on the topology read, so the
+    commit carries Checks on what it read). A block that was full clears its affinity's full-hint."""
     block = stored.block
     if block.is_empty():
         node = affinity_node(block.affinity)
         if block.affinity is None:
             return delete_block_ops(store, stored, None, chunks)
-        if node is not None and _pool_dropped_node(snap, block.cidr, node):
-            return delete_block_ops(store, stored, store.get(keys.affinity_key(node, block.cidr)), chunks)
+        fences = _pool_dropped_node(snap, block.cidr, node) if node is not None else None
+        if fences is not None:
+            return [*delete_block_ops(store, stored, store.get(keys.affinity_key(node, block.cidr)), chunks), *fences]
     block.sequence_number += 1
     ops = [Update(stored.key, block.to_json(), stored.revision)]
     node = affinity_node(block.affinity)
@@ -56,12 +59,33 @@ def _settle_block(store, snap, stored: StoredBlock, chunks: ChunkEdits, was_full
     return ops
 
 
-def _pool_dropped_node(snap, net, node_name: str) -> bool:
+def _pool_dropped_node(snap, net, node_name: str) -> list | None:
+    """None if ``net``'s pool still selects ``node_name`` (or the node is gone: its affinities are left
+    to explicit cleanup); else the Checks fencing that answer: the node's and the pool's revisions,
+    so that a relabel or a pool update landing meanwhile makes the commit fail and be re-planned."""
     node = snap.node(node_name)
     if node is None:
-        return False  # the node is gone: leave its affinity to explicit cleanup
+        return None
     pool = pool_containing(snap.enabled_pools, net)
-    return pool is None or not selects_node(pool, node.labels)
+    if pool is not None and selects_node(pool, node.labels):
+        return None
+    rv = node.metadata.resource_version
+    fences = [Check(resource_key("Node", node_name), int(rv))] if rv else []
+    owner = pool or pool_containing(snap.pools, net)  # a disabled pool may be enabled again
+    return [*fences, *(pool_check(owner) if owner is not None else [])]
+
+
+def _once(ops: list) -> list:
+    """``ops`` with each fence Check kept once (blocks deleted together share their node and pool)."""
+    seen: set = set()
+    out = []
+    for op in ops:
+        if type(op) is Check:
+            if op.key in seen:
+                continue
+            seen.add(op.key)
+        out.append(op)
+    return out
 
 
 def release_ips(svc, ips, handle=None, seq=None) -> list:
@@ -71,7 +95,10 @@ def release_ips(svc, ips, handle=None, seq=None) -> list:
     snap = svc.snapshot()
     store = svc.store
 
-    def attempt(_n):
+    def attempt(n):
+        nonlocal snap
+        if n:  # the commit may have lost on a topology fence: decide on the topology as it is now
+            snap = svc.snapshot()
         found = store.get_many([k for ip in addrs for k in _candidate_keys(ip)])
         blocks: dict[str, StoredBlock] = {}
         unallocated, deltas, changed, was_full = [], {}, {}, set()
@@ -98,7 +125,7 @@ def release_ips(svc, ips, handle=None, seq=None) -> list:
         ops += chunks.ops()
         handle_recs = store.get_many([keys.handle_key(h) for h in deltas])
         ops += handle_ops(handle_recs, deltas)
-        return _plan(svc, ops, unallocated, changed)
+        return _plan(svc, _once(ops), unallocated, changed)
 
     return run_cas(store, attempt, "release addresses")
 
@@ -142,7 +169,10 @@ def release_by_handle(svc, handle: str) -> list:
     store, snap = svc.store, svc.snapshot()
     hkey = keys.handle_key(handle)
 
-    def attempt(_n):
+    def attempt(n):
+        nonlocal snap
+        if n:  # the commit may have lost on a topology fence: decide on the topology as it is now
+            snap = svc.snapshot()
         hrec = store.get(hkey)
         if hrec is None:
             raise NotFoundError(f"resource does not exist: IPAMHandleKey(id={handle})")
@@ -162,7 +192,7 @@ def release_by_handle(svc, handle: str) -> list:
         ops += chunks.ops()
         # every count of the handle goes: blocks that no longer hold it (leaks) included
         ops += handle_ops({hkey: hrec}, {handle: {c: -n for c, n in counts.items()}})
-        return _plan(svc, ops, sorted(released), changed)
+        return _plan(svc, _once(ops), sorted(released), changed)
 
     return run_cas(store, attempt, f"release handle {handle}")
 
