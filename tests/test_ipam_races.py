@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from test_ipam_world import World
-from topoipam.errors import ValidationError
+from topoipam.errors import NotFoundError, ValidationError
 from topoipam.ipam import AssignRequest, keys
 from topoipam.ipam.blocks import AFFINITY_VALUE
 from topoipam.ipam.topology import StoreTopology
@@ -160,3 +160,17 @@ def test_release_lets_go_of_the_block_of_a_dropped_node(racks):
     w.relabel("n0", rack="1")
     assert len(w.svc.release_by_handle("h")) == 70
     assert w.svc.block_usage() == [] and w.store.list(keys.affinity_prefix("n0", 4)) == []
+
+
+def test_one_answer_for_an_unknown_node_and_a_bad_address(w):
+    before = w.ipam_state()
+    for call in (lambda: w.assign("ghost"), lambda: w.svc.assign_ip("10.0.0.5", "h", None, "ghost"),
+                 lambda: w.svc.claim_affinity("10.0.0.0/26", "ghost")):
+        with pytest.raises(NotFoundError, match=r"^resource does not exist: Node\(ghost\): node ghost is not "
+                                                r"registered$"):
+            call()
+    for call in (lambda: w.svc.release_ips(["10.0.0.5/26"]), lambda: w.svc.assign_ip("banana", None, None, "n0")):
+        with pytest.raises(ValidationError, match=r"^invalid IP address specified: "):
+            call()
+    assert w.svc.release_ips([ipaddress.ip_interface("10.0.0.5/26")]) == [ipaddress.ip_address("10.0.0.5")]
+    assert w.ipam_state() == before

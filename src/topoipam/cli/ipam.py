@@ -106,12 +106,9 @@ def _service(ctx):
 
 
 def parse_ip(text: str):
-    import ipaddress
+    from topoipam.ipam.release import parse_ip as parse  # the one parser (lazily: every command loads this module)
 
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        raise ValidationError(f"invalid IP address specified: {text}") from None
+    return parse(text)
 
 
 # ---------------------------------------------------------------- show

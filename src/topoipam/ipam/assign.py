@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from topoipam.core.block import Block, affinity_node, host_affinity
 from topoipam.core.pools import choose_pools, pool_containing, selects_node
-from topoipam.errors import NotFoundError
 from topoipam.ipam import keys
 from topoipam.ipam.blocks import (StoredBlock, affinity_hint_op, affinity_is_full, affinity_value, claim_ops,
                                   find_unclaimed_block, handle_op, list_affine_nets, load_block, pool_check,
@@ -107,11 +106,7 @@ class FamilyAssigner:
                 return self
             except TopologyMoved:  # a fence moved: read the topology again and go on with what is left
                 self.snap = self.svc.assign_snapshot(self.name)
-                node = self.snap.node(self.name)
-                if node is None:
-                    raise NotFoundError(f"resource does not exist: Node({self.name}): node {self.name} "
-                                        "is not registered") from None
-                self.node = node
+                self.node = self.snap.require_node(self.name)
 
     def _run(self) -> None:
         self.pools, self.contains = self._choose()

@@ -26,10 +26,16 @@ BLOCK_SIZES = {4: range(20, 33), 6: range(116, 129)}  # every block size a pool 
 
 
 def parse_ip(text):
+    """The address named by ``text`` (an address, an interface, or a string naming one address as
+    calicoctl's ``--ip`` takes it); ValidationError with calicoctl's message otherwise."""
+    if isinstance(text, (ipaddress.IPv4Interface, ipaddress.IPv6Interface)):  # before: they are addresses too
+        return text.ip
+    if isinstance(text, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return text
     try:
-        return ipaddress.ip_address(str(text).split("/")[0])
+        return ipaddress.ip_address(str(text))
     except ValueError:
-        raise ValidationError(f"invalid IP address {text!r}") from None
+        raise ValidationError(f"invalid IP address specified: {text}") from None
 
 
 def _candidate_keys(ip) -> list[str]:
@@ -228,8 +234,7 @@ def _block_nets(snap, cidr_text: str):
 def claim_affinity(svc, cidr_text: str, node: str):
     """Claim every block of ``cidr`` for ``node``: returns (claimed, held by another host) networks."""
     snap, store = svc.snapshot(), svc.store
-    if snap.node(node) is None:
-        raise NotFoundError(f"resource does not exist: Node({node})")
+    snap.require_node(node)
     claimed, failed = [], []
     pool, nets = _block_nets(snap, cidr_text)
     for net in nets:

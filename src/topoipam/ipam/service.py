@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from topoipam.core.block import Block, host_affinity
 from topoipam.core.pools import pool_containing
-from topoipam.errors import AllocationError, BlockLimitError, ExhaustedError, NotFoundError, TopoipamError, ValidationError
+from topoipam.errors import AllocationError, BlockLimitError, ExhaustedError, TopoipamError, ValidationError
 from topoipam.ipam import keys, release
 from topoipam.ipam.assign import FamilyAssigner, HandleState
 from topoipam.ipam.blocks import (affinity_hint_op, affinity_value, block_net_of, chunk_bit_op, handle_ops, load_block,
@@ -123,9 +123,7 @@ class IpamService:
         if req.num4 < 0 or req.num6 < 0:
             raise ValidationError("the number of addresses to assign must not be negative")
         snap = self.assign_snapshot(req.node)
-        node = snap.node(req.node)
-        if node is None:
-            raise NotFoundError(f"resource does not exist: Node({req.node}): node {req.node} is not registered")
+        node = snap.require_node(req.node)
         result, started, hstate = AssignResult(), [], HandleState(req.handle)
         try:
             for version, num, pools in ((4, req.num4, req.pools4), (6, req.num6, req.pools6)):
@@ -173,8 +171,7 @@ class IpamService:
                 continue
 
     def _assign_ip(self, snap: Snapshot, addr, handle: str | None, attrs, node: str):
-        if snap.node(node) is None:
-            raise NotFoundError(f"resource does not exist: Node({node}): node {node} is not registered")
+        snap.require_node(node)
         pool = pool_containing(snap.enabled_pools, addr)
         if pool is None:
             raise ValidationError(f"The provided IP address {addr} is not in a configured pool")

@@ -22,6 +22,7 @@ from topoipam.structs import dataclass, field
 from functools import cached_property
 from collections.abc import Iterable
 
+from topoipam.errors import NotFoundError
 from topoipam.model.storage import from_storage
 from topoipam.model.types import IPAMConfig, IPPool, IPReservation, Metadata, Node
 from topoipam.resources import repo
@@ -107,6 +108,13 @@ class Snapshot:
         if name not in self._nodes:
             self._nodes[name] = self._t.node(name)
         return self._nodes[name]
+
+    def require_node(self, name: str) -> Node:
+        """The node, or the NotFoundError every IPAM operation on an unknown node answers with."""
+        node = self.node(name)
+        if node is None:
+            raise NotFoundError(f"resource does not exist: Node({name}): node {name} is not registered")
+        return node
 
     # Values given by the caller are not fenced (see the module docstring), and derived values are
     # not kept (``memo``): the caller may change them between calls.
