@@ -298,8 +298,8 @@ def section_claim(tmp: str, quick: bool) -> None:
         svc = setup(store, str(pool), 2)
         t = time.perf_counter()
         if count:
-            first = blockgen.block_at(pool, 26, start).network_address
-            last = blockgen.block_at(pool, 26, start + count - 1).broadcast_address
+            first = pool.network_address + (start << 6)  # /26 blocks: 64 addresses each
+            last = pool.network_address + ((start + count) << 6) - 1
             for cidr in ipaddress.summarize_address_range(first, last):
                 svc.claim_affinity(str(cidr), "node-0")
         fill = time.perf_counter() - t

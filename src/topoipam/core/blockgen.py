@@ -12,7 +12,6 @@ exact start differs from Calico's (upstream treats it as implementation-defined)
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
 
 FNV32_OFFSET = 0x811C9DC5
 FNV32_PRIME = 0x01000193
@@ -52,25 +51,9 @@ def num_blocks(pool: ipaddress.IPv4Network | ipaddress.IPv6Network, block_size: 
     return 1 << (block_size - pool.prefixlen) if block_size >= pool.prefixlen else 1
 
 
-def block_at(pool, block_size: int, index: int):
-    """The index-th block of the pool."""
-    step = 1 << (pool.max_prefixlen - block_size)
-    return ipaddress.ip_network((int(pool.network_address) + index * step, block_size)) \
-        if pool.version == 4 else ipaddress.IPv6Network((int(pool.network_address) + index * step, block_size))
-
-
-def block_index(pool, block_size: int, block) -> int:
-    return (int(block.network_address) - int(pool.network_address)) >> (pool.max_prefixlen - block_size)
-
-
-def host_order(host: str, count: int) -> Iterator[int]:
-    """Indices ``start, start+1, ..., count-1, 0, ..., start-1``: each once."""
+def host_order(host: str, count: int) -> tuple[range, range]:
+    """The host's order over a pool's ``count`` blocks, as the two index ranges it walks: from its
+    start to the end, then wrapping around to the start (each block once). The one definition of
+    the order: claiming a new block and scanning a pool's blocks both walk it."""
     start = start_index(host, count)
-    yield from range(start, count)
-    yield from range(0, start)
-
-
-def block_order(pool, block_size: int, host: str):
-    """The pool's blocks in the host's order."""
-    for i in host_order(host, num_blocks(pool, block_size)):
-        yield block_at(pool, block_size, i)
+    return range(start, count), range(0, start)

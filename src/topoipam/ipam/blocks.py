@@ -83,10 +83,6 @@ def list_affinities(store: Store, node: str, version: int) -> list[tuple]:
     return [(keys.parse_suffix(r.key[len(prefix):], version), affinity_is_full(r)) for r in store.list(prefix)]
 
 
-def fully_reserved(net, reserved) -> bool:
-    return any(r.version == net.version and net.subnet_of(r) for r in reserved)
-
-
 def reserved_in(block: Block, reserved) -> frozenset[int]:
     return reserved_ordinals(block.cidr, reserved) if reserved else frozenset()
 
@@ -209,9 +205,8 @@ def find_unclaimed_block(store: Store, pool, node: str, reserved) -> tuple | Non
     a reservation covering many blocks is jumped over (one more read), not walked."""
     size, maxp = pool.spec.block_size, pool.network.max_prefixlen
     first = global_block_index(int(pool.network.network_address), maxp, size)
-    count = blockgen.num_blocks(pool.network, size)
-    start = blockgen.start_index(node, count)
-    for lo, hi in ((first + start, first + count - 1), (first, first + start - 1)):
+    for indices in blockgen.host_order(node, blockgen.num_blocks(pool.network, size)):
+        lo, hi = first + indices.start, first + indices.stop - 1
         while lo <= hi:
             resume = None
             for g, rec in _free_slots(store, pool.version, size, lo, hi):
@@ -232,14 +227,10 @@ def scan_pool_blocks(store: Store, pool, node: str | None = None) -> Iterator[St
     """Existing blocks of ``pool`` (paged range reads); from ``node``'s start point with wrap-around
     if a node is given, else in address order. For the rare paths only (borrow, reclaim, pool delete)."""
     net, size = pool.network, pool.spec.block_size
-    step = 1 << (net.max_prefixlen - size)
-    base, end = int(net.network_address), int(net.broadcast_address)
-    split = base
-    if node is not None:
-        split = base + blockgen.start_index(node, blockgen.num_blocks(net, size)) * step
-    yield from _scan_range(store, net.version, size, split, end)
-    if split > base:
-        yield from _scan_range(store, net.version, size, base, split - 1)
+    step, base, count = 1 << (net.max_prefixlen - size), int(net.network_address), blockgen.num_blocks(net, size)
+    for indices in (blockgen.host_order(node, count) if node is not None else (range(count),)):
+        if indices:
+            yield from _scan_range(store, net.version, size, base + indices.start * step, base + indices.stop * step - 1)
 
 
 def _scan_range(store: Store, version: int, size: int, lo: int, hi: int) -> Iterator[StoredBlock]:
@@ -320,6 +311,3 @@ def pool_now(pool, record: Record | None):
         return None
     current = from_storage("IPPool", record.value, record.revision)
     return None if current.spec.disabled or current.spec.cidr != pool.spec.cidr else current
-
-
-__all__ = ["Check", "StoredBlock"]

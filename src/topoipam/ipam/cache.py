@@ -49,11 +49,6 @@ class ServiceCache:
         hit = self._blocks.get(key)
         return hit[1].copy() if hit is not None and hit[0] == revision else None
 
-    def newest(self, key: str) -> tuple[int, Block] | None:
-        """(revision, copy of the block) at the newest revision seen, or None."""
-        hit = self._blocks.get(key)
-        return None if hit is None else (hit[0], hit[1].copy())
-
     def take(self, key: str) -> tuple[int, Block] | None:
         """(revision, block) kept for ``key``, removed from the cache: the caller may change it without a
         copy, and no other thread plans from it meanwhile (they read the block instead). A landed

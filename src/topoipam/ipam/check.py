@@ -7,7 +7,6 @@ decides how to print them (problems -> exit 4).
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from topoipam.structs import dataclass, field
 from collections.abc import Iterator
@@ -212,4 +211,4 @@ def _check_summaries(store, blocks, add) -> None:
                         f"records {chunk.count()} blocks, {want.count()} exist"))
 
 
-__all__ = ["Allocation", "BlockUsage", "CheckReport", "Finding", "PoolUsage", "ipaddress"]
+__all__ = ["Allocation", "BlockUsage", "CheckReport", "Finding", "PoolUsage"]

@@ -140,8 +140,8 @@ class IpamService:
                         raise (BlockLimitError if family.block_limit_hit else ExhaustedError)(text)
                     result.messages.append(text)
         except TopoipamError as exc:
-            exc.ips = [ip for f in started for ip in f.ips]  # what had been assigned (now released)
-            self._undo(req.handle, exc.ips, {net: rev for f in started for net, rev in f.claimed.items()})
+            self._undo(req.handle, [ip for f in started for ip in f.ips],
+                       {net: rev for f in started for net, rev in f.claimed.items()})
             raise
         return result
 
