@@ -15,6 +15,7 @@ from topoipam.ipam import AssignRequest, keys
 from topoipam.ipam.blocks import AFFINITY_VALUE
 from topoipam.ipam.topology import StoreTopology
 from topoipam.store.base import Create
+from topoipam.store.counting import CountingStore
 
 
 class RacingTopology(StoreTopology):
@@ -174,3 +175,19 @@ def test_one_answer_for_an_unknown_node_and_a_bad_address(w):
             call()
     assert w.svc.release_ips([ipaddress.ip_interface("10.0.0.5/26")]) == [ipaddress.ip_address("10.0.0.5")]
     assert w.ipam_state() == before
+
+
+def test_allocation_of_one_address_reads_only_its_candidate_blocks(store):
+    counting = CountingStore(store)
+    world = World(counting)
+    world.pool("p0", "10.0.0.0/16")
+    world.node("n0")
+    res = world.assign("n0", "h", num4=130, attrs={"pod": "web"})  # three blocks
+    ip = res.ipv4[129]
+    before = counting.counts()
+    found = world.svc.allocation_of(str(ip.ip))
+    assert (counting.counts() - before).reads == 1  # one get_many, whatever the number of blocks
+    assert (found.ip, found.handle, found.attrs, found.block, found.node) == (ip, "h", {"pod": "web"}, ip.network, "n0")
+    assert found in world.svc.allocations()
+    assert world.svc.allocation_of(ip.network.broadcast_address) is None  # in a block, not allocated
+    assert world.svc.allocation_of("10.0.200.1") is None  # in no block

@@ -146,7 +146,7 @@ def run_show(args, ctx) -> int:
 
 
 def _show_ip(ctx, ip) -> int:
-    found = next((a for a in _service(ctx).allocations() if a.ip.ip == ip), None)
+    found = _service(ctx).allocation_of(ip)
     out = ctx.out
     if found is None:
         print(f"{ip} is not assigned", file=out)

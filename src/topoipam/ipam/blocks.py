@@ -72,6 +72,14 @@ def block_net_of(ip, block_size: int):
     return ipaddress.ip_network((int(ip), block_size), strict=False)
 
 
+BLOCK_SIZES = {4: range(20, 33), 6: range(116, 129)}  # every block size a pool may have
+
+
+def candidate_keys(ip) -> list[str]:
+    """Keys of every block that could hold ``ip`` (one per possible block size): one get_many finds it."""
+    return [keys.block_key(block_net_of(ip, size)) for size in BLOCK_SIZES[ip.version]]
+
+
 def list_affine_nets(store: Store, node: str, version: int) -> list:
     """Networks of the node's affine blocks of one family, in address order (one read)."""
     return [net for net, _ in list_affinities(store, node, version)]

@@ -15,7 +15,7 @@ from topoipam.core.block import affinity_node
 from topoipam.core.pools import pool_containing
 from topoipam.core.summary import Chunk, chunk_of, global_block_index
 from topoipam.ipam import keys
-from topoipam.ipam.blocks import load_block
+from topoipam.ipam.blocks import candidate_keys, load_block
 
 PROBLEM_KINDS = ("handle-without-address", "address-without-handle", "outside-pools", "node-missing",
                  "affinity-without-block", "block-without-affinity-record", "summary-mismatch")
@@ -106,6 +106,20 @@ def allocations(store, prefix_handle: str | None = None, blocks=None) -> list[Al
             out.append(Allocation(b.interface(o), handle, b.attrs_of(o), b.cidr, affinity_node(b.affinity),
                                   b.seq_for_allocation.get(o)))
     return out
+
+
+def allocation_of(store, ip) -> Allocation | None:
+    """The allocation of one address (None: not allocated): one read of the blocks that could hold it."""
+    found = store.get_many(candidate_keys(ip))
+    for key in candidate_keys(ip):
+        if key in found:
+            b = load_block(found[key]).block
+            o = b.ordinal(ip)
+            if b.allocations[o] is None:
+                return None
+            return Allocation(b.interface(o), b.handle_of(o), b.attrs_of(o), b.cidr, affinity_node(b.affinity),
+                              b.seq_for_allocation.get(o))
+    return None
 
 
 def block_usage(store, snap, blocks=None) -> list[BlockUsage]:

@@ -15,15 +15,12 @@ from topoipam.core.block import Block, affinity_node, host_affinity
 from topoipam.core.pools import pool_containing, selects_node
 from topoipam.errors import NotFoundError, ValidationError
 from topoipam.ipam import keys
-from topoipam.ipam.blocks import (AFFINITY_VALUE, ChunkEdits, StoredBlock, affinity_hint_op, block_net_of,
+from topoipam.ipam.blocks import (AFFINITY_VALUE, ChunkEdits, StoredBlock, affinity_hint_op, candidate_keys,
                                   chunk_bit_op, delete_block_ops, handle_counts, handle_ops, list_affine_nets,
                                   load_block, pool_check, pool_key, pool_now, release_affinity_ops, scan_pool_blocks)
 from topoipam.store.retry import Plan, run_cas
 from topoipam.resources.keys import resource_key
 from topoipam.store.base import Check, Create, Delete, Update
-
-BLOCK_SIZES = {4: range(20, 33), 6: range(116, 129)}  # every block size a pool may have
-
 
 def parse_ip(text):
     """The address named by ``text`` (an address, an interface, or a string naming one address as
@@ -36,11 +33,6 @@ def parse_ip(text):
         return ipaddress.ip_address(str(text))
     except ValueError:
         raise ValidationError(f"invalid IP address specified: {text}") from None
-
-
-def _candidate_keys(ip) -> list[str]:
-    """Keys of every block that could hold ``ip`` (one per possible block size): one get_many finds it."""
-    return [keys.block_key(block_net_of(ip, size)) for size in BLOCK_SIZES[ip.version]]
 
 
 def _settle_block(store, snap, stored: StoredBlock, chunks: ChunkEdits, was_full: bool) -> list:
@@ -105,11 +97,11 @@ def release_ips(svc, ips, handle=None, seq=None) -> list:
         nonlocal snap
         if n:  # the commit may have lost on a topology fence: decide on the topology as it is now
             snap = svc.snapshot()
-        found = store.get_many([k for ip in addrs for k in _candidate_keys(ip)])
+        found = store.get_many([k for ip in addrs for k in candidate_keys(ip)])
         blocks: dict[str, StoredBlock] = {}
         unallocated, deltas, changed, was_full = [], {}, {}, set()
         for ip in addrs:
-            key = next((k for k in _candidate_keys(ip) if k in found), None)
+            key = next((k for k in candidate_keys(ip) if k in found), None)
             if key is None:
                 unallocated.append(ip)
                 continue

@@ -246,6 +246,11 @@ class IpamService:
         from topoipam.ipam.check import allocations
         return allocations(self.store, prefix_handle)
 
+    def allocation_of(self, ip):
+        """The ``Allocation`` of one address, or None if it is not allocated."""
+        from topoipam.ipam.check import allocation_of
+        return allocation_of(self.store, release.parse_ip(ip))
+
     def block_usage(self):
         from topoipam.ipam.check import block_usage
         return block_usage(self.store, self.snapshot())
