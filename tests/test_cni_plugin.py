@@ -277,13 +277,13 @@ def test_ip_arg_assigns_exactly_that_address(url, svc):
 
 
 def test_ip_arg_outside_pools_is_refused(url, svc):
-    err = failed(call("ADD", conf(url), args="IP=172.16.0.5"), 7)
+    err = failed(call("ADD", conf(url), args="IP=172.16.0.5"), 4)  # the bad input is CNI_ARGS: invalid environment
     assert "172.16.0.5" in err["msg"]
     assert allocations(svc) == []
 
 
 def test_ip_arg_dual_stack_failure_releases_the_first(url, svc):
-    err = failed(call("ADD", conf(url), args="IP=192.168.0.10,fd99::1"), 7)
+    err = failed(call("ADD", conf(url), args="IP=192.168.0.10,fd99::1"), 4)
     assert "fd99::1" in err["msg"]
     assert allocations(svc) == []
 
@@ -346,5 +346,20 @@ def test_in_process_seam_for_the_agent(url):
         assert service.allocations()[0].attrs["timestamp"] == "2023-11-14 22:13:20 +0000 UTC"
         code, out = handler.respond(dict(env, CNI_COMMAND="DEL"), stdin, lambda _url: (store, service))
         assert (code, out) == (0, b"") and list(service.allocations()) == []
+    finally:
+        store.close()
+
+
+def test_in_process_seam_takes_the_parsed_netconf(url):
+    """``respond`` parses the netconf once and hands it to ``handle``: the conf given is the one served."""
+    from topoipam.cni.netconf import parse_ipam
+
+    store = open_store(url)
+    try:
+        service = IpamService(store)
+        env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/x", "CNI_IFNAME": "eth0"}
+        req = protocol.parse_request(env, protocol.dumps(conf(url, "1.0.0", node="kube-node-0")))
+        handler.handle(req, store, service, conf=parse_ipam(conf(url, "1.0.0", node="kube-node-2")))
+        assert [a.attrs["node"] for a in service.allocations()] == ["kube-node-2"]
     finally:
         store.close()

@@ -57,13 +57,16 @@ def go_timestamp(ns: int) -> str:
 
 
 def handle(req: P.CniRequest, store: Store, service: IpamService, *,
-           now_ns: Callable[[], int] = time.time_ns, default_nodename: str | None = None) -> dict | None:
-    """Serve one request; raise ``CniError`` or ``TopoipamError`` on failure."""
+           now_ns: Callable[[], int] = time.time_ns, default_nodename: str | None = None,
+           conf: IpamConf | None = None) -> dict | None:
+    """Serve one request; raise ``CniError`` or ``TopoipamError`` on failure. ``conf``: the request's
+    IPAM configuration if the caller has parsed it already (else it is parsed here)."""
     if req.command == "VERSION":
         return P.version_object(req.version)
-    conf = parse_ipam(req.config, default_nodename)
+    if conf is None:
+        conf = parse_ipam(req.config, default_nodename)
     if req.command == "ADD":
-        return _add(req, conf, store, service, now_ns)
+        return _add(req, conf, service, now_ns)
     if req.command == "DEL":
         _release(service, handle_id(req.network, req.container_id))
     elif req.command == "CHECK":
@@ -75,8 +78,7 @@ def handle(req: P.CniRequest, store: Store, service: IpamService, *,
     return None
 
 
-def _add(req: P.CniRequest, conf: IpamConf, store: Store, service: IpamService,
-         now_ns: Callable[[], int]) -> dict:
+def _add(req: P.CniRequest, conf: IpamConf, service: IpamService, now_ns: Callable[[], int]) -> dict:
     args = parse_args(req.args)
     handle = handle_id(req.network, req.container_id)
     held = _held(service, handle)
@@ -93,7 +95,7 @@ def _add(req: P.CniRequest, conf: IpamConf, store: Store, service: IpamService,
         attrs["pod"] = args.pod
     try:
         if args.ips:
-            addresses = [_assign_one(service, store, ip, handle, attrs, conf.nodename) for ip in args.ips]
+            addresses = [_assign_one(service, ip, handle, attrs, conf.nodename) for ip in args.ips]
         else:
             addresses = _auto_assign(service, conf, handle, attrs)
     except BaseException as exc:
@@ -127,15 +129,13 @@ def _auto_assign(service: IpamService, conf: IpamConf, handle: str, attrs: dict)
     return got
 
 
-def _assign_one(service: IpamService, store: Store, ip, handle: str, attrs: dict, node: str):
-    """Assign exactly ``ip``; return it with the prefix of the block it lies in."""
-    got = service.assign_ip(ip, handle, attrs, node)
-    if isinstance(got, (ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
-        return got
-    for pool in repo.list_pools(store):
-        if ip in pool.network:
-            return ipaddress.ip_interface(f"{ip}/{pool.spec.block_size}")
-    return ipaddress.ip_interface(ip)  # outside every pool: a host route, as Calico does (/32, /128)
+def _assign_one(service: IpamService, ip, handle: str, attrs: dict, node: str):
+    """Assign exactly ``ip``; return it with the prefix of the block it lies in. An address the
+    service refuses (outside every enabled pool) is bad input in CNI_ARGS: invalid environment."""
+    try:
+        return service.assign_ip(ip, handle, attrs, node)
+    except E.ValidationError as exc:
+        raise P.CniError(E.CNI_INVALID_ENV, exc.message, exc.details) from None
 
 
 def _undo(service: IpamService, handle: str, exc: BaseException) -> None:
@@ -271,7 +271,7 @@ def respond(env: Mapping[str, str], stdin: bytes, open_backend: OpenBackend, *,
         req = P.parse_request(env, stdin)
         if req.command == "VERSION":
             return 0, P.dumps(P.version_object(req.version))
-        conf = parse_ipam(req.config, default_nodename)
+        conf = parse_ipam(req.config, default_nodename)  # once: handed to handle()
         if req.command in ("ADD", "CHECK"):
             parse_args(req.args)  # refuse bad input before the datastore is even opened
         try:
@@ -280,7 +280,7 @@ def respond(env: Mapping[str, str], stdin: bytes, open_backend: OpenBackend, *,
             if req.command == "STATUS":  # STATUS has its own codes: 50 = cannot serve ADD
                 raise P.CniError(P.STATUS_NOT_AVAILABLE, f"datastore does not answer: {exc}") from None
             raise
-        result = handle(req, store, service, now_ns=now_ns, default_nodename=default_nodename)
+        result = handle(req, store, service, now_ns=now_ns, default_nodename=default_nodename, conf=conf)
         return 0, (P.dumps(result) if result is not None else b"")
     except P.CniError as exc:
         err = exc
