@@ -110,7 +110,7 @@ def stamp_new(resource):
     return resource
 
 
-class PoolBlocks(Protocol):
+class PoolIpamSide(Protocol):
     """What pool create and delete need from IPAM (``ipam.pool_blocks.PoolBlocks`` implements it)."""
 
     def block_sizes_in(self, net) -> set[int]: ...
@@ -140,7 +140,7 @@ class BatchResult:
 class ResourceService:
     """The v3 resources over one datastore."""
 
-    def __init__(self, store: Store, pool_blocks: PoolBlocks | None = None) -> None:
+    def __init__(self, store: Store, pool_blocks: PoolIpamSide | None = None) -> None:
         self.store = store
         # The IPAM side of pool create/delete, given by the caller: resources/ does not import ipam/.
         self.pool_blocks = pool_blocks
@@ -360,7 +360,7 @@ class ResourceService:
             return f"{what} was not deleted and could not be enabled again ({err.message}): it is disabled"
         return f"{what} was not deleted and was enabled again"
 
-    def _pool_blocks(self, what: str) -> PoolBlocks:
+    def _pool_blocks(self, what: str) -> PoolIpamSide:
         if self.pool_blocks is None:
             raise TopoipamError(f"cannot {what} an IPPool: this ResourceService was built without the IPAM "
                                 "side (ResourceService(store, topoipam.ipam.pool_blocks.PoolBlocks(store)))")
