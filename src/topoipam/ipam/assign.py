@@ -28,7 +28,7 @@ from topoipam.ipam import keys
 from topoipam.ipam.blocks import (StoredBlock, affinity_hint_op, affinity_is_full, affinity_value, claim_ops,
                                   find_unclaimed_block, handle_op, list_affine_nets, load_block, pool_check,
                                   release_affinity_ops, reserved_in, scan_pool_blocks)
-from topoipam.store.retry import Plan, run_cas
+from topoipam.store.retry import Plan, rerun, run_cas
 from topoipam.ipam.topology import TopologyMoved
 from topoipam.resources import repo
 from topoipam.store.base import Create, Delete, Record, Update
@@ -100,13 +100,14 @@ class FamilyAssigner:
         return self.num - len(self.ips)
 
     def run(self) -> "FamilyAssigner":
-        while True:
-            try:
-                self._run()
-                return self
-            except TopologyMoved:  # a fence moved: read the topology again and go on with what is left
-                self.snap = self.svc.assign_snapshot(self.name)
-                self.node = self.snap.require_node(self.name)
+        rerun(self._run, moved=TopologyMoved, refresh=self._read_topology_again,
+              what=lambda: f"assign IPv{self.version} addresses on node {self.name}")
+        return self
+
+    def _read_topology_again(self) -> None:
+        """A fence moved: read the topology again and go on with what is left to assign."""
+        self.snap = self.svc.assign_snapshot(self.name)
+        self.node = self.snap.require_node(self.name)
 
     def _run(self) -> None:
         self.pools, self.contains = self._choose()

@@ -28,7 +28,7 @@ from topoipam.ipam.assign import FamilyAssigner, HandleState
 from topoipam.ipam.blocks import (affinity_hint_op, affinity_value, block_net_of, chunk_bit_op, handle_ops, load_block,
                                   pool_check, pool_key, pool_now)
 from topoipam.ipam.cache import ServiceCache
-from topoipam.store.retry import Plan, run_cas
+from topoipam.store.retry import Plan, rerun, run_cas
 from topoipam.ipam.topology import FencedSnapshot, Snapshot, StoreTopology, Topology, TopologyMoved
 from topoipam.model.types import USE_WORKLOAD
 from topoipam.store.base import Create, Store, Update
@@ -164,11 +164,9 @@ class IpamService:
         assignment snapshot: every commit carries its fences, a claim also the pool's Check."""
         handle = clean_handle(handle)
         addr = release.parse_ip(ip)
-        while True:
-            try:
-                return self._assign_ip(self.assign_snapshot(node), addr, handle, attrs, node)
-            except TopologyMoved:  # a fence moved (the snapshot is now invalid): decide on a new one
-                continue
+        # A fence that moved invalidates the snapshot: decide again on a new one.
+        return rerun(lambda: self._assign_ip(self.assign_snapshot(node), addr, handle, attrs, node),
+                     moved=TopologyMoved, what=lambda: f"assign {addr} on node {node}")
 
     def _assign_ip(self, snap: Snapshot, addr, handle: str | None, attrs, node: str):
         snap.require_node(node)

@@ -57,3 +57,19 @@ def run_cas(store: Store, attempt: Callable[[int], Plan[T]], what: str | Callabl
     raise RetriesExhaustedError(
         f"Max retries hit - excessive concurrent IPAM requests ({what() if callable(what) else what}: "
         f"{MAX_RETRIES} compare-and-swap conflicts in a row)")
+
+
+def rerun(run: Callable[[], T], *, moved: type[Exception], refresh: Callable[[], None] | None = None,
+          what: str | Callable[[], str]) -> T:
+    """Call ``run()`` again, after ``refresh()``, while it raises ``moved``: the outer loop for a
+    decision whose inputs (not only its writes) changed under it, e.g. the IPAM topology a commit
+    was fenced on. Bounded like ``run_cas``, so that endless churn ends in RetriesExhaustedError."""
+    for _ in range(MAX_RETRIES):
+        try:
+            return run()
+        except moved:
+            if refresh is not None:
+                refresh()
+    raise RetriesExhaustedError(
+        f"Max retries hit - what this request was decided on kept changing ({what() if callable(what) else what}: "
+        f"{MAX_RETRIES} times in a row)")
