@@ -241,20 +241,26 @@ def scan_pool_blocks(store: Store, pool, node: str | None = None) -> Iterator[St
             yield from _scan_range(store, net.version, size, base + indices.start * step, base + indices.stop * step - 1)
 
 
-def _scan_range(store: Store, version: int, size: int, lo: int, hi: int) -> Iterator[StoredBlock]:
+def block_records_from(store: Store, version: int, address: int) -> Iterator[Record]:
+    """Block records at or after ``address``, in key order (= address order), a page per read.
+    Callers stop iterating when they are past the range they want."""
     prefix = keys.block_prefix(version)
-    start = keys.block_key_at(version, lo)
+    start = keys.block_key_at(version, address)
     while True:
         records = store.list(prefix, start=start, limit=BLOCK_PAGE)
-        for rec in records:
-            bnet = keys.net_of_block_key(rec.key, version)
-            if int(bnet.network_address) > hi:
-                return
-            if bnet.prefixlen == size:
-                yield load_block(rec)
+        yield from records
         if len(records) < BLOCK_PAGE:
             return
         start = records[-1].key + "\x00"
+
+
+def _scan_range(store: Store, version: int, size: int, lo: int, hi: int) -> Iterator[StoredBlock]:
+    for rec in block_records_from(store, version, lo):
+        bnet = keys.net_of_block_key(rec.key, version)
+        if int(bnet.network_address) > hi:
+            return
+        if bnet.prefixlen == size:
+            yield load_block(rec)
 
 
 def delete_block_ops(store: Store, stored: StoredBlock, affinity_record: Record | None,

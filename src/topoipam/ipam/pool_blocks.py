@@ -7,6 +7,7 @@ edge (CLI, library user, test) builds ``ResourceService(store, PoolBlocks(store)
 from __future__ import annotations
 
 from topoipam.ipam import keys
+from topoipam.ipam.blocks import block_records_from
 from topoipam.store.base import Store
 
 
@@ -18,19 +19,13 @@ class PoolBlocks:
 
     def block_sizes_in(self, net) -> set[int]:
         """Prefix lengths of stored blocks inside ``net`` (blocks outlive a deleted pool)."""
-        prefix = keys.block_prefix(net.version)
-        start = prefix + keys.net_suffix(net).partition("-")[0]  # every prefix length at the pool's start
         sizes: set[int] = set()
-        while True:
-            page = self.store.list(prefix, start=start, limit=256)
-            for record in page:
-                block = keys.parse_suffix(record.key[len(prefix):], net.version)
-                if block.network_address > net.broadcast_address:
-                    return sizes  # key order is address order: past the pool's end
-                sizes.add(block.prefixlen)
-            if len(page) < 256:
-                return sizes
-            start = page[-1].key + "\0"
+        for record in block_records_from(self.store, net.version, int(net.network_address)):
+            block = keys.net_of_block_key(record.key, net.version)
+            if block.network_address > net.broadcast_address:
+                break  # key order is address order: past the pool's end
+            sizes.add(block.prefixlen)
+        return sizes
 
     def release_pool_affinities(self, pool) -> list:
         """Release the affinities of the pool's empty blocks (the pool is disabled already)."""
