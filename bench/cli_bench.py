@@ -22,17 +22,8 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 VENV_BIN = ROOT / ".venv" / "bin"
-POOLS = """\
-apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata: {name: rack-0-ippool}
-spec: {cidr: 192.168.0.0/24, ipipMode: Always, natOutgoing: true, nodeSelector: rack == "0"}
----
-apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata: {name: rack-1-ippool}
-spec: {cidr: 192.168.1.0/24, ipipMode: Always, natOutgoing: true, nodeSelector: rack == "1"}
-"""
+sys.path.insert(0, str(ROOT / "tests"))
+from seed_yaml import RACK_POOLS as POOLS  # the seed's two rack pools
 
 
 def timed(argv: list[str], env: dict) -> float:

@@ -9,18 +9,12 @@ from __future__ import annotations
 import pytest
 
 from conftest import sqlite_dump
+from seed_yaml import NODES_YAML as NODES, RACK_POOL
 from topoipam.cli.tables import render
-
-NODES = "".join(f"---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: kube-node-{i}\n"
-                for i in range(4))
 
 
 def pool_doc(name, cidr, extra=""):
     return f"apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: {name}\nspec:\n  cidr: {cidr}\n{extra}"
-
-
-RACK_POOL = pool_doc("rack-{rack}-ippool", "192.168.{rack}.0/24", '  ipipMode: Always\n  natOutgoing: true\n'
-                     '  nodeSelector: rack == "{rack}"\n')
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import pytest
 
 from netns import (Netns, VENV_BIN, addresses, cni_bin_dir, cni_env, link_exists, netns_unavailable_reason,
                    run_plugin)
+from seed_yaml import NODES_YAML, RACK_POOLS
 from topoipam.ipam import IpamService
 from topoipam.store import open_store
 
@@ -29,17 +30,6 @@ pytestmark = [pytest.mark.netns, pytest.mark.skipif(REASON is not None, reason=R
 NODES = {"kube-node-0": "0", "kube-node-1": "0", "kube-node-2": "1", "kube-node-3": "1"}
 POOLS = {"0": ipaddress.ip_network("192.168.0.0/24"), "1": ipaddress.ip_network("192.168.1.0/24")}
 NETWORK = "k8s-pod-network"
-RACK_POOLS = """
-apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata: {name: rack-0-ippool}
-spec: {cidr: 192.168.0.0/24, ipipMode: Always, natOutgoing: true, nodeSelector: rack == "0"}
----
-apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata: {name: rack-1-ippool}
-spec: {cidr: 192.168.1.0/24, ipipMode: Always, natOutgoing: true, nodeSelector: rack == "1"}
-"""
 
 
 def topoipam(url, *args, stdin=None):
@@ -51,8 +41,7 @@ def topoipam(url, *args, stdin=None):
 def cluster(tmp_path):
     """The tutorial's datastore: nodes labelled rack=0/1, one pool per rack (via the CLI)."""
     url = f"sqlite://{tmp_path}/cluster.db"
-    nodes = "\n---\n".join(f"apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: {n}}}" for n in NODES)
-    topoipam(url, "create", "-f", "-", stdin=nodes)
+    topoipam(url, "create", "-f", "-", stdin=NODES_YAML)
     for node, rack in NODES.items():
         topoipam(url, "label", "nodes", node, f"rack={rack}")
     topoipam(url, "create", "-f", "-", stdin=RACK_POOLS)

@@ -18,6 +18,7 @@ import sqlite3
 import pytest
 
 from netns import PLUGIN, VENV_BIN, cni_env, run_plugin
+from seed_yaml import RACK_POOLS
 from topoipam.cni import handler, protocol
 from topoipam.ipam import IpamService
 from topoipam.model.codec import decode_documents
@@ -39,16 +40,7 @@ apiVersion: projectcalico.org/v3
 kind: Node
 metadata: {name: lonely}
 ---
-apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata: {name: rack-0-ippool}
-spec: {cidr: 192.168.0.0/24, ipipMode: Always, natOutgoing: true, nodeSelector: rack == "0"}
----
-apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata: {name: rack-1-ippool}
-spec: {cidr: 192.168.1.0/24, ipipMode: Always, natOutgoing: true, nodeSelector: rack == "1"}
----
+""" + RACK_POOLS + """---
 apiVersion: projectcalico.org/v3
 kind: IPPool
 metadata: {name: tiny}

@@ -91,3 +91,10 @@ def test_demo_check_fails_for_real_when_the_racks_have_no_pools(tmp_path):
             d.pods()
     assert "CHECK FAILED: nginx-5c7588df-prx4z on kube-node-0 (rack 0) got 10.0.0." in out.getvalue()
     assert "outside 192.168.0.0/24" in out.getvalue()
+
+def test_demo_writes_exactly_the_seed_texts_the_tests_use():
+    """The demo keeps its own copy of the seed's here-documents (src/ does not import tests/): the same text."""
+    from seed_yaml import NODES_YAML, RACK_POOL
+    from topoipam.cli import demo
+
+    assert (demo.NODES_YAML, demo.RACK_POOL) == (NODES_YAML, RACK_POOL)

@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from seed_yaml import RACK_POOL
+
 NODE = """\
 ---
 apiVersion: projectcalico.org/v3
@@ -20,18 +22,6 @@ kind: Node
 metadata:
   name: {name}
 {labels}"""
-
-RACK_POOL = """\
-apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata:
-  name: rack-{rack}-ippool
-spec:
-  cidr: 192.168.{rack}.0/24
-  ipipMode: Always
-  natOutgoing: true
-  nodeSelector: rack == "{rack}"
-"""
 
 POOL = """\
 apiVersion: projectcalico.org/v3

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from seed_yaml import RACK_POOLS
 from topoipam.errors import ValidationError
 from topoipam.model.codec import decode_documents, dumps_json, dumps_yaml
 from topoipam.model.storage import resource_to_dict
@@ -15,27 +16,6 @@ from topoipam.model.validate import validate
 
 SEED = pathlib.Path("/work/shared/seed/000_f45c358d4eeae7f9.txt")
 
-RACK_POOLS = """\
-apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata:
-  name: rack-0-ippool
-spec:
-  cidr: 192.168.0.0/24
-  ipipMode: Always
-  natOutgoing: true
-  nodeSelector: rack == "0"
----
-apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata:
-  name: rack-1-ippool
-spec:
-  cidr: 192.168.1.0/24
-  ipipMode: Always
-  natOutgoing: true
-  nodeSelector: rack == "1"
-"""
 
 
 def decode_error(text: str, source: str = "rack.yaml") -> str:

@@ -7,22 +7,7 @@ from stdin exactly as the seed writes them, list the pools again.
 
 from __future__ import annotations
 
-NODES_YAML = "".join(
-    f"---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: kube-node-{i}\n" for i in range(4)
-)
-
-# Exactly the seed's here-documents.
-RACK_POOL = """\
-apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata:
-  name: rack-{rack}-ippool
-spec:
-  cidr: 192.168.{rack}.0/24
-  ipipMode: Always
-  natOutgoing: true
-  nodeSelector: rack == "{rack}"
-"""
+from seed_yaml import NODES_YAML, RACK_POOL
 
 WIDE_HEADER = ("NAME                  CIDR             NAT    IPIPMODE   VXLANMODE   DISABLED   "
                "DISABLEBGPEXPORT   SELECTOR   ASSIGNMENTMODE   \n")
