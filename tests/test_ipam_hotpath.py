@@ -24,6 +24,26 @@ def dump(store) -> dict:
     return {r.key: (r.value, r.revision) for r in store.list("/")}
 
 
+@pytest.fixture
+def counting(tmp_path):
+    """A CountingStore over a real SQLite file, closed in finally: what the hot path reads and writes."""
+    from topoipam.store import open_store
+    inner = open_store(f"sqlite://{tmp_path}/s.db")
+    try:
+        yield CountingStore(inner)
+    finally:
+        inner.close()
+
+
+def warm_world(store) -> World:
+    """Pool p (10.0.0.0/16) and node n0 holding one address: n0's block is claimed and kept."""
+    w = World(store)
+    w.pool("p", "10.0.0.0/16")
+    w.node("n0")
+    w.ip4("n0", "warm")
+    return w
+
+
 # -- a rejected request changes nothing (DESIGN invariant 5) -------------------------------------
 
 def test_exhausted_request_gives_back_the_block_it_claimed(store):
@@ -90,22 +110,13 @@ def test_existing_block_stays_when_request_fails(store):
 
 # -- kept state is fenced ------------------------------------------------------------------------
 
-def test_steady_state_reads_nothing_and_commits_once(tmp_path):
-    from topoipam.store import open_store
-    inner = open_store(f"sqlite://{tmp_path}/s.db")
-    try:
-        store = CountingStore(inner)
-        w = World(store)
-        w.pool("p", "10.0.0.0/16")
-        w.node("n0")
-        w.ip4("n0", "warm")
-        before = store.counts()
-        for i in range(20):
-            w.ip4("n0", f"h{i}")
-        c = store.counts() - before
-        assert (c.reads, c.writes, c.failed_writes) == (0, 20, 0)
-    finally:
-        inner.close()
+def test_steady_state_reads_nothing_and_commits_once(counting):
+    w = warm_world(counting)
+    before = counting.counts()
+    for i in range(20):
+        w.ip4("n0", f"h{i}")
+    c = counting.counts() - before
+    assert (c.reads, c.writes, c.failed_writes) == (0, 20, 0)
 
 
 def test_label_change_through_resources_takes_effect_at_once(store):
@@ -172,41 +183,26 @@ def test_existing_handle_is_read_after_its_create_fails(store):
     assert len(w.svc.ips_by_handle("same")) == 2 and w.svc.check().ok
 
 
-def test_release_then_assign_reuses_kept_block_without_conflict(tmp_path):
-    from topoipam.store import open_store
-    inner = open_store(f"sqlite://{tmp_path}/s.db")
-    try:
-        store = CountingStore(inner)
-        w = World(store)
-        w.pool("p", "10.0.0.0/16")
-        w.node("n0")
-        w.ip4("n0", "warm")
-        before = store.counts()
-        for i in range(10):
-            ip = w.ip4("n0", f"h{i}")
-            w.svc.release_ips([ipaddress.ip_interface(ip).ip], handle=f"h{i}")
-        assert (store.counts() - before).failed_writes == 0
-        assert w.svc.check().ok
-    finally:
-        inner.close()
+def test_release_then_assign_reuses_kept_block_without_conflict(counting):
+    w = warm_world(counting)
+    before = counting.counts()
+    for i in range(10):
+        ip = w.ip4("n0", f"h{i}")
+        w.svc.release_ips([ipaddress.ip_interface(ip).ip], handle=f"h{i}")
+    assert (counting.counts() - before).failed_writes == 0
+    assert w.svc.check().ok
 
 
-def test_specific_address_then_auto_assign_keeps_the_block_in_step(tmp_path):
-    from topoipam.store import open_store
-    inner = open_store(f"sqlite://{tmp_path}/s.db")
-    try:
-        store = CountingStore(inner)
-        w = World(store)
-        w.pool("p", "10.0.0.0/26")
-        w.node("n0")
-        w.ip4("n0", "a")
-        before = store.counts()
-        w.svc.assign_ip("10.0.0.1", "b", {}, "n0")
-        assert w.ip4("n0", "c") == "10.0.0.2/26"
-        assert (store.counts() - before).failed_writes == 0
-        assert w.svc.check().ok
-    finally:
-        inner.close()
+def test_specific_address_then_auto_assign_keeps_the_block_in_step(counting):
+    w = World(counting)
+    w.pool("p", "10.0.0.0/26")
+    w.node("n0")
+    w.ip4("n0", "a")
+    before = counting.counts()
+    w.svc.assign_ip("10.0.0.1", "b", {}, "n0")
+    assert w.ip4("n0", "c") == "10.0.0.2/26"
+    assert (counting.counts() - before).failed_writes == 0
+    assert w.svc.check().ok
 
 
 def test_full_hint_written_with_a_topology_given_by_the_caller(store):
