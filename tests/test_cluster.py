@@ -92,17 +92,27 @@ def cleanup():
             (thing.kill if isinstance(thing, AgentProc) else thing.stop)()
 
 
-def test_four_agents_two_racks_one_etcd(tmp_path, cleanup):
-    cluster = EtcdCluster(tmp_path / "etcd")
+def etcd_with_pools(tmp_path, cleanup, size: int = 1) -> tuple[EtcdCluster, str]:
+    """A real etcd cluster on loopback (``cleanup`` stops it) holding the rack pools: (cluster, url)."""
+    cluster = EtcdCluster(tmp_path / "etcd", size=size)
     cleanup(cluster)
     cluster.start()
     url = cluster.url()
     setup_pools(url)
-    agents = {}
-    for node, rack in NODES.items():
-        agents[node] = AgentProc(tmp_path, url, node, {"rack": rack})
-        cleanup(agents[node])
-        agents[node].start()
+    return cluster, url
+
+
+def start_agent(tmp_path, url: str, cleanup, node: str = "node-0", rack: str = "0") -> AgentProc:
+    """Agent ``node`` labelled rack=``rack``, started and ready; ``cleanup`` kills it by pid."""
+    agent = AgentProc(tmp_path, url, node, {"rack": rack})
+    cleanup(agent)
+    agent.start()
+    return agent
+
+
+def test_four_agents_two_racks_one_etcd(tmp_path, cleanup):
+    _, url = etcd_with_pools(tmp_path, cleanup)
+    agents = {node: start_agent(tmp_path, url, cleanup, node, rack) for node, rack in NODES.items()}
 
     for node, agent in agents.items():
         for i in range(3):
@@ -132,14 +142,8 @@ def test_four_agents_two_racks_one_etcd(tmp_path, cleanup):
 
 
 def test_leader_killed_during_load_then_no_quorum_gives_code_11(tmp_path, cleanup):
-    cluster = EtcdCluster(tmp_path / "etcd", size=3)
-    cleanup(cluster)
-    cluster.start()
-    url = cluster.url()
-    setup_pools(url)
-    agent = AgentProc(tmp_path, url, "node-0", {"rack": "0"})
-    cleanup(agent)
-    agent.start()
+    cluster, url = etcd_with_pools(tmp_path, cleanup, size=3)
+    agent = start_agent(tmp_path, url, cleanup)
     with open_store(url) as store:
         for node, rack in NODES.items():
             from topoipam.agent.node import register_node
@@ -201,14 +205,8 @@ def retry_add(socket_path: str, container: str, timeout: float = 30.0):
 
 
 def test_agent_survives_etcd_gone_for_30_seconds(tmp_path, cleanup):
-    cluster = EtcdCluster(tmp_path / "etcd")
-    cleanup(cluster)
-    cluster.start()
-    url = cluster.url()
-    setup_pools(url)
-    agent = AgentProc(tmp_path, url, "node-0", {"rack": "0"})
-    cleanup(agent)
-    agent.start()
+    cluster, url = etcd_with_pools(tmp_path, cleanup)
+    agent = start_agent(tmp_path, url, cleanup)
     assert exec_cni("ADD", agent.socket, "before").returncode == 0
     cluster.kill(0)
     call = exec_cni("ADD", agent.socket, "while-away", timeout=30)
@@ -231,14 +229,8 @@ def test_agent_survives_etcd_gone_for_30_seconds(tmp_path, cleanup):
 
 
 def test_sigterm_during_load_loses_no_acknowledged_assignment(tmp_path, cleanup):
-    cluster = EtcdCluster(tmp_path / "etcd")
-    cleanup(cluster)
-    cluster.start()
-    url = cluster.url()
-    setup_pools(url)
-    agent = AgentProc(tmp_path, url, "node-0", {"rack": "0"})
-    cleanup(agent)
-    agent.start()
+    _, url = etcd_with_pools(tmp_path, cleanup)
+    agent = start_agent(tmp_path, url, cleanup)
     files = [str(tmp_path / f"t{i}.jsonl") for i in range(4)]
     procs = [SPAWN.Process(target=socket_worker, args=([agent.socket], 100_000, files[i], f"t{i}", 20.0))
              for i in range(4)]
