@@ -65,6 +65,11 @@ class AgentProc:
             os.kill(self.proc.pid, signal.SIGTERM)
         try:
             return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGUSR1)  # the agent dumps every thread's stack into its log
+            time.sleep(1.0)
+            raise AssertionError(f"agent {self.node} still running {timeout}s after SIGTERM; its log ends:\n"
+                                 f"{self.log()[-6000:]}") from None
         finally:
             self.kill()
 

@@ -43,6 +43,9 @@ def run_agent(args, ctx) -> int:
     labels = parse_labels(args.label)
     _check_node_name(args.node)
     store = open_store(args.agent_datastore or args.datastore)
+    import faulthandler
+
+    faulthandler.register(signal.SIGUSR1, file=ctx.err, all_threads=True)  # `kill -USR1`: every thread's stack
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
