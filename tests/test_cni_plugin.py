@@ -274,6 +274,19 @@ def test_ip_arg_outside_pools_is_refused(url, svc):
     assert allocations(svc) == []
 
 
+def test_ip_arg_refusal_is_invalid_environment_only_for_the_address(svc):
+    """Only an address outside every pool is CNI_ARGS' fault (4); an invalid handle keeps its own code (7)."""
+    from topoipam import errors as E
+
+    with pytest.raises(protocol.CniError) as outside:
+        handler._assign_one(svc, ipaddress.ip_address("172.16.0.5"), "net1.ctr1", {}, "kube-node-0")
+    assert outside.value.code == E.CNI_INVALID_ENV
+    with pytest.raises(E.ValidationError) as bad_handle:
+        handler._assign_one(svc, ipaddress.ip_address("192.168.0.9"), "net1.bad\nhandle", {}, "kube-node-0")
+    assert bad_handle.value.cni_code == E.CNI_INVALID_NETCONF
+    assert allocations(svc) == []
+
+
 def test_ip_arg_dual_stack_failure_releases_the_first(url, svc):
     err = failed(call("ADD", conf(url), args="IP=192.168.0.10,fd99::1"), 4)
     assert "fd99::1" in err["msg"]

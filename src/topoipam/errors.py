@@ -7,6 +7,7 @@ them to the outside world in exactly one place each: the CLI to an exit code
     TopoipamError                       exit 1   cni 100
     +-- ValidationError (ValueError)    exit 2   cni 7    bad input: file, flag, field, selector
     |   +-- SelectorError                                 selector syntax (message = Calico's text)
+    |   +-- NotInPoolError                                an address given explicitly is in no enabled pool
     +-- NotFoundError (LookupError)     exit 1   cni 100  a named resource, handle or address is absent
     +-- AlreadyExistsError              exit 1   cni 100  create of something that exists
     +-- ConflictError                   exit 1   cni 11   compare-and-swap lost a race (store level;
@@ -70,6 +71,10 @@ class ValidationError(TopoipamError, ValueError):
 
 class SelectorError(ValidationError):
     """A selector does not parse; the message is Calico's parser text."""
+
+
+class NotInPoolError(ValidationError):
+    """An address named explicitly (``ipam assign --ip``, CNI_ARGS ``IP=``) lies outside every enabled pool."""
 
 
 class NotFoundError(TopoipamError, LookupError):

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 
 from topoipam import errors as E
 from topoipam.cni import protocol as P
-from topoipam.cni.netconf import IpamConf, parse_args, parse_ipam
+from topoipam.cni.netconf import CniArgs, IpamConf, parse_args, parse_ipam
 from topoipam.model.types import USE_WORKLOAD
 from topoipam.resources import repo
 from topoipam.store.base import Store
@@ -58,15 +58,16 @@ def go_timestamp(ns: int) -> str:
 
 def handle(req: P.CniRequest, store: Store, service: IpamService, *,
            now_ns: Callable[[], int] = time.time_ns, default_nodename: str | None = None,
-           conf: IpamConf | None = None) -> dict | None:
-    """Serve one request; raise ``CniError`` or ``TopoipamError`` on failure. ``conf``: the request's
-    IPAM configuration if the caller has parsed it already (else it is parsed here)."""
+           conf: IpamConf | None = None, args: CniArgs | None = None) -> dict | None:
+    """Serve one request; raise ``CniError`` or ``TopoipamError`` on failure. ``conf`` and ``args``:
+    the request's IPAM configuration and CNI_ARGS if the caller has parsed them already (else they
+    are parsed here)."""
     if req.command == "VERSION":
         return P.version_object(req.version)
     if conf is None:
         conf = parse_ipam(req.config, default_nodename)
     if req.command == "ADD":
-        return _add(req, conf, service, now_ns)
+        return _add(req, conf, service, now_ns, args)
     if req.command == "DEL":
         _release(service, handle_id(req.network, req.container_id))
     elif req.command == "CHECK":
@@ -78,8 +79,10 @@ def handle(req: P.CniRequest, store: Store, service: IpamService, *,
     return None
 
 
-def _add(req: P.CniRequest, conf: IpamConf, service: IpamService, now_ns: Callable[[], int]) -> dict:
-    args = parse_args(req.args)
+def _add(req: P.CniRequest, conf: IpamConf, service: IpamService, now_ns: Callable[[], int],
+         args: CniArgs | None = None) -> dict:
+    if args is None:
+        args = parse_args(req.args)
     handle = handle_id(req.network, req.container_id)
     held = _held(service, handle)
     if held:
@@ -130,11 +133,12 @@ def _auto_assign(service: IpamService, conf: IpamConf, handle: str, attrs: dict)
 
 
 def _assign_one(service: IpamService, ip, handle: str, attrs: dict, node: str):
-    """Assign exactly ``ip``; return it with the prefix of the block it lies in. An address the
-    service refuses (outside every enabled pool) is bad input in CNI_ARGS: invalid environment."""
+    """Assign exactly ``ip``; return it with the prefix of the block it lies in. An address outside
+    every enabled pool is bad input in CNI_ARGS: invalid environment (4). Any other refusal (an
+    invalid handle, say) keeps its own code."""
     try:
         return service.assign_ip(ip, handle, attrs, node)
-    except E.ValidationError as exc:
+    except E.NotInPoolError as exc:
         raise P.CniError(E.CNI_INVALID_ENV, exc.message, exc.details) from None
 
 
@@ -272,15 +276,17 @@ def respond(env: Mapping[str, str], stdin: bytes, open_backend: OpenBackend, *,
         if req.command == "VERSION":
             return 0, P.dumps(P.version_object(req.version))
         conf = parse_ipam(req.config, default_nodename)  # once: handed to handle()
+        args = None
         if req.command in ("ADD", "CHECK"):
-            parse_args(req.args)  # refuse bad input before the datastore is even opened
+            args = parse_args(req.args)  # refuse bad input before the datastore is even opened
         try:
             store, service = open_backend(conf.datastore)
         except E.TopoipamError as exc:
             if req.command == "STATUS":  # STATUS has its own codes: 50 = cannot serve ADD
                 raise P.CniError(P.STATUS_NOT_AVAILABLE, f"datastore does not answer: {exc}") from None
             raise
-        result = handle(req, store, service, now_ns=now_ns, default_nodename=default_nodename, conf=conf)
+        result = handle(req, store, service, now_ns=now_ns, default_nodename=default_nodename, conf=conf,
+                        args=args)
         return 0, (P.dumps(result) if result is not None else b"")
     except P.CniError as exc:
         err = exc

@@ -22,7 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 from topoipam.core.block import Block, host_affinity
 from topoipam.core.pools import pool_containing
-from topoipam.errors import AllocationError, BlockLimitError, ExhaustedError, TopoipamError, ValidationError
+from topoipam.errors import (AllocationError, BlockLimitError, ExhaustedError, NotInPoolError, TopoipamError,
+                             ValidationError)
 from topoipam.ipam import keys, release
 from topoipam.ipam.assign import FamilyAssigner, HandleState
 from topoipam.ipam.blocks import (affinity_hint_op, affinity_value, block_net_of, chunk_bit_op, handle_ops, load_block,
@@ -172,7 +173,7 @@ class IpamService:
         snap.require_node(node)
         pool = pool_containing(snap.enabled_pools, addr)
         if pool is None:
-            raise ValidationError(f"The provided IP address {addr} is not in a configured pool")
+            raise NotInPoolError(f"The provided IP address {addr} is not in a configured pool")
         net = block_net_of(addr, pool.spec.block_size)
         bkey, akey = keys.block_key(net), keys.affinity_key(node, net)
         hkeys = [keys.handle_key(handle)] if handle else []
@@ -187,7 +188,7 @@ class IpamService:
                     raise TopologyMoved()
                 pool = pool_now(pool, recs.get(pkey))
                 if pool is None:
-                    raise ValidationError(f"The provided IP address {addr} is not in a configured pool")
+                    raise NotInPoolError(f"The provided IP address {addr} is not in a configured pool")
             stored = load_block(recs.get(bkey))
             block = stored.block if stored else Block.new(net, host_affinity(node), self.claim_time(),
                                                           self.initial_sequence())
