@@ -24,7 +24,17 @@ def register(subparsers) -> None:
     ipam = subparsers.add_parser("ipam", help=text, description=text)
     sub = ipam.add_subparsers(dest="ipam_command", metavar="SUBCOMMAND", parser_class=type(ipam))
     sub.required = True
+    _register_show(sub)
+    from topoipam.cli import ipam_check
 
+    ipam_check.register(sub)
+    _register_release(sub)
+    _register_configure(sub)
+    _register_split(sub)
+    _register_assign(sub)
+
+
+def _register_show(sub) -> None:
     p = sub.add_parser("show", help="Show IP pool and block usage, one address, borrowed addresses or the "
                        "IPAM configuration.", description="topoipam ipam show [--show-blocks | --ip IP | "
                        "--show-borrowed | --show-configuration]")
@@ -36,10 +46,8 @@ def register(subparsers) -> None:
     what.add_argument("--show-configuration", action="store_true", help="the IPAM configuration")
     p.set_defaults(run=run_show)
 
-    from topoipam.cli import ipam_check
 
-    ipam_check.register(sub)
-
+def _register_release(sub) -> None:
     p = sub.add_parser("release", help="Release an address, a handle's addresses, or what a check report "
                        "found leaked.", description="topoipam ipam release --ip IP | --handle HANDLE | "
                        "--from-report REPORT")
@@ -51,6 +59,8 @@ def register(subparsers) -> None:
                             "as the report saw it (fenced by handle, sequence number and handle revision)")
     p.set_defaults(run=run_release)
 
+
+def _register_configure(sub) -> None:
     p = sub.add_parser("configure", help="Set StrictAffinity and MaxBlocksPerHost.",
                        description="topoipam ipam configure [--strictaffinity=true|false] "
                                    "[--max-blocks-per-host=N]")
@@ -60,6 +70,8 @@ def register(subparsers) -> None:
                    "(0: no limit from the configuration; needs strict affinity)")
     p.set_defaults(run=run_configure)
 
+
+def _register_split(sub) -> None:
     p = sub.add_parser("split", help="Split an IP pool into N (a power of 2) equal pools.",
                        description="Replace one IP pool by N equal pools named split-<name>-<i> with the same "
                                    "spec. Unlike calicoctl no datastore lock is needed: the old pool's delete and "
@@ -71,6 +83,8 @@ def register(subparsers) -> None:
     where.add_argument("--name", metavar="POOL", help="the pool of this name")
     p.set_defaults(run=run_split)
 
+
+def _register_assign(sub) -> None:
     p = sub.add_parser("assign", help="Assign addresses to a workload on a node (without an orchestrator).",
                        description="Assign addresses as the CNI plugin does for a pod and print one per line. "
                                    "Without --handle a handle is generated and printed on stderr "

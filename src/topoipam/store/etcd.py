@@ -135,6 +135,11 @@ def _next_count(kvs, asked: int, cap: int) -> int:
     return max(1, min(cap, PAGE_BYTES * asked // size))
 
 
+def _unavailable(where: str, reason: str, read: bool, write: bool, reauth: bool = False) -> _Outcome:
+    later = "; try again later" if read else ""  # configuration problems do not heal by waiting
+    return _Outcome(DatastoreUnavailableError(f"{where}: {reason}{later}", details=reason), read, write, reauth)
+
+
 class EtcdStore(Store):
     def __init__(
         self, url: str, config: Mapping[str, Any] | None = None, *, max_receive_bytes: int = MAX_RECEIVE_BYTES
@@ -266,6 +271,19 @@ class EtcdStore(Store):
         when ``start_revision`` has been compacted away (list again, then watch
         from the list's revision + 1).
         """
+        stream, stop, endpoint = self._open_watch(prefix, start_revision)
+        try:
+            for resp in stream:
+                yield from self._watch_events(resp, prefix, start_revision, endpoint)
+            raise DatastoreUnavailableError(f"etcd watch on {prefix} ended by the server ({endpoint})")
+        except self._grpc.RpcError as exc:
+            raise self._watch_broken(exc, prefix, endpoint) from None
+        finally:
+            stop.set()
+            stream.cancel()
+
+    def _open_watch(self, prefix: str, start_revision: int | None):
+        """Start a watch stream on the current endpoint: (stream, event that ends it, endpoint)."""
         pb = self._pb
         if self._opts.user and self._token is None:
             self.revision()  # authenticates through the normal path; the stream needs the token
@@ -283,35 +301,36 @@ class EtcdStore(Store):
             stream = self._stub(endpoint, "Watch").Watch(requests(), metadata=self._metadata())
         except self._grpc.RpcError as exc:
             raise self._map_rpc_error(exc, endpoint).error from None
-        try:
-            for resp in stream:
-                if resp.compact_revision:
-                    raise ConflictError(
-                        f"cannot watch {prefix} from revision {start_revision}: etcd compacted history up to"
-                        f" revision {resp.compact_revision}; list again and watch from there"
-                    )
-                if resp.canceled:  # e.g. the member lost its leader
-                    raise DatastoreUnavailableError(
-                        f"etcd at {endpoint} cancelled the watch on {prefix}: {resp.cancel_reason or 'no reason given'}"
-                        "; watch again from the last revision seen + 1"
-                    )
-                for ev in resp.events:
-                    kind = "delete" if ev.type == type(ev).DELETE else "put"
-                    yield WatchEvent(kind, ev.kv.key.decode(), bytes(ev.kv.value), ev.kv.mod_revision)
-            raise DatastoreUnavailableError(f"etcd watch on {prefix} ended by the server ({endpoint})")
-        except self._grpc.RpcError as exc:
-            err = self._map_rpc_error(exc, endpoint).error
-            if not isinstance(err, DatastoreUnavailableError):
-                raise err from None
-            # A frozen or cut-off member is found by the channel's keepalive pings and lands here too.
-            reason = exc.details() if hasattr(exc, "details") else str(exc)
+        return stream, stop, endpoint
+
+    @staticmethod
+    def _watch_events(resp, prefix: str, start_revision: int | None, endpoint: str) -> Iterator[WatchEvent]:
+        """The events of one watch response, or the error a compacted or cancelled watch ends with."""
+        if resp.compact_revision:
+            raise ConflictError(
+                f"cannot watch {prefix} from revision {start_revision}: etcd compacted history up to"
+                f" revision {resp.compact_revision}; list again and watch from there"
+            )
+        if resp.canceled:  # e.g. the member lost its leader
             raise DatastoreUnavailableError(
-                f"etcd watch on {prefix} at {endpoint} broke ({reason}); watch again from the last revision seen + 1",
-                details=err.details or err.message,
-            ) from None
-        finally:
-            stop.set()
-            stream.cancel()
+                f"etcd at {endpoint} cancelled the watch on {prefix}: {resp.cancel_reason or 'no reason given'}"
+                "; watch again from the last revision seen + 1"
+            )
+        for ev in resp.events:
+            kind = "delete" if ev.type == type(ev).DELETE else "put"
+            yield WatchEvent(kind, ev.kv.key.decode(), bytes(ev.kv.value), ev.kv.mod_revision)
+
+    def _watch_broken(self, exc, prefix: str, endpoint: str) -> TopoipamError:
+        """The error a watch stream's gRPC failure ends the watch with."""
+        err = self._map_rpc_error(exc, endpoint).error
+        if not isinstance(err, DatastoreUnavailableError):
+            return err
+        # A frozen or cut-off member is found by the channel's keepalive pings and lands here too.
+        reason = exc.details() if hasattr(exc, "details") else str(exc)
+        return DatastoreUnavailableError(
+            f"etcd watch on {prefix} at {endpoint} broke ({reason}); watch again from the last revision seen + 1",
+            details=err.details or err.message,
+        )
 
     def revision(self) -> int:
         """The current store revision (a watch from ``revision() + 1`` sees every later change)."""
@@ -440,48 +459,69 @@ class EtcdStore(Store):
         self._token = resp.token
 
     def _map_rpc_error(self, exc, endpoint: str) -> _Outcome:
-        """The one place where gRPC and etcd errors become topoipam errors."""
+        """The one place where gRPC and etcd errors become topoipam errors (checked in this order)."""
         code = exc.code() if hasattr(exc, "code") else None
         details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
-        low = details.lower()
-        sc = self._grpc.StatusCode
         where = f"etcd at {endpoint}"
+        outcome = (self._access_outcome(code, details, where) or self._connection_outcome(code, details, where)
+                   or self._refusal_outcome(code, details, where))
+        if outcome is not None:
+            return outcome
+        sc = self._grpc.StatusCode
+        if code == sc.RESOURCE_EXHAUSTED:
+            return _unavailable(where, f"busy: {details}", True, False)
+        if code == sc.CANCELLED:
+            return _unavailable(where, f"request cancelled: {details}", True, False)
+        return _unavailable(where, f"request failed ({code.name if code else 'error'}): {details}", False, False)
 
-        def unavailable(reason: str, read: bool, write: bool, reauth: bool = False) -> _Outcome:
-            later = "; try again later" if read else ""  # configuration problems do not heal by waiting
-            err = DatastoreUnavailableError(f"{where}: {reason}{later}", details=reason)
-            return _Outcome(err, read, write, reauth)
-
+    def _access_outcome(self, code, details: str, where: str) -> _Outcome | None:
+        """TLS and authentication failures (an expired token: authenticate again and resend)."""
+        low = details.lower()
         if any(s in low for s in ("ssl", "handshake", "certificate", "tls", "tsi_")):
-            return unavailable(
+            return _unavailable(
+                where,
                 f"TLS failed: the member's certificate is not signed by the given ca, or the member refused"
                 f" the client certificate ({details}); check the ca, cert and key options",
                 True, True,
             )
         if "invalid auth token" in low or "auth: revision in header is old" in low:
-            return unavailable("authentication token expired", True, True, reauth=True)
+            return _unavailable(where, "authentication token expired", True, True, reauth=True)
         if "authentication failed" in low or "invalid user id or password" in low:
-            return unavailable(f"authentication failed for user {self._opts.user!r}: {details}", False, False)
-        if code == sc.PERMISSION_DENIED or "user name is empty" in low or "permission denied" in low:
+            return _unavailable(where, f"authentication failed for user {self._opts.user!r}: {details}", False, False)
+        if code == self._grpc.StatusCode.PERMISSION_DENIED or "user name is empty" in low or "permission denied" in low:
             who = f"user {self._opts.user!r}" if self._opts.user else "no user (the cluster requires authentication)"
-            return unavailable(f"permission denied for {who}: {details}", False, False)
+            return _unavailable(where, f"permission denied for {who}: {details}", False, False)
+        return None
+
+    def _connection_outcome(self, code, details: str, where: str) -> _Outcome | None:
+        """Unreachable, leaderless or timed-out members: whether a write may be resent elsewhere."""
+        low = details.lower()
+        sc = self._grpc.StatusCode
         if code == sc.UNAVAILABLE:
             # Nothing reached a member that could apply it: safe to resend a write elsewhere.
             not_sent = "failed to connect" in low or "no leader" in low or "connection refused" in low
             if "no leader" in low:
-                return unavailable("no leader (the cluster has lost quorum or is electing)", True, True)
+                return _unavailable(where, "no leader (the cluster has lost quorum or is electing)", True, True)
             if not_sent:
                 hint = " (if the member serves TLS, use etcds://)" if "socket closed" in low and not self._opts.tls else ""
-                return unavailable(f"unreachable: {details}{hint}", True, True)
-            return unavailable(
+                return _unavailable(where, f"unreachable: {details}{hint}", True, True)
+            return _unavailable(
+                where,
                 f"connection lost mid-request ({details}; a write's outcome is unknown, read before retrying)",
                 True, False,
             )
         if code == sc.DEADLINE_EXCEEDED or "context deadline exceeded" in low:
-            return unavailable(
+            return _unavailable(
+                where,
                 f"timed out after {self._opts.timeout:g}s (a write's outcome is unknown; read before retrying)",
                 True, False,
             )
+        return None
+
+    def _refusal_outcome(self, code, details: str, where: str) -> _Outcome | None:
+        """Requests etcd refused as such (nothing was written): none is retried as it is."""
+        low = details.lower()
+        sc = self._grpc.StatusCode
         if "too many operations in txn request" in low:
             err = ValidationError(
                 f"{where} refused a transaction with more operations than its --max-txn-ops allows"
@@ -495,8 +535,4 @@ class EtcdStore(Store):
             return _Outcome(err, False, False)
         if "required revision has been compacted" in low:
             return _Outcome(_Compacted(f"{where}: the revision being read was compacted away ({details})"), False, False)
-        if code == sc.RESOURCE_EXHAUSTED:
-            return unavailable(f"busy: {details}", True, False)
-        if code == sc.CANCELLED:
-            return unavailable(f"request cancelled: {details}", True, False)
-        return unavailable(f"request failed ({code.name if code else 'error'}): {details}", False, False)
+        return None
