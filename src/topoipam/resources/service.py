@@ -23,7 +23,6 @@ resources/ does not import ipam/.
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import json
 from topoipam.structs import dataclass, field
@@ -41,6 +40,7 @@ from topoipam.errors import (
 from topoipam.model.storage import from_storage, resource_from_dict, resource_to_dict, to_storage
 from topoipam.model.validate import field_error, overlap_error, validate, validation_error
 from topoipam.resources.keys import POOL_GUARD_KEY, ROOT, TOPOLOGY_KEY, resource_key, resource_prefix
+from topoipam.resources.patch import merge_patch, with_labels
 from topoipam.store.base import Create, Delete, Op, Store, Update
 
 T = TypeVar("T")
@@ -417,7 +417,7 @@ class ResourceService:
                 raise AlreadyExistsError(f"failed to update label of {what}, key {key} is already present. "
                                          "please use '--overwrite' to set a new value")
             outcome = "updated" if key in labels else "set"
-            ops, _ = self._plan_update(current, _with_labels(current, {**labels, key: value}), revision)
+            ops, _ = self._plan_update(current, with_labels(current, {**labels, key: value}), revision)
             return ops, outcome
 
         return self._label_cas(attempt, what)
@@ -434,7 +434,7 @@ class ResourceService:
             if key not in labels:
                 raise NotFoundError(f"cannot remove label of {what}, key {key} does not exist")
             del labels[key]
-            return self._plan_update(current, _with_labels(current, labels), revision)
+            return self._plan_update(current, with_labels(current, labels), revision)
 
         self._label_cas(attempt, what)
 
@@ -487,22 +487,3 @@ class ResourceService:
                 raise tag_document(err, 1, pool) from None
             out.append((pool, "created"))
         return out
-
-
-def _with_labels(resource, labels: dict):
-    changed = copy.deepcopy(resource)
-    changed.metadata.labels = labels
-    return changed
-
-
-def merge_patch(target, patch):
-    """RFC 7386 JSON merge patch: objects merge recursively, ``null`` deletes, anything else replaces."""
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = merge_patch(out.get(key), value)
-    return out

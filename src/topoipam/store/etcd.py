@@ -22,12 +22,10 @@ on it with ``DatastoreUnavailableError`` instead of leaving it waiting forever.
 (etcd answers pings more frequent than its ``--grpc-keepalive-min-time``, 5 s
 by default, with a GOAWAY; keep ``keepalive`` above that in production.)
 
-Large reads are paged: ``list`` reads a prefix in range requests of a bounded
-size (``PAGE_BYTES``, adapting the key count to the record sizes seen), each
-continuing after the last key of the previous page and all pinned to the
-revision of the first page, so the result is one consistent snapshot however
-many pages it takes. If etcd compacts that revision mid-way, the listing starts
-again once from a fresh revision. ``get_many`` is bounded the same way. The
+Large reads are paged (``store/etcd_pages.py``): ``list`` and ``get_many`` read
+in requests of a bounded size, all pinned to the revision of the first, so the
+result is one consistent snapshot however many pages it takes. If etcd compacts
+that revision mid-way, the read starts again once from a fresh revision. The
 channel's receive limit (``MAX_RECEIVE_BYTES``) is raised above gRPC's 4 MiB
 default only as a second line of defence.
 
@@ -66,12 +64,9 @@ from topoipam.errors import (
     ValidationError,
 )
 from topoipam.store.base import Create, Delete, Op, Record, Store, Update, check_one_op_per_key
+from topoipam.store.etcd_pages import MAX_TXN_OPS, Compacted, TooLarge, prefix_end, range_pages, read_keys
 from topoipam.store.etcd_url import EtcdOptions, parse_url  # noqa: F401 - parse_url is part of this API
 
-MAX_TXN_OPS = 128  # etcd's default --max-txn-ops; get_many reads in chunks of at most this size
-PAGE_BYTES = 2 << 20  # aim for range responses of about this size: half gRPC's default receive limit
-FIRST_PAGE_KEYS = 256  # keys in a listing's first page, before any record size is known
-MAX_PAGE_KEYS = 10_000
 MAX_RECEIVE_BYTES = 64 << 20  # the channel's receive limit; paging keeps responses far below it
 
 # A member with no leader rejects requests carrying this metadata at once (etcd's
@@ -92,17 +87,6 @@ class WatchEvent:
     revision: int
 
 
-def _prefix_end(prefix: bytes) -> bytes:
-    """The first key after every key that starts with ``prefix`` (etcd's range_end for a prefix)."""
-    b = bytearray(prefix)
-    while b and b[-1] == 0xFF:
-        b.pop()
-    if not b:
-        return b"\0"  # the whole keyspace
-    b[-1] += 1
-    return bytes(b)
-
-
 def _read_file(path: str, what: str) -> bytes:
     try:
         with open(path, "rb") as f:
@@ -117,22 +101,6 @@ class _Outcome(Exception):
     def __init__(self, error: TopoipamError, retry_read: bool, retry_write: bool, reauth: bool = False):
         super().__init__(error.message)
         self.error, self.retry_read, self.retry_write, self.reauth = error, retry_read, retry_write, reauth
-
-
-class _TooLarge(DatastoreUnavailableError):
-    """Internal: a response exceeded the channel's receive limit; the paged reads ask for fewer keys."""
-
-
-class _Compacted(ConflictError):
-    """Internal: the revision a paged read is pinned to was compacted away; the read starts again once."""
-
-
-def _next_count(kvs, asked: int, cap: int) -> int:
-    """How many keys the next page may ask for so that its response stays near ``PAGE_BYTES``."""
-    size = sum(len(kv.key) + len(kv.value) + 32 for kv in kvs)  # +32: per-record framing and header fields
-    if not size:
-        return cap
-    return max(1, min(cap, PAGE_BYTES * asked // size))
 
 
 def _unavailable(where: str, reason: str, read: bool, write: bool, reauth: bool = False) -> _Outcome:
@@ -175,7 +143,7 @@ class EtcdStore(Store):
     def list(self, prefix: str, *, start: str | None = None, limit: int | None = None) -> list[Record]:
         try:
             return [r for page in self.pages(prefix, start=start, limit=limit) for r in page]
-        except _Compacted:  # compacted mid-listing: once more from a fresh revision
+        except Compacted:  # compacted mid-listing: once more from a fresh revision
             return [r for page in self.pages(prefix, start=start, limit=limit) for r in page]
 
     def pages(self, prefix: str, *, start: str | None = None, limit: int | None = None) -> Iterator[list[Record]]:
@@ -184,53 +152,18 @@ class EtcdStore(Store):
         Raises ``ConflictError`` if etcd compacts that revision before the last page
         is read (``list`` then starts again once).
         """
-        if start is not None and not start.startswith(prefix):
-            raise ValidationError(f"list start {start!r} does not begin with the prefix {prefix!r}")
-        pb = self._pb
-        key, end = (start or prefix).encode() or b"\0", _prefix_end(prefix.encode())
-        revision, left, count = 0, limit, FIRST_PAGE_KEYS
-        while left is None or left > 0:
-            def request(n: int, key=key, revision=revision):
-                return pb.RangeRequest(key=key, range_end=end, limit=n, revision=revision)
-
-            resp, asked = self._read_shrinking("Range", request, count if left is None else min(count, left))
-            revision = revision or resp.header.revision
-            if resp.kvs:
-                yield [self._record(kv) for kv in resp.kvs]
-            if not resp.more or not resp.kvs:
-                return
-            key = resp.kvs[-1].key + b"\0"  # the next page starts right after this one's last key
-            if left is not None:
-                left -= len(resp.kvs)
-            count = _next_count(resp.kvs, asked, MAX_PAGE_KEYS)
+        for kvs in range_pages(self._read, self._pb, prefix, start, limit):
+            yield [self._record(kv) for kv in kvs]
 
     def get_many(self, keys) -> dict[str, Record]:
         keys = list(dict.fromkeys(keys))
         try:
             return self._get_many(keys)
-        except _Compacted:
+        except Compacted:
             return self._get_many(keys)
 
     def _get_many(self, keys: list[str]) -> dict[str, Record]:
-        """Transactions of at most MAX_TXN_OPS reads and about PAGE_BYTES each, all at one revision."""
-        pb = self._pb
-        found: dict[str, Record] = {}
-        revision, i, count = 0, 0, MAX_TXN_OPS
-        while i < len(keys):
-            def request(n: int, i=i, revision=revision):
-                reads = [pb.RequestOp(request_range=pb.RangeRequest(key=k.encode(), revision=revision))
-                         for k in keys[i:i + n]]
-                return pb.TxnRequest(success=reads)
-
-            resp, asked = self._read_shrinking("Txn", request, min(count, len(keys) - i))
-            revision = revision or resp.header.revision
-            kvs = [kv for r in resp.responses for kv in r.response_range.kvs]
-            for kv in kvs:
-                rec = self._record(kv)
-                found[rec.key] = rec
-            i += asked
-            count = _next_count(kvs, asked, MAX_TXN_OPS)
-        return found
+        return {rec.key: rec for rec in map(self._record, read_keys(self._read, self._pb, keys))}
 
     def commit(self, ops: Sequence[Op]) -> int:
         pb = self._pb
@@ -288,7 +221,7 @@ class EtcdStore(Store):
         if self._opts.user and self._token is None:
             self.revision()  # authenticates through the normal path; the stream needs the token
         create = pb.WatchCreateRequest(
-            key=prefix.encode() or b"\0", range_end=_prefix_end(prefix.encode()), start_revision=start_revision or 0
+            key=prefix.encode() or b"\0", range_end=prefix_end(prefix.encode()), start_revision=start_revision or 0
         )
         stop = threading.Event()
 
@@ -345,20 +278,8 @@ class EtcdStore(Store):
             ch.close()
 
     # --- plumbing --------------------------------------------------------------------
-    def _read_shrinking(self, method: str, make_request, count: int):
-        """Send ``make_request(count)``, halving ``count`` while the response is over the receive limit.
-
-        Returns the response and the count it was asked with.
-        """
-        while True:
-            try:
-                return self._call("KV", method, make_request(count), write=False), count
-            except _TooLarge as e:
-                if count == 1:
-                    raise DatastoreUnavailableError(
-                        f"{e.message}; a single record is larger than that", details=e.details
-                    ) from None
-                count = max(1, count // 2)
+    def _read(self, method: str, request):
+        return self._call("KV", method, request, write=False)
 
     @staticmethod
     def _record(kv) -> Record:
@@ -531,8 +452,8 @@ class EtcdStore(Store):
         if code == sc.INVALID_ARGUMENT:  # empty key, request too large, ...: nothing was written
             return _Outcome(ValidationError(f"{where} refused the request: {details}"), False, False)
         if code == sc.RESOURCE_EXHAUSTED and "larger than max" in low:
-            err = _TooLarge(f"{where}: a response exceeded the receive limit of {self._max_receive} bytes ({details})")
+            err = TooLarge(f"{where}: a response exceeded the receive limit of {self._max_receive} bytes ({details})")
             return _Outcome(err, False, False)
         if "required revision has been compacted" in low:
-            return _Outcome(_Compacted(f"{where}: the revision being read was compacted away ({details})"), False, False)
+            return _Outcome(Compacted(f"{where}: the revision being read was compacted away ({details})"), False, False)
         return None
