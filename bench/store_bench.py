@@ -6,7 +6,17 @@ Measured: ``SqliteStore.get`` + ``SqliteStore.update`` (a compare-and-swap
 commit) on one key. Also: the cost of opening a store on an existing file and
 doing the first read (what each CNI plugin invocation pays).
 
+Assignment-shaped commit (``--assign``): the steady-state IPAM assignment
+commit, ``[Update(block, ~2 KB), Create(handle with a random 64-hex key),
+Check(topology), Check(node)]``, through ``SqliteStore.commit`` next to the same
+SQL issued directly with sqlite3 on a file SqliteStore made (the floor: BEGIN
+IMMEDIATE; SELECT counter + checks; UPDATE meta; UPDATE kv; INSERT kv;
+COMMIT) and the raw one-row read-modify-write loop above. Each round runs the
+three variants back to back for the same number of commits; medians over
+rounds, and the median of the per-round ratios (the machine is shared).
+
     .venv/bin/python bench/store_bench.py [--seconds 1] [--rounds 3]
+    .venv/bin/python bench/store_bench.py --assign [--commits 3000] [--rounds 9]
 """
 
 from __future__ import annotations
@@ -14,11 +24,13 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+from topoipam.store.base import Check, Create, Update
 from topoipam.store.sqlite import SqliteStore
 
 
@@ -99,12 +111,92 @@ def open_cost(path: str, runs: int = 15) -> tuple[float, float]:
     return imports[len(imports) // 2], samples[len(samples) // 2][1]
 
 
+# -- the assignment-shaped commit --------------------------------------------------
+
+_BLOCK = "/topoipam/ipam/v2/assignment/ipv4/block/10.65.0.0-26"
+_TOPOLOGY = "/topoipam/ipam/v2/topology"
+_NODE = "/topoipam/resources/nodes/node-1"
+_HANDLE = "/topoipam/ipam/v2/handle/"
+
+
+def _assign_fixture(path: str, commits: int, synchronous: str) -> tuple[int, int, int, list[bytes], list[str]]:
+    """A store file with the block, topology and node records; (block rev, topology rev, node rev, values, handles)."""
+    with SqliteStore(f"sqlite://{path}?synchronous={synchronous}") as s:
+        s.commit([Create(f"/topoipam/filler/{i:04d}", b"x" * 200) for i in range(300)])
+        rev = s.commit([Create(_BLOCK, b"{}" * 1000), Create(_TOPOLOGY, b"7"), Create(_NODE, b"{}" * 300)])
+    values = [os.urandom(1000).hex().encode() for _ in range(16)]  # ~2 KB, a new value every commit
+    handles = [_HANDLE + os.urandom(32).hex() for _ in range(commits)]
+    return rev, rev, rev, values, handles
+
+
+def assign_store(path: str, synchronous: str, commits: int) -> float:
+    """Microseconds per assignment-shaped commit through SqliteStore.commit."""
+    block_rev, topo_rev, node_rev, values, handles = _assign_fixture(path, commits, synchronous)
+    with SqliteStore(f"sqlite://{path}?synchronous={synchronous}") as s:
+        commit = s.commit
+        start = time.perf_counter()
+        for i, handle in enumerate(handles):
+            block_rev = commit([Update(_BLOCK, values[i & 15], block_rev), Create(handle, b"h" * 100),
+                                Check(_TOPOLOGY, topo_rev), Check(_NODE, node_rev)])
+        elapsed = time.perf_counter() - start
+        assert s.get(_BLOCK).revision == block_rev
+    return elapsed / commits * 1e6
+
+
+def assign_floor(path: str, synchronous: str, commits: int) -> float:
+    """Microseconds per commit of the same SQL issued directly with sqlite3 (what SqliteStore cannot beat)."""
+    block_rev, topo_rev, node_rev, values, handles = _assign_fixture(path, commits, synchronous)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    execute = conn.execute
+    start = time.perf_counter()
+    for i, handle in enumerate(handles):
+        execute("BEGIN IMMEDIATE")
+        row = execute("SELECT (SELECT revision FROM meta WHERE id = 0), (SELECT revision FROM kv WHERE key = ?),"
+                      " (SELECT revision FROM kv WHERE key = ?)", (_TOPOLOGY, _NODE)).fetchone()
+        assert row[1] == topo_rev and row[2] == node_rev
+        revision = row[0] + 1
+        execute("UPDATE meta SET revision = ? WHERE id = 0", (revision,))
+        assert execute("UPDATE kv SET value = ?, revision = ? WHERE key = ? AND revision = ?",
+                       (values[i & 15], revision, _BLOCK, block_rev)).rowcount == 1
+        execute("INSERT INTO kv (key, value, revision) VALUES (?, ?, ?)", (handle, b"h" * 100, revision))
+        execute("COMMIT")
+        block_rev = revision
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return elapsed / commits * 1e6
+
+
+def assign_main(tmp: str, synchronous: str, commits: int, rounds: int) -> None:
+    print(f"assignment-shaped commit (Update ~2 KB block + Create handle + 2 Checks), synchronous={synchronous}, "
+          f"{commits} commits per variant per round, {rounds} rounds")
+    print(f"{'round':<7}{'raw rmw us':>11}{'floor us':>10}{'store us':>10}{'store-floor':>13}"
+          f"{'floor/store':>13}{'rmw/store':>11}")
+    rows = []
+    for r in range(rounds):
+        rmw = 1e6 / raw_loop(os.path.join(tmp, f"a-raw-{r}.db"), synchronous, 0.5)
+        floor = assign_floor(os.path.join(tmp, f"a-floor-{r}.db"), synchronous, commits)
+        ours = assign_store(os.path.join(tmp, f"a-store-{r}.db"), synchronous, commits)
+        rows.append((rmw, floor, ours, ours - floor, floor / ours, rmw / ours))
+        print(f"{r:<7}{rmw:>11.1f}{floor:>10.1f}{ours:>10.1f}{ours - floor:>13.1f}{floor / ours:>13.2f}{rmw / ours:>11.2f}")
+    med = [statistics.median(col) for col in zip(*rows)]
+    print(f"{'median':<7}{med[0]:>11.1f}{med[1]:>10.1f}{med[2]:>10.1f}{med[3]:>13.1f}{med[4]:>13.2f}{med[5]:>11.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=1.0, help="duration of each loop")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per variant (best is kept)")
     ap.add_argument("--dir", default=None, help="directory for the database files (default: a temp dir)")
+    ap.add_argument("--assign", action="store_true", help="only the assignment-shaped commit section")
+    ap.add_argument("--commits", type=int, default=3000, help="commits per variant per round (--assign)")
+    ap.add_argument("--synchronous", default="NORMAL", choices=("OFF", "NORMAL", "FULL"), help="for --assign")
     args = ap.parse_args()
+    if args.assign:
+        with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+            print(f"sqlite {sqlite3.sqlite_version}, python {sys.version.split()[0]}, files in {tmp}")
+            assign_main(tmp, args.synchronous, args.commits, args.rounds)
+        return
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         print(f"sqlite {sqlite3.sqlite_version}, python {sys.version.split()[0]}, files in {tmp}")
         print("raw: one row, BEGIN IMMEDIATE/SELECT/UPDATE/COMMIT; raw+rev: also bumps a revision row (as the store)")
