@@ -261,3 +261,31 @@ def test_reservation_covering_most_of_a_huge_pool_is_jumped_over(store):
     assert ips[0].ip not in ipaddress.ip_network("fd00::/49")
     assert ips[0].network not in {ipaddress.ip_network("fd00:0:0:8000::/122"),
                                   ipaddress.ip_network("fd00:0:0:8000::40/122")}
+
+
+def test_attributes_live_on_the_handle_and_a_reused_handle_keeps_its_own(store):
+    """A workload's attributes are written once, on its handle record: the block entries (rewritten on
+    every assignment) carry only the handle. A request reusing a handle with other attributes, or one
+    without a handle, keeps its own in the block entry; every reader sees each allocation's own."""
+    import json
+
+    from topoipam.ipam import keys
+
+    world = World(store)
+    world.pool("p0", "10.0.0.0/24")
+    world.node("n0")
+    a = world.assign("n0", "h1", num4=2, attrs={"pod": "web", "node": "n0"}).ipv4
+    b = world.assign("n0", "h1", num4=1, attrs={"pod": "other"}).ipv4  # same handle, other attributes
+    c = world.assign("n0", "h1", num4=1).ipv4  # same handle, no attributes
+    ip = world.svc.assign_ip("10.0.0.200", None, {"pod": "bare"}, "n0")  # no handle
+    handle = json.loads(store.get(keys.handle_key("h1")).value)
+    net = str(a[0].network)
+    assert handle == {"block": {net: 4}, "secondary": {"pod": "web", "node": "n0"}, "deleted": False}
+    block = world.block(net)
+    assert block.attributes[:3] == [{"handle_id": "h1"}, {"handle_id": "h1", "secondary": {"pod": "other"}},
+                                    {"handle_id": "h1", "secondary": {}}]
+    seen = {str(x.ip.ip): x.attrs for x in world.svc.allocations()}
+    assert seen == {str(a[0].ip): {"pod": "web", "node": "n0"}, str(a[1].ip): {"pod": "web", "node": "n0"},
+                    str(b[0].ip): {"pod": "other"}, str(c[0].ip): {}, str(ip.ip): {"pod": "bare"}}
+    for addr, attrs in seen.items():
+        assert world.svc.allocation_of(addr).attrs == attrs

@@ -63,8 +63,8 @@ class _Checker:
         listing = list(check.iter_blocks(store))  # the one listing of every block, for all three views
         snap = IpamService(store).snapshot()
         self.blocks = check.block_usage(store, snap, listing)
-        self.allocations = check.allocations(store, blocks=listing)
-        self.findings = check.check(store, snap, listing, {h.handle: h.counts for h in self.handles}).findings
+        self.allocations = check.allocations(store, blocks=listing, handles=self.handles)
+        self.findings = check.check(store, snap, listing, self.handles).findings
         self.pools = repo.list_pools(store)
         self.nodes = {n.name for n in repo.list_nodes(store)}
         self.problems = 0

@@ -111,9 +111,16 @@ class Block:
         idx = self.allocations[ordinal]
         return None if idx is None else self.attributes[idx].get("handle_id")
 
-    def attrs_of(self, ordinal: int) -> dict:
+    def attrs_of(self, ordinal: int, on_handle: Mapping[str, Mapping[str, str]] | None = None) -> dict:
+        """The allocation's attributes: its entry's own ``secondary``; an entry without one has those
+        its handle record carries (``on_handle``: handle -> attributes, see ``_attribute_index``)."""
         idx = self.allocations[ordinal]
-        return {} if idx is None else dict(self.attributes[idx].get("secondary") or {})
+        if idx is None:
+            return {}
+        entry = self.attributes[idx]
+        if "secondary" in entry:
+            return dict(entry["secondary"] or {})
+        return dict((on_handle or {}).get(entry.get("handle_id"), {}))
 
     def allocated_ordinals(self) -> list[int]:
         return [o for o, idx in enumerate(self.allocations) if idx is not None]
@@ -137,20 +144,24 @@ class Block:
     # -- changes ------------------------------------------------------------------
     def _attribute_index(self, handle: str | None, attrs: Mapping[str, str] | None) -> int:
         """The index of the entry for (handle, attrs), appended if there is none: identical entries are
-        shared. Found through ``_attr_keys`` (rebuilt when it does not cover every entry)."""
+        shared. Found through ``_attr_keys`` (rebuilt when it does not cover every entry).
+
+        ``attrs`` None: the entry carries no ``secondary``; the attributes are those of the handle
+        record (the service keeps a workload's attributes there, written once, rather than in a block
+        rewritten on every assignment). A mapping, even empty, is the allocation's own."""
         keys = self._attr_keys
         if len(keys) != len(self.attributes):
             keys.clear()
             for i, existing in enumerate(self.attributes):
                 keys.setdefault(_entry_key(existing), i)
-        key = (handle, tuple(sorted(attrs.items())) if attrs else ())
+        key = (handle, None if attrs is None else tuple(sorted(attrs.items())))
         found = keys.get(key)
         if found is not None:
             return found
         entry: dict = {}
         if handle is not None:
             entry["handle_id"] = handle
-        if attrs:
+        if attrs is not None:
             entry["secondary"] = dict(attrs)
         if len(self._attr_json) == len(self.attributes):  # the encodings cover every entry: keep it so
             self._attr_json.append(_dumps(entry))
@@ -313,7 +324,7 @@ def _entry_key(entry: dict) -> tuple:
     if not entry.keys() <= {"handle_id", "secondary"}:
         return (object(),)
     attrs = entry.get("secondary")
-    key = entry.get("handle_id"), tuple(sorted(attrs.items())) if attrs else ()
+    key = entry.get("handle_id"), (None if "secondary" not in entry else tuple(sorted((attrs or {}).items())))
     try:
         hash(key)
     except TypeError:  # not string attributes (foreign data): never shared

@@ -26,7 +26,7 @@ from topoipam.core.block import Block, affinity_node, host_affinity
 from topoipam.core.pools import choose_pools, pool_containing, selects_node
 from topoipam.ipam import keys
 from topoipam.ipam.blocks import (StoredBlock, affinity_hint_op, affinity_is_full, affinity_value, claim_ops,
-                                  find_unclaimed_block, handle_op, list_affine_nets, load_block, pool_check,
+                                  entry_attrs, find_unclaimed_block, handle_op, list_affine_nets, load_block, pool_check,
                                   release_affinity_ops, reserved_in, scan_pool_blocks)
 from topoipam.store.retry import Plan, rerun, run_cas
 from topoipam.ipam.topology import TopologyMoved
@@ -53,9 +53,14 @@ class HandleState:
     Creates it without a read. If it exists after all, that Create fails like a lost race and the
     retry reads it (issue 5: the handle costs no round trip of its own)."""
 
-    def __init__(self, handle: str | None) -> None:
+    def __init__(self, handle: str | None, attrs=None) -> None:
+        self.handle, self.attrs = handle, attrs
         self.key = keys.handle_key(handle) if handle is not None else None
         self.record: Record | None = None  # as last read or written by this request
+
+    def block_attrs(self) -> dict | None:
+        """What this request's block entries carry (None: the handle record holds the attributes)."""
+        return entry_attrs(self.handle, self.record, self.attrs)
 
     def keys(self, fresh: bool) -> list[str]:
         return [self.key] if fresh and self.key is not None else []
@@ -67,7 +72,7 @@ class HandleState:
     def op(self, cidr: str, count: int) -> tuple[list, bytes | None]:
         if self.key is None:
             return [], None
-        op, value = handle_op(self.key, self.record, {cidr: count})
+        op, value = handle_op(self.key, self.record, {cidr: count}, self.attrs)
         return ([op] if op is not None else []), value
 
     def landed(self, value: bytes | None, revision: int) -> None:
@@ -85,7 +90,7 @@ class FamilyAssigner:
         self.svc, self.store, self.cache, self.snap, self.req = svc, svc.store, svc.cache, snap, req
         self.node, self.name, self.version, self.num = node, node.name, version, num
         self.requested = tuple(requested)
-        self.hstate = handle_state or HandleState(req.handle)
+        self.hstate = handle_state or HandleState(req.handle, req.attrs)
         self.ips: list = []
         self.messages: list[str] = []
         self.block_limit_hit = False
@@ -250,7 +255,7 @@ class FamilyAssigner:
             if newest is None or (require_affinity and newest[1].affinity != host_affinity(self.name)):
                 return None
             block = newest[1]
-            ords = block.auto_assign(self.need, self.req.handle, self.req.attrs, reserved_in(block, reserved))
+            ords = block.auto_assign(self.need, self.req.handle, self.hstate.block_attrs(), reserved_in(block, reserved))
             arec = self.cache.affinity(akey, self.prefix) if akey else None
             if not ords or (akey and arec is None and not block.unallocated):
                 return None  # nothing here, or the block fills and its affinity's hint is not kept: read
@@ -265,7 +270,7 @@ class FamilyAssigner:
                     # a stale affinity (its block is gone or belongs to another host now): drop it, as Calico does
                     ops = [Delete(akey, arec.revision)] if arec is not None else []
                     return Plan(ops, None, lambda rev: self.cache.committed(ops, rev), lambda: self.cache.forget(ops))
-                ords = stored.block.auto_assign(self.need, self.req.handle, self.req.attrs,
+                ords = stored.block.auto_assign(self.need, self.req.handle, self.hstate.block_attrs(),
                                                 reserved_in(stored.block, reserved))
             else:
                 stored, ords, arec = kept
@@ -303,7 +308,7 @@ class FamilyAssigner:
                 return Plan()
             net, chunk_record = found
             block = Block.new(net, host_affinity(self.name), self.svc.claim_time(), self.svc.initial_sequence())
-            ords = block.auto_assign(self.need, self.req.handle, self.req.attrs, reserved_in(block, self.snap.reserved))
+            ords = block.auto_assign(self.need, self.req.handle, self.hstate.block_attrs(), reserved_in(block, self.snap.reserved))
             hops, hvalue = self.hstate.op(block.cidr_text, len(ords))
             ops = claim_ops(self.store, block, self.name, chunk_record, read_chunk=False)
             return self._commit_plan([*ops, *pool_check(pool), *hops], (block, ords),
@@ -349,7 +354,7 @@ class FamilyAssigner:
                 return Plan()  # changed since we judged it reclaimable: leave it
             block = Block.from_json(rec.value)
             block.affinity, block.claim_time = host_affinity(self.name), self.svc.claim_time()
-            ords = block.auto_assign(self.need, self.req.handle, self.req.attrs, reserved_in(block, self.snap.reserved))
+            ords = block.auto_assign(self.need, self.req.handle, self.hstate.block_attrs(), reserved_in(block, self.snap.reserved))
             block.sequence_number += 1
             ops = [Update(seen.key, block.to_json(), rec.revision),
                    Create(keys.affinity_key(self.name, block.cidr), affinity_value(block))]

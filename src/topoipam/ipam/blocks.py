@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from topoipam.structs import dataclass
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from topoipam.core import blockgen
 from topoipam.core.block import Block, reserved_ordinals
@@ -97,32 +97,39 @@ def reserved_in(block: Block, reserved) -> frozenset[int]:
 
 # -- handles -------------------------------------------------------------------
 
-def handle_ops(records: dict[str, Record], deltas: dict[str, dict[str, int]]) -> list[Op]:
-    """Ops applying per-handle, per-block count changes; a handle whose counts all reach 0 is deleted."""
+def handle_ops(records: dict[str, Record], deltas: dict[str, dict[str, int]],
+               attrs: Mapping[str, str] | None = None) -> list[Op]:
+    """Ops applying per-handle, per-block count changes; a handle whose counts all reach 0 is deleted.
+    A handle created here carries ``attrs``."""
     ops: list[Op] = []
     for handle, per_block in deltas.items():
         key = keys.handle_key(handle)
-        op, _ = handle_op(key, records.get(key), per_block)
+        op, _ = handle_op(key, records.get(key), per_block, attrs)
         if op is not None:
             ops.append(op)
     return ops
 
 
-def handle_op(key: str, rec: Record | None, per_block: dict[str, int]) -> tuple[Op | None, bytes]:
+def handle_op(key: str, rec: Record | None, per_block: dict[str, int],
+              attrs: Mapping[str, str] | None = None) -> tuple[Op | None, bytes]:
     """The op applying count changes to one handle record (``rec``: as read; None: absent), and the
-    value it writes."""
+    value it writes. A new record carries ``attrs`` (``secondary``: the workload's attributes, kept
+    once per handle, see ``Block.attrs_of``); an existing one keeps the attributes it has."""
     if rec is None and len(per_block) == 1:  # a new handle (every assignment's first commit): no encoder
         cidr, count = next(iter(per_block.items()))
         if count <= 0:
             return None, b""
-        value = f'{{"block":{{"{cidr}":{int(count)}}},"deleted":false}}'.encode()
+        extra = f',"secondary":{_dumps(dict(attrs))}' if attrs else ""
+        value = f'{{"block":{{"{cidr}":{int(count)}}}{extra},"deleted":false}}'.encode()
         return Create(key, value), value
-    counts = dict(json.loads(rec.value)["block"]) if rec else {}
+    doc = json.loads(rec.value) if rec else {"secondary": dict(attrs)} if attrs else {}
+    counts = dict(doc["block"]) if rec else {}
     for cidr, delta in per_block.items():
         counts[cidr] = counts.get(cidr, 0) + delta
         if counts[cidr] <= 0:
             del counts[cidr]
-    value = _dumps({"block": counts, "deleted": False}).encode()
+    new = {"block": counts, **({"secondary": doc["secondary"]} if doc.get("secondary") else {}), "deleted": False}
+    value = _dumps(new).encode()
     if rec is None:
         return (Create(key, value) if counts else None), value
     if counts:
@@ -131,6 +138,23 @@ def handle_op(key: str, rec: Record | None, per_block: dict[str, int]) -> tuple[
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
+
+def entry_attrs(handle: str | None, record: Record | None, attrs: Mapping[str, str] | None) -> dict | None:
+    """The ``secondary`` a block entry carries for an allocation under ``handle`` with ``attrs``: none
+    (None) when the handle record holds those attributes, or is absent and will be created with them;
+    else the allocation's own (a handle reused with other attributes, or no handle at all)."""
+    attrs = dict(attrs or {})
+    if handle is None:
+        return attrs or None
+    if record is None or handle_attrs(record) == attrs:
+        return None
+    return attrs
+
+
+def handle_attrs(record: Record | None) -> dict[str, str]:
+    """The attributes a handle record carries (those of its allocations whose block entry has none)."""
+    return {} if record is None else dict(json.loads(record.value).get("secondary") or {})
 
 
 def handle_counts(record: Record | None) -> dict[str, int]:

@@ -7,7 +7,6 @@ decides how to print them (problems -> exit 4).
 
 from __future__ import annotations
 
-import json
 from topoipam.structs import dataclass, field
 from collections.abc import Iterator
 
@@ -15,7 +14,8 @@ from topoipam.core.block import affinity_node
 from topoipam.core.pools import pool_containing
 from topoipam.core.summary import Chunk, chunk_of, global_block_index
 from topoipam.ipam import keys
-from topoipam.ipam.blocks import candidate_keys, load_block
+from topoipam.ipam.blocks import candidate_keys, handle_attrs, load_block
+from topoipam.ipam.leaks import handle_records
 
 PROBLEM_KINDS = ("handle-without-address", "address-without-handle", "outside-pools", "node-missing",
                  "affinity-without-block", "block-without-affinity-record", "summary-mismatch")
@@ -94,8 +94,13 @@ def iter_blocks(store) -> Iterator:
             yield load_block(rec)
 
 
-def allocations(store, prefix_handle: str | None = None, blocks=None) -> list[Allocation]:
-    """Every allocated address; ``blocks``: an already-read listing (``iter_blocks``) to use instead of reading."""
+def allocations(store, prefix_handle: str | None = None, blocks=None, handles=None) -> list[Allocation]:
+    """Every allocated address. ``blocks``: an already-read listing (``iter_blocks``) to use instead of
+    reading; ``handles``: the ``leaks.handle_records`` read before it (their attributes are those of
+    allocations whose block entry carries none)."""
+    if handles is None:
+        handles = handle_records(store)  # before the blocks: an allocation's handle is never newer
+    on_handle = {h.handle: h.attrs for h in handles}
     out = []
     for stored in iter_blocks(store) if blocks is None else blocks:
         b = stored.block
@@ -103,13 +108,14 @@ def allocations(store, prefix_handle: str | None = None, blocks=None) -> list[Al
             handle = b.handle_of(o)
             if prefix_handle is not None and not (handle or "").startswith(prefix_handle):
                 continue
-            out.append(Allocation(b.interface(o), handle, b.attrs_of(o), b.cidr, affinity_node(b.affinity),
+            out.append(Allocation(b.interface(o), handle, b.attrs_of(o, on_handle), b.cidr, affinity_node(b.affinity),
                                   b.seq_for_allocation.get(o)))
     return out
 
 
 def allocation_of(store, ip) -> Allocation | None:
-    """The allocation of one address (None: not allocated): one read of the blocks that could hold it."""
+    """The allocation of one address (None: not allocated): one read of the blocks that could hold it,
+    and one of its handle for the attributes."""
     found = store.get_many(candidate_keys(ip))
     for key in candidate_keys(ip):
         if key in found:
@@ -117,7 +123,10 @@ def allocation_of(store, ip) -> Allocation | None:
             o = b.ordinal(ip)
             if b.allocations[o] is None:
                 return None
-            return Allocation(b.interface(o), b.handle_of(o), b.attrs_of(o), b.cidr, affinity_node(b.affinity),
+            handle, entry = b.handle_of(o), b.attributes[b.allocations[o]]
+            on_handle = {} if handle is None or "secondary" in entry else \
+                {handle: handle_attrs(store.get(keys.handle_key(handle)))}
+            return Allocation(b.interface(o), handle, b.attrs_of(o, on_handle), b.cidr, affinity_node(b.affinity),
                               b.seq_for_allocation.get(o))
     return None
 
@@ -142,15 +151,15 @@ def pool_usage(store, snap) -> list[PoolUsage]:
     return out
 
 
-def check(store, snap, blocks=None, handles: dict | None = None) -> CheckReport:
-    """The consistency findings. ``blocks`` (an ``iter_blocks`` listing) and ``handles`` (handle -> its
-    per-block counts) may be passed already read; handles must then have been read BEFORE the blocks:
-    an assignment commits its handle and its block together, so that order cannot show a live handle
-    as holding no address."""
+def check(store, snap, blocks=None, handles=None) -> CheckReport:
+    """The consistency findings. ``blocks`` (an ``iter_blocks`` listing) and ``handles`` (the
+    ``leaks.handle_records``) may be passed already read; handles must then have been read BEFORE the
+    blocks: an assignment commits its handle and its block together, so that order cannot show a live
+    handle as holding no address."""
     report = CheckReport()
-    if handles is None:
-        handles = {r.key[len(keys.HANDLE_PREFIX):]: json.loads(r.value)["block"]
-                   for r in store.list(keys.HANDLE_PREFIX)}
+    records = handle_records(store) if handles is None else handles
+    handles = {h.handle: h.counts for h in records}
+    on_handle = {h.handle: h.attrs for h in records}
     blocks = list(iter_blocks(store)) if blocks is None else blocks
     affinities = {r.key for r in store.list(keys.ROOT + "host/")}
     report.blocks, report.handles = len(blocks), len(handles)
@@ -168,7 +177,7 @@ def check(store, snap, blocks=None, handles: dict | None = None) -> CheckReport:
         in_pool = pool_containing(snap.pools, b.cidr) is not None
         for o in b.allocated_ordinals():
             report.allocations += 1
-            _check_allocation(b, o, node, in_pool, handles, seen_counts, snap, add)
+            _check_allocation(b, o, node, in_pool, handles, on_handle, seen_counts, snap, add)
     for akey in sorted(affinities):
         add(Finding("affinity-without-block", f"affinity record {akey} has no block affine to its node"))
     _check_handles(handles, seen_counts, add)
@@ -176,8 +185,8 @@ def check(store, snap, blocks=None, handles: dict | None = None) -> CheckReport:
     return report
 
 
-def _check_allocation(b, o, node, in_pool, handles, seen_counts, snap, add) -> None:
-    ip, handle, attrs = b.address(o), b.handle_of(o), b.attrs_of(o)
+def _check_allocation(b, o, node, in_pool, handles, on_handle, seen_counts, snap, add) -> None:
+    ip, handle, attrs = b.address(o), b.handle_of(o), b.attrs_of(o, on_handle)
     if handle is not None:
         seen_counts.setdefault(handle, {}).setdefault(str(b.cidr), 0)
         seen_counts[handle][str(b.cidr)] += 1

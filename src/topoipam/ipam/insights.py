@@ -22,6 +22,7 @@ from topoipam.errors import NotFoundError
 from topoipam.ipam.assign import EMPTY_BLOCK_MIN_RECLAIM_AGE, block_limit
 from topoipam.ipam.blocks import find_unclaimed_block, reserved_in, scan_pool_blocks
 from topoipam.ipam.check import iter_blocks
+from topoipam.ipam.leaks import handle_records
 from topoipam.ipam.topology import Snapshot, StoreTopology
 from topoipam.model.types import ASSIGN_AUTOMATIC, USE_WORKLOAD
 from topoipam.resources import repo
@@ -68,12 +69,19 @@ class World:
         self._unclaimed: dict[str, core.Unclaimed] = {}
         self._chosen: dict[tuple, list] = {}
         self.namespaced = any(p.spec.namespace_selector for p in self.pools)
+        self._on_handle: dict | None = None
 
     def held(self):
         """(block, ordinal) of every allocated address."""
         for b in self.blocks:
             for o in b.allocated_ordinals():
                 yield b, o
+
+    def attrs_of(self, b, o) -> dict:
+        """The allocation's attributes; the handles are read on first use (only some questions need them)."""
+        if self._on_handle is None:
+            self._on_handle = {h.handle: h.attrs for h in handle_records(self.store)}
+        return b.attrs_of(o, self._on_handle)
 
     def families(self, requested: int | None) -> list[int]:
         if requested:
@@ -417,7 +425,7 @@ def _allocation_times(world: World) -> dict[str, list[float]]:
     plugin records, as Calico does)."""
     out: dict[str, list[float]] = {}
     for b, o in world.held():
-        t = core.parse_go_timestamp(b.attrs_of(o).get("timestamp", ""))
+        t = core.parse_go_timestamp(world.attrs_of(b, o).get("timestamp", ""))
         pool = pool_containing(world.pools, b.cidr) if t is not None else None
         if pool is not None:
             out.setdefault(pool.name, []).append(t)
@@ -447,7 +455,7 @@ def drift(store) -> list[Drift]:
     selecting: dict[tuple, list] = {}
     out = []
     for b, o in world.held():
-        attrs, handle = b.attrs_of(o), b.handle_of(o)
+        attrs, handle = world.attrs_of(b, o), b.handle_of(o)
         name = attrs.get("node")
         if handle is None or not name or attrs.get("type") or name not in nodes:
             continue

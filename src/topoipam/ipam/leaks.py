@@ -21,14 +21,16 @@ class HandleRecord:
     handle: str
     revision: int
     counts: dict  # block CIDR -> number of addresses the handle claims there
+    attrs: dict  # the workload's attributes (those of its allocations whose block entry has none)
 
 
 def handle_records(store: Store) -> list[HandleRecord]:
     """Every handle in the datastore, in key order."""
     out = []
     for rec in store.list(keys.HANDLE_PREFIX):
-        counts = json.loads(rec.value).get("block", {})
-        out.append(HandleRecord(rec.key[len(keys.HANDLE_PREFIX):], rec.revision, counts))
+        doc = json.loads(rec.value)
+        out.append(HandleRecord(rec.key[len(keys.HANDLE_PREFIX):], rec.revision, doc.get("block", {}),
+                                doc.get("secondary") or {}))
     return out
 
 

@@ -26,8 +26,8 @@ from topoipam.errors import (AllocationError, BlockLimitError, ExhaustedError, N
                              ValidationError)
 from topoipam.ipam import keys, release
 from topoipam.ipam.assign import FamilyAssigner, HandleState
-from topoipam.ipam.blocks import (affinity_hint_op, affinity_value, block_net_of, chunk_bit_op, handle_ops, load_block,
-                                  pool_check, pool_key, pool_now)
+from topoipam.ipam.blocks import (affinity_hint_op, affinity_value, block_net_of, chunk_bit_op, entry_attrs, handle_ops,
+                                  load_block, pool_check, pool_key, pool_now)
 from topoipam.ipam.cache import ServiceCache
 from topoipam.store.retry import Plan, rerun, run_cas
 from topoipam.ipam.topology import FencedSnapshot, Snapshot, StoreTopology, Topology, TopologyMoved
@@ -125,7 +125,7 @@ class IpamService:
             raise ValidationError("the number of addresses to assign must not be negative")
         snap = self.assign_snapshot(req.node)
         node = snap.require_node(req.node)
-        result, started, hstate = AssignResult(), [], HandleState(req.handle)
+        result, started, hstate = AssignResult(), [], HandleState(req.handle, req.attrs)
         try:
             for version, num, pools in ((4, req.num4, req.pools4), (6, req.num6, req.pools6)):
                 if num <= 0:
@@ -195,7 +195,7 @@ class IpamService:
             if stored is not None and strict:
                 _check_strict(block, node)
             ordinal = block.ordinal(addr)
-            block.assign(ordinal, handle, attrs)
+            block.assign(ordinal, handle, entry_attrs(handle, recs.get(hkeys[0]) if hkeys else None, attrs))
             arec = recs.get(akey)
             if stored is None:  # claim the block for the node in the same commit (its affinity may exist)
                 ops = [Create(bkey, block.to_json()), chunk_bit_op(self.store, net, True), *pool_check(pool)]
@@ -206,7 +206,7 @@ class IpamService:
                        affinity_hint_op(arec, block) if block.affinity == host_affinity(node) else None]
             ops = [op for op in ops if op is not None]
             if handle:
-                ops += handle_ops(recs, {handle: {str(net): 1}})
+                ops += handle_ops(recs, {handle: {str(net): 1}}, attrs)
             ops += snap.fence_ops(node)
             return Plan(ops, block.interface(ordinal), lambda rev: self.cache.committed(ops, rev, {bkey: block}),
                         lambda: self.cache.forget(ops))
