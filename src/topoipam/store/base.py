@@ -80,6 +80,8 @@ Op = Create | Update | Delete | Check
 
 def check_one_op_per_key(ops: Sequence[Op]) -> None:
     """Reject a commit that names a key twice (etcd refuses such a transaction too)."""
+    if len({op.key for op in ops}) == len(ops):  # the common case, on every commit: one set, no loop
+        return
     seen: set[str] = set()
     for op in ops:
         if op.key in seen:

@@ -37,6 +37,7 @@ import os
 import sqlite3
 import threading
 import time
+from _weakrefset import WeakSet  # what weakref.WeakSet is; already loaded by threading, unlike weakref
 from collections.abc import Callable, Iterable, Sequence
 
 from topoipam.errors import (
@@ -56,6 +57,7 @@ SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 DEFAULT_TIMEOUT = 10.0
 # SQLite's bound-parameter limit is 32766 since 3.32; stay far below it.
 _MAX_PARAMS = 500
+_monotonic = time.monotonic
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -154,9 +156,12 @@ class SqliteStore(Store):
         self.create_dirs = create_dirs  # make missing parent directories (the default datastore only)
         self.path, self.synchronous, self.timeout = parse_url(url)
         self._lock = threading.Lock()
+        # None: open on next use (first use, after a fork, or closed). A forked child never uses its parent's
+        # connection: _after_fork_in_child drops it there, so no call pays for an os.getpid() check.
         self._conn: sqlite3.Connection | None = None
-        self._pid = os.getpid()
+        self._cursor: sqlite3.Cursor | None = None  # reused by commit: conn.execute makes a cursor per statement
         self._closed = False
+        _STORES.add(self)
         self._guarded(lambda conn: None)  # open now: a bad path fails here, not at first use
 
     # -- the contract ------------------------------------------------------
@@ -187,22 +192,32 @@ class SqliteStore(Store):
         return [Record(k, v, r) for k, v, r in rows]
 
     def commit(self, ops: Sequence[Op]) -> int:
-        ops = list(ops)
+        if type(ops) is not list:
+            ops = list(ops)
         check_one_op_per_key(ops)
         if not ops:
             return self._guarded(self._current_revision)
-        return self._guarded(lambda c: self._transaction(c, lambda: self._apply(c, ops)))
+        # The common case inline, as few frames as possible: connection open, file not busy. Anything
+        # else (first use, a forked child, a busy file, closed) goes through _guarded's loop.
+        busy_since = None
+        with self._lock:
+            if self._conn is not None:
+                busy_since = _monotonic()
+                try:
+                    return self._write(self._cursor, ops)
+                except (sqlite3.Error, OSError) as exc:
+                    self._raise_unless_busy(exc, busy_since + self.timeout - 0.001)
+        return self._guarded(lambda c: self._write(self._cursor, ops), busy_since)
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
             if self._conn is not None:
-                conn, self._conn = self._conn, None
-                if self._pid == os.getpid():
-                    try:
-                        conn.close()
-                    except sqlite3.Error:
-                        pass  # closing is best effort; the file stays consistent
+                conn, self._conn, self._cursor = self._conn, None, None
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass  # closing is best effort; the file stays consistent
 
     # -- queries -----------------------------------------------------------
 
@@ -298,16 +313,23 @@ class SqliteStore(Store):
             conn.execute("COMMIT")
             return result
         except BaseException:
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass  # SQLite already rolled back (e.g. after SQLITE_FULL); nothing to undo
+            _rollback(conn)
+            raise
+
+    def _write(self, cursor: sqlite3.Cursor, ops: list[Op]) -> int:
+        """One write transaction applying ``ops`` (``_transaction`` without its closures: the hot path)."""
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            revision = self._apply(cursor, ops)
+            cursor.execute("COMMIT")
+            return revision
+        except BaseException:
+            _rollback(cursor.connection)
             raise
 
     # -- connection, retry and error mapping --------------------------------
 
-    def _guarded(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    def _guarded(self, work: Callable[[sqlite3.Connection], T], busy_since: float | None = None) -> T:
         """Run ``work`` on the connection under the lock; retry a busy file until the timeout.
 
         SQLite's busy handler already waits ``timeout`` for a lock, but some
@@ -317,29 +339,38 @@ class SqliteStore(Store):
         wait in SQLite's handler, so the worst case is about twice ``timeout``.
         Conditions that failed (ConflictError, ...) are never retried here:
         that is the caller's business (store/retry.py).
+        ``busy_since``: when a first attempt (``commit``'s inline one) began
+        that found the file busy; the deadline counts from then and the loop
+        starts with a pause.
         """
-        deadline = time.monotonic() + self.timeout
+        busy = busy_since is not None
+        deadline = (busy_since if busy else _monotonic()) + self.timeout
         pause = 0.001
         while True:
+            if busy:
+                import random  # only when the file is busy: not on every plugin start
+
+                time.sleep(pause * (0.5 + random.random()))
+                pause = min(pause * 2, 0.1)
             try:
                 with self._lock:
                     return work(self._connection())
             except (sqlite3.Error, OSError) as exc:
-                if not _is_busy(exc) or time.monotonic() + pause > deadline:
-                    raise _translate(exc, self.path) from None
-            import random  # only when the file is busy: not on every plugin start
+                self._raise_unless_busy(exc, deadline - pause)
+            busy = True
 
-            time.sleep(pause * (0.5 + random.random()))
-            pause = min(pause * 2, 0.1)
+    def _raise_unless_busy(self, exc: BaseException, deadline: float) -> None:
+        """Raise ``exc`` mapped (``_translate``) unless it is a busy file and ``deadline`` is still ahead."""
+        if not _is_busy(exc) or _monotonic() > deadline:
+            raise _translate(exc, self.path) from None
 
     def _connection(self) -> sqlite3.Connection:
         """The open connection (opened on first use, and again in a forked child)."""
         if self._closed:
             raise DatastoreUnavailableError(f"SQLite datastore {self.path} is closed")
-        if self._conn is None or self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._conn = None
+        if self._conn is None:
             self._conn = self._open()
+            self._cursor = self._conn.cursor()
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
@@ -376,6 +407,36 @@ class SqliteStore(Store):
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
         self._transaction(conn, create)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # SQLite already rolled back (e.g. after SQLITE_FULL); nothing to undo
+
+
+_STORES: WeakSet = WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child: every store opens its own connection on next use and has a free lock.
+
+    SQLite must not use a connection across fork(), not even to close it (its
+    locks belong to the parent): the parent's connections are kept referenced,
+    never closed, never used. A lock some parent thread held at the fork would
+    stay held for ever in the child: each store gets a new one.
+    """
+    for store in list(_STORES):
+        store._lock = threading.Lock()
+        if store._conn is not None:
+            _INHERITED.append(store._conn)
+            store._conn = store._cursor = None
+
+
+_INHERITED: list[sqlite3.Connection] = []
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @functools.lru_cache(maxsize=64)
