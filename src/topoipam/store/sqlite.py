@@ -161,6 +161,7 @@ class SqliteStore(Store):
         self._conn: sqlite3.Connection | None = None
         self._cursor: sqlite3.Cursor | None = None  # reused by commit: conn.execute makes a cursor per statement
         self._closed = False
+        self._revision = -1  # the revision counter as this store last saw it (-1: unknown); see _apply
         _STORES.add(self)
         self._guarded(lambda conn: None)  # open now: a bad path fails here, not at first use
 
@@ -242,50 +243,64 @@ class SqliteStore(Store):
             SqliteStore._transaction(conn, read, "BEGIN")
         return found
 
-    def _apply(self, conn: sqlite3.Connection, ops: list[Op]) -> int:
+    def _apply(self, cursor: sqlite3.Cursor, ops: list[Op]) -> int:
         """Apply ``ops`` inside the open write transaction; raise on the first failed condition.
 
-        One statement reads the revision counter and every Check; each write carries its own
-        condition (``... WHERE key = ? AND revision = ?`` and its row count; a Create's INSERT
-        hits the primary key), so a commit costs that read, the counter bump and one statement
-        per write, with no separate read of the revisions. The counter is bumped before the
-        writes because they need the new revision; a failed condition rolls everything back
-        (``_transaction``), the bump included. The error names the first op, in order, whose
-        condition fails, as the contract says: if a Check fails, every op is judged in order
-        before anything is written; else the first write that fails is that op (every Check
-        held, and so did the writes before it).
+        Each write carries its own condition (``... WHERE key = ? AND revision = ?`` and its row
+        count; a Create's INSERT hits the primary key), so there is no separate read of the
+        revisions. The counter is bumped before the writes because they need the new revision.
+        The bump is guessed: ``_revision`` is the counter as this connection last saw it, and
+        one statement moves it on only if it is still that and every Check holds (``_bump_sql``).
+        If not (another connection committed since, or a Check failed), one statement reads the
+        counter and every Check, the Checks are judged, then the counter is bumped. We hold the
+        write lock (BEGIN IMMEDIATE), so nobody moves the counter between that read and our write.
+        A failed condition rolls everything back (``_write``), the bump included. The error names
+        the first op, in order, whose condition fails, as the contract says: if a Check fails,
+        every op is judged in order before anything is written; else the first write that fails
+        is that op (every Check held, and so did the writes before it).
         """
-        execute = conn.execute
-        checks = [op for op in ops if type(op) is Check]
-        # One statement reads the counter and every Check's revision (NULL: absent). We hold the
-        # write lock (BEGIN IMMEDIATE), so nobody moves the counter between this read and our write.
-        row = execute(_read_checks_sql(len(checks)), [c.key for c in checks]).fetchone()
-        if any((found or 0) != c.revision for c, found in zip(checks, row[1:])):
-            raise self._first_failure(conn, ops)
-        if len(checks) == len(ops):
-            return row[0]
-        revision = row[0] + 1
-        # (UPDATE ... RETURNING costs several times a plain UPDATE in this sqlite3 binding: measured)
-        execute("UPDATE meta SET revision = ? WHERE id = 0", (revision,))
+        execute = cursor.execute
+        guess = self._revision
+        revision = guess + 1
+        params = [revision, guess]
+        for op in ops:
+            if type(op) is Check:
+                params += (op.key, op.revision)
+        checks = (len(params) - 2) >> 1
+        if checks == len(ops):
+            return self._read_checks(cursor, ops)
+        if guess < 0 or execute(_bump_sql(checks), params).rowcount != 1:
+            revision = self._read_checks(cursor, ops) + 1
+            # (UPDATE ... RETURNING costs several times a plain UPDATE in this sqlite3 binding: measured)
+            execute("UPDATE meta SET revision = ? WHERE id = 0", (revision,))
         for op in ops:
             kind = type(op)
             if kind is Update:
                 if execute("UPDATE kv SET value = ?, revision = ? WHERE key = ? AND revision = ?",
                            (op.value, revision, op.key, op.revision)).rowcount != 1:
-                    raise self._conflict(conn, op)
+                    raise self._conflict(cursor, op)
             elif kind is Create:
                 try:
                     execute("INSERT INTO kv (key, value, revision) VALUES (?, ?, ?)", (op.key, op.value, revision))
                 except sqlite3.IntegrityError:
-                    if self._revision_of(conn, op.key) is None:
+                    if self._revision_of(cursor, op.key) is None:
                         raise  # not the primary key: a real fault, mapped by _translate
                     raise AlreadyExistsError(f"key {op.key} already exists") from None
             elif kind is Delete:
                 if execute("DELETE FROM kv WHERE key = ? AND revision = ?", (op.key, op.revision)).rowcount != 1:
-                    raise self._conflict(conn, op)
+                    raise self._conflict(cursor, op)
         return revision
 
-    def _first_failure(self, conn: sqlite3.Connection, ops: list[Op]) -> TopoipamError:
+    def _read_checks(self, cursor: sqlite3.Cursor, ops: list[Op]) -> int:
+        """The revision counter, read with every Check's revision in one statement; raise if a Check fails."""
+        checks = [op for op in ops if type(op) is Check]
+        row = cursor.execute(_read_checks_sql(len(checks)), [c.key for c in checks]).fetchone()
+        self._revision = row[0]  # whatever happens next, that is the counter now
+        if any((found or 0) != c.revision for c, found in zip(checks, row[1:])):
+            raise self._first_failure(cursor, ops)
+        return row[0]
+
+    def _first_failure(self, conn: sqlite3.Cursor, ops: list[Op]) -> TopoipamError:
         """The error of the first op whose condition fails, judged before anything is written."""
         for op in ops:
             found = self._revision_of(conn, op.key)
@@ -297,11 +312,11 @@ class SqliteStore(Store):
         return ConflictError("a condition of the transaction failed")  # not reached: a Check failed
 
     @staticmethod
-    def _revision_of(conn: sqlite3.Connection, key: str) -> int | None:
+    def _revision_of(conn: sqlite3.Cursor, key: str) -> int | None:
         row = conn.execute("SELECT revision FROM kv WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
-    def _conflict(self, conn: sqlite3.Connection, op: Op) -> ConflictError:
+    def _conflict(self, conn: sqlite3.Cursor, op: Op) -> ConflictError:
         found = self._revision_of(conn, op.key) or 0
         return ConflictError(f"update conflict on key {op.key}: revision {op.revision} expected, found {found}")
 
@@ -322,6 +337,7 @@ class SqliteStore(Store):
         try:
             revision = self._apply(cursor, ops)
             cursor.execute("COMMIT")
+            self._revision = revision  # the next commit's guess
             return revision
         except BaseException:
             _rollback(cursor.connection)
@@ -437,6 +453,14 @@ def _after_fork_in_child() -> None:
 
 _INHERITED: list[sqlite3.Connection] = []
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@functools.lru_cache(maxsize=64)
+def _bump_sql(checks: int) -> str:
+    """Move the counter from the guess (2nd parameter) to the 1st if it is still the guess and ``checks`` keys,
+    each with its expected revision (0: absent), hold; row count 1 if all was so."""
+    return ("UPDATE meta SET revision = ? WHERE id = 0 AND revision = ?"
+            + " AND coalesce((SELECT revision FROM kv WHERE key = ?), 0) = ?" * checks)
 
 
 @functools.lru_cache(maxsize=64)
