@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import stat
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
-from topoipam.errors import DatastoreUnavailableError, ValidationError
-from topoipam.store import Create, open_store
+from topoipam.errors import AlreadyExistsError, ConflictError, DatastoreUnavailableError, ValidationError
+from topoipam.store import Check, Create, Record, Update, open_store
 from topoipam.store.sqlite import SqliteStore, parse_url, prefix_upper
 
 
@@ -288,3 +290,146 @@ def test_named_path_in_a_missing_directory_fails_and_creates_nothing(tmp_path, c
     assert out == ""
     assert err == f"cannot open SQLite datastore {target}: directory {target.parent} does not exist\n"
     assert not (tmp_path / "nonexistent").exists()
+
+
+# -- the commit's guessed counter, and forks -------------------------------------------
+
+
+def _counter(path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT revision FROM meta WHERE id = 0").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_commit_after_another_store_committed_on_the_same_file(tmp_path):
+    """The counter one store last saw is stale once another store on the file commits: the commit still lands right."""
+    path = tmp_path / "s.db"
+    with SqliteStore(f"sqlite://{path}") as one, SqliteStore(f"sqlite://{path}") as two:
+        r1 = one.commit([Create("/block", b"1"), Create("/node", b"n")])
+        r2 = one.commit([Update("/block", b"2", r1), Check("/node", r1)])  # guessed from one's own last commit
+        assert r2 == r1 + 1
+        r3 = two.commit([Create("/other", b"x")])
+        r4 = one.commit([Update("/block", b"3", r2), Check("/node", r1), Check("/absent", 0)])
+        assert (r3, r4) == (r2 + 1, r2 + 2)
+        assert two.get("/block") == Record("/block", b"3", r4)
+        assert two.commit([Update("/other", b"y", r3)]) == r4 + 1  # two's guess is stale too
+        assert one.commit([Update("/block", b"4", r4)]) == r4 + 2
+        assert _counter(path) == r4 + 2
+
+
+def test_check_moved_by_another_store_fails_and_writes_nothing(tmp_path):
+    path = tmp_path / "s.db"
+    with SqliteStore(f"sqlite://{path}") as one, SqliteStore(f"sqlite://{path}") as two:
+        r1 = one.commit([Create("/block", b"1"), Create("/node", b"n")])
+        two.update("/node", b"m", r1)
+        with pytest.raises(ConflictError, match="/node: revision 1 expected, found 2"):
+            one.commit([Update("/block", b"2", r1), Create("/handle", b"h"), Check("/node", r1)])
+        assert one.get("/block") == Record("/block", b"1", r1)
+        assert one.get("/handle") is None
+        assert _counter(path) == r1 + 1
+
+
+@pytest.mark.parametrize("ops, error, match", [
+    # the counter guess is right (the store made the last commit), so only the Checks can fail the bump
+    (lambda r: [Update("/block", b"2", r), Create("/handle", b"h"), Check("/node", r + 5)],
+     ConflictError, "key /node: revision 6 expected, found 1"),
+    (lambda r: [Update("/block", b"2", r), Check("/node", 0)], ConflictError, "key /node: revision 0 expected, found 1"),
+    (lambda r: [Update("/block", b"2", r), Check("/absent", r)], ConflictError, "key /absent: revision 1 expected, found 0"),
+    # the first op whose condition fails is named, also when a later Check fails as well
+    (lambda r: [Update("/block", b"2", r + 1), Check("/node", r + 1)], ConflictError, "key /block"),
+    (lambda r: [Create("/node", b"again"), Check("/absent", r)], AlreadyExistsError, "key /node already exists"),
+    # every Check holds: the writes judge themselves after the bump, which is rolled back
+    (lambda r: [Check("/node", r), Update("/block", b"2", r + 1)], ConflictError, "key /block: revision 2 expected"),
+    (lambda r: [Update("/block", b"2", r), Create("/node", b"again"), Check("/absent", 0)],
+     AlreadyExistsError, "key /node already exists"),
+])
+def test_failed_condition_with_the_counter_guessed_right_writes_nothing(tmp_path, ops, error, match):
+    path = tmp_path / "s.db"
+    with SqliteStore(f"sqlite://{path}") as s:
+        r = s.commit([Create("/block", b"1"), Create("/node", b"n")])
+        with pytest.raises(error, match=match):
+            s.commit(ops(r))
+        assert s.get("/block") == Record("/block", b"1", r)
+        assert s.get("/node") == Record("/node", b"n", r)
+        assert s.get("/handle") is None and s.get("/absent") is None
+        assert _counter(path) == r
+        assert s.commit([Check("/node", r)]) == r  # only Checks: the current revision, nothing written
+        assert s.commit([Update("/block", b"2", r), Check("/node", r), Check("/absent", 0)]) == r + 1
+
+
+def _forked(child) -> int:
+    """Run ``child()`` in a forked child; its exit status (0: it returned without raising)."""
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 1
+        try:
+            signal.alarm(30)  # a child stuck on a lock dies (SIGALRM) instead of hanging the test
+            child()
+            code = 0
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def test_forked_child_opens_its_own_connection_and_the_parent_keeps_its(tmp_path):
+    path = tmp_path / "s.db"
+    with SqliteStore(f"sqlite://{path}") as s:
+        r = s.create("/k", b"parent")
+        conn = s._guarded(lambda c: c)
+
+        def child():
+            assert s._guarded(lambda c: c) is not conn
+            assert s.get("/k").value == b"parent"
+            s.commit([Update("/k", b"child", r), Create("/born", b"in child")])
+
+        assert _forked(child) == 0
+        assert s._guarded(lambda c: c) is conn  # the parent's connection was neither closed nor replaced
+        assert s.get("/k") == Record("/k", b"child", r + 1)
+        assert s.commit([Update("/k", b"parent again", r + 1), Check("/born", r + 1)]) == r + 2
+
+
+def test_forked_child_can_use_a_store_whose_lock_a_parent_thread_held_at_the_fork(tmp_path):
+    path = tmp_path / "s.db"
+    with SqliteStore(f"sqlite://{path}") as s:
+        s.create("/k", b"v")
+        inside, leave = threading.Event(), threading.Event()
+        holder = threading.Thread(target=lambda: s._guarded(lambda c: (inside.set(), leave.wait(30))))
+        holder.start()
+        try:
+            assert inside.wait(30)  # the thread is in a store call, holding the store's lock
+            assert _forked(lambda: s.create("/from-child", b"c")) == 0
+        finally:
+            leave.set()
+            holder.join()
+        assert s.get("/from-child").value == b"c"
+
+
+def test_commit_waits_for_a_writer_that_lets_go_within_the_timeout(tmp_path):
+    path = tmp_path / "s.db"
+    with SqliteStore(f"sqlite://{path}?timeout=20") as s:
+        r = s.create("/k", b"v")  # the store's connection is open: the commit below takes the inline path
+        holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN IMMEDIATE")
+        release = threading.Timer(0.3, lambda: holder.execute("ROLLBACK"))
+        release.start()
+        try:
+            assert s.update("/k", b"w", r) == r + 1
+        finally:
+            release.join()
+            holder.close()
+        assert s.get("/k").value == b"w"
+
+
+def test_steady_state_commit_is_one_statement_per_write_plus_the_bump(tmp_path):
+    """The guessed bump judges the Checks: no separate read of the counter while this store is the only writer."""
+    with SqliteStore(f"sqlite://{tmp_path}/s.db") as s:
+        r = s.commit([Create("/block", b"1"), Create("/node", b"n")])
+        statements: list[str] = []
+        s._guarded(lambda c: c.set_trace_callback(statements.append))
+        r2 = s.commit([Update("/block", b"2", r), Create("/handle", b"h"), Check("/node", r), Check("/absent", 0)])
+        s._guarded(lambda c: c.set_trace_callback(None))
+    assert r2 == r + 1
+    assert [st.split()[0] for st in statements] == ["BEGIN", "UPDATE", "UPDATE", "INSERT", "COMMIT"], statements
+    assert statements[1].startswith("UPDATE meta SET revision = 2 WHERE id = 0 AND revision = 1 AND")
