@@ -73,6 +73,7 @@ class Block:
     _alloc_json: list = field(default_factory=list, compare=False, repr=False)
     _unalloc_json: list = field(default_factory=list, compare=False, repr=False)
     _cidr_json: str = field(default="", compare=False, repr=False)
+    _head_json: list = field(default_factory=list, compare=False, repr=False)  # [affinity, claim_time, text]
 
     @classmethod
     def new(cls, cidr: Network, affinity: str | None, claim_time: str | None, sequence_number: int) -> "Block":
@@ -164,7 +165,8 @@ class Block:
         if attrs is not None:
             entry["secondary"] = dict(attrs)
         if len(self._attr_json) == len(self.attributes):  # the encodings cover every entry: keep it so
-            self._attr_json.append(_dumps(entry))
+            self._attr_json.append(f'{{"handle_id":{_dumps(handle)}}}' if len(entry) == 1 and handle is not None
+                                   else _dumps(entry))
         self.attributes.append(entry)
         keys[key] = len(self.attributes) - 1
         return len(self.attributes) - 1
@@ -295,8 +297,12 @@ class Block:
     def to_json(self) -> bytes:
         """The stored form: Calico's field names, compact; written on every assignment, so the parts
         that rarely change (attribute entries, the allocation sequence numbers) are encoded once."""
-        return (f'{{"cidr":"{self.cidr_text}","affinity":{_dumps(self.affinity)},'
-                f'"affinityClaimTime":{_dumps(self.claim_time)},"allocations":[{self._encoded_allocations()}],'
+        head = self._head_json
+        if not head or head[0] != self.affinity or head[1] != self.claim_time:  # encoded again only on a change
+            head[:] = [self.affinity, self.claim_time,
+                       f'{{"cidr":"{self.cidr_text}","affinity":{_dumps(self.affinity)},'
+                       f'"affinityClaimTime":{_dumps(self.claim_time)},']
+        return (f'{head[2]}"allocations":[{self._encoded_allocations()}],'
                 f'"unallocated":[{self._encoded_unallocated()}],"attributes":{self._encoded_attributes()},'
                 f'"sequenceNumber":{int(self.sequence_number)},'
                 f'"sequenceNumberForAllocation":{{{self._encoded_seq()}}},"deleted":false}}').encode()

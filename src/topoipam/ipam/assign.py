@@ -46,6 +46,84 @@ def block_limit(requested: int, configured: int) -> int:
     return limit or DEFAULT_BLOCK_LIMIT
 
 
+def choice_key(req, version: int, requested: tuple) -> tuple:
+    """The key of a request's pool choice in the snapshot's memo (what the choice depends on)."""
+    ns = req.namespace_labels
+    return "pools", version, req.node, requested, tuple(sorted(ns.items())) if ns else (), req.use
+
+
+def take_kept_block(cache, bkey: str, akey: str | None, prefix: str, node: str, need: int, hstate: "HandleState",
+                    reserved):
+    """Up to ``need`` ordinals assigned in the block kept for ``bkey`` (taken out of the cache: the
+    landed commit puts it back): (StoredBlock, ordinals, the affinity record kept for ``akey``). None
+    when nothing is kept, the block is not ``node``'s (``akey`` given), it gave nothing, or it fills
+    and its affinity's hint is not kept: the caller reads."""
+    newest = cache.take(bkey)
+    if newest is None or (akey and newest[1].affinity != host_affinity(node)):
+        return None
+    block = newest[1]
+    ords = block.auto_assign(need, hstate.handle, hstate.block_attrs(), reserved_in(block, reserved))
+    arec = cache.affinity(akey, prefix) if akey else None
+    if not ords or (akey and arec is None and not block.unallocated):
+        return None
+    return StoredBlock(block, newest[0]), ords, arec
+
+
+def assignment_ops(bkey: str, stored: StoredBlock, count: int, hstate: "HandleState", arec) -> tuple[list, bytes]:
+    """The writes of ``count`` addresses just assigned in ``stored``'s block: the block on the revision
+    it was planned from, the handle, and (``arec``: the block's affinity record) the full-hint when it
+    changes. Returns (ops, the handle value written)."""
+    block = stored.block
+    block.sequence_number += 1
+    hops, hvalue = hstate.op(block.cidr_text, count)
+    hint = affinity_hint_op(arec, block)
+    return [Update(bkey, block.to_json(), stored.revision), *hops, *([hint] if hint else [])], hvalue
+
+
+class KeptPlanStale(Exception):
+    """Internal: the commit planned on kept values lost its race; the general path reads."""
+
+
+def assign_kept(svc, snap, req, version: int, num: int, requested: tuple, hstate: "HandleState"):
+    """The steady state: ``num`` addresses of one family from the first block of the node's kept plan
+    (the block ``FamilyAssigner`` would try first, by the same memo), decided on kept values alone
+    (no read) and landed in one commit fenced like every assignment. Returns the addresses, or None
+    when no kept plan applies or the block cannot give all of them, or the commit lost its race:
+    the caller then runs ``FamilyAssigner``, which decides on fresh reads. This is the first attempt
+    of that same decision: on a lost race it hands over instead of retrying."""
+    memo = snap.memo
+    hit = memo.get(choice_key(req, version, requested)) if memo is not None else None
+    if hit is None:
+        return None
+    cache, prefix = svc.cache, keys.affinity_prefix(req.node, version)
+    kept, planned = cache.affinities(prefix), hit[1].get(("plan", prefix))
+    if kept is None or planned is None or planned[0] != kept[0] or not planned[1]:
+        return None
+    suffix = planned[1][0][1]
+    bkey = keys.block_prefix(version) + suffix
+    taken = take_kept_block(cache, bkey, prefix + suffix, prefix, req.node, num, hstate, snap.reserved)
+    if taken is None or len(taken[1]) < num:  # a block taken and changed is not put back: read next
+        return None
+    stored, ords, arec = taken
+    ops, hvalue = assignment_ops(bkey, stored, num, hstate, arec)
+    ops += snap.fence_ops(req.node)
+
+    def landed(revision: int) -> None:
+        cache.committed(ops, revision, {bkey: stored.block})
+        hstate.landed(hvalue, revision)
+
+    def attempt(n: int) -> Plan:
+        if n:
+            raise KeptPlanStale()
+        return Plan(ops, True, landed, lambda: cache.forget(ops))
+
+    try:
+        run_cas(svc.store, attempt, "assign from a kept block")
+    except KeptPlanStale:
+        return None
+    return [stored.block.interface(o) for o in ords]
+
+
 class HandleState:
     """What one request knows of its handle's record, shared by its families and blocks.
 
@@ -156,8 +234,7 @@ class FamilyAssigner:
     def _choose(self):
         """The chosen pools and a memo of which networks they contain, kept with the snapshot."""
         ns = self.req.namespace_labels
-        key = ("pools", self.version, self.name, self.requested, tuple(sorted(ns.items())) if ns else (),
-               self.req.use)
+        key = choice_key(self.req, self.version, self.requested)
         memo = getattr(self.snap, "memo", None)
         hit = memo.get(key) if memo is not None else None
         if hit is None:
@@ -250,19 +327,9 @@ class FamilyAssigner:
         akey = self.prefix + suffix if require_affinity else None
         reserved = self.snap.reserved
 
-        def from_cache():
-            newest = self.cache.take(bkey)  # ours alone until it is put back on landing
-            if newest is None or (require_affinity and newest[1].affinity != host_affinity(self.name)):
-                return None
-            block = newest[1]
-            ords = block.auto_assign(self.need, self.req.handle, self.hstate.block_attrs(), reserved_in(block, reserved))
-            arec = self.cache.affinity(akey, self.prefix) if akey else None
-            if not ords or (akey and arec is None and not block.unallocated):
-                return None  # nothing here, or the block fills and its affinity's hint is not kept: read
-            return StoredBlock(block, newest[0]), ords, arec
-
         def attempt(n):
-            kept = from_cache() if n == 0 else None
+            kept = take_kept_block(self.cache, bkey, akey, self.prefix, self.name, self.need, self.hstate,
+                                   reserved) if n == 0 else None
             if kept is None:  # nothing kept, or it gave nothing: decide on fresh reads
                 recs = self._fresh_reads([bkey, *([akey] if akey else [])], n)
                 stored, arec = load_block(recs.get(bkey), self.cache), recs.get(akey)
@@ -275,13 +342,11 @@ class FamilyAssigner:
             else:
                 stored, ords, arec = kept
             block = stored.block
-            hint = affinity_hint_op(arec, block) if akey else None
             if not ords:  # full: fix a stale hint so that later requests skip it unread
+                hint = affinity_hint_op(arec, block) if akey else None
                 ops = [hint] if hint else []
                 return Plan(ops, None, lambda rev: self.cache.committed(ops, rev), lambda: self.cache.forget(ops))
-            block.sequence_number += 1
-            hops, hvalue = self.hstate.op(block.cidr_text, len(ords))
-            ops = [Update(bkey, block.to_json(), stored.revision), *hops, *([hint] if hint else [])]
+            ops, hvalue = assignment_ops(bkey, stored, len(ords), self.hstate, arec if akey else None)
             return self._commit_plan(ops, (block, ords), {bkey: block}, hvalue)
 
         landed = run_cas(self.store, attempt, lambda: f"assign from block {net}")

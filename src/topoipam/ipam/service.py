@@ -25,7 +25,7 @@ from topoipam.core.pools import pool_containing
 from topoipam.errors import (AllocationError, BlockLimitError, ExhaustedError, NotInPoolError, TopoipamError,
                              ValidationError)
 from topoipam.ipam import keys, release
-from topoipam.ipam.assign import FamilyAssigner, HandleState
+from topoipam.ipam.assign import FamilyAssigner, HandleState, assign_kept
 from topoipam.ipam.blocks import (affinity_hint_op, affinity_value, block_net_of, chunk_bit_op, entry_attrs, handle_ops,
                                   load_block, pool_check, pool_key, pool_now)
 from topoipam.ipam.cache import ServiceCache
@@ -125,23 +125,30 @@ class IpamService:
             raise ValidationError("the number of addresses to assign must not be negative")
         snap = self.assign_snapshot(req.node)
         node = snap.require_node(req.node)
-        result, started, hstate = AssignResult(), [], HandleState(req.handle, req.attrs)
+        result, hstate = AssignResult(), HandleState(req.handle, req.attrs)
+        started, kept_ips = [], []  # the families run by FamilyAssigner; addresses landed by assign_kept
         try:
             for version, num, pools in ((4, req.num4, req.pools4), (6, req.num6, req.pools6)):
                 if num <= 0:
+                    continue
+                got = result.ipv4 if version == 4 else result.ipv6
+                kept = assign_kept(self, snap, req, version, num, tuple(pools), hstate)
+                if kept is not None:
+                    kept_ips += kept
+                    got += kept
                     continue
                 family = FamilyAssigner(self, snap, req, node, version, num, pools, hstate)
                 started.append(family)
                 family.run()
                 snap, node = family.snap, family.node  # a family may have read the topology again
-                (result.ipv4 if version == 4 else result.ipv6).extend(family.ips)
+                got += family.ips
                 if family.need > 0:
                     text = shortfall_message(version, len(family.ips), num, family.messages)
                     if not req.allow_partial:
                         raise (BlockLimitError if family.block_limit_hit else ExhaustedError)(text)
                     result.messages.append(text)
-        except TopoipamError as exc:
-            self._undo(req.handle, [ip for f in started for ip in f.ips],
+        except TopoipamError:
+            self._undo(req.handle, [*kept_ips, *(ip for f in started for ip in f.ips)],
                        {net: rev for f in started for net, rev in f.claimed.items()})
             raise
         return result
