@@ -18,7 +18,9 @@ the write lock is taken first, then all conditions are read and checked, then
 the counter is bumped once and the writes land. Taking the lock before reading
 is what makes the compare-and-swap safe across processes; it also avoids
 SQLite's deferred read-to-write upgrade, which fails with SQLITE_BUSY without
-waiting.
+waiting. While a store is the file's only writer, reading the conditions and
+bumping the counter is one statement (``_apply``: the counter is guessed, and
+the guess checked under the lock).
 
 Durability: WAL with synchronous=NORMAL survives a crash of any process but a
 power cut may lose the last commits; ``synchronous=FULL`` fsyncs every commit.
@@ -27,7 +29,9 @@ This module is on the CNI plugin's hot path: standard library only, and an
 open of an existing file costs a connect and one PRAGMA read.
 
 Every sqlite3 and OS exception is turned into an ``errors`` class in one
-place, ``_translate``; ``_guarded`` is the one loop that retries a busy file.
+place, ``_translate``; ``_guarded`` is the one loop that retries a busy file
+(``commit`` tries once inline first, and goes there when that finds it busy).
+Fork-safe: a forked child opens its own connection (``_after_fork_in_child``).
 """
 
 from __future__ import annotations
