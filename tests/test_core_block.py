@@ -148,3 +148,23 @@ def test_random_operations_keep_block_consistent_and_encoding_exact(steps):
         used = {i for i in b.allocations if i is not None}
         assert used == set(range(len(b.attributes)))  # no orphan or dangling attribute entry
     assert json.loads(b.to_json()) == _plain_json(b)
+
+
+@pytest.mark.parametrize("cidr", ["10.0.0.0/26", "192.168.7.0/24", "10.1.2.3/32", "fd00::/122", "2001:db8::40/128"])
+def test_interface_is_what_ipaddress_builds(cidr):
+    """Block.interface builds the result on the block's own network (a shortcut past ipaddress's
+    constructor): it must stay indistinguishable from ipaddress.ip_interface."""
+    import ipaddress
+
+    net = ipaddress.ip_network(cidr)
+    b = Block.new(net, None, None, 0)
+    for o in {0, min(1, b.size - 1), b.size // 2, b.size - 1}:
+        got, want = b.interface(o), ipaddress.ip_interface((int(net.network_address) + o, net.prefixlen))
+        assert type(got) is type(want)
+        assert (got, hash(got), str(got), repr(got), got.ip, got.network, got.netmask, got.hostmask,
+                got.with_prefixlen, got.with_netmask, got.packed) == \
+            (want, hash(want), str(want), repr(want), want.ip, want.network, want.netmask, want.hostmask,
+             want.with_prefixlen, want.with_netmask, want.packed)
+        assert got == want and not got < want and not want < got
+        if net.version == 6:
+            assert got.scope_id is None and want.scope_id is None

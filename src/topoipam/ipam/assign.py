@@ -52,6 +52,38 @@ def choice_key(req, version: int, requested: tuple) -> tuple:
     return "pools", version, req.node, requested, tuple(sorted(ns.items())) if ns else (), req.use
 
 
+def plan_blocks(records, prefix: str, version: int, pools, contains: dict, tried=frozenset()) -> tuple:
+    """The plan of a node's affinity ``records``: ([(network, key suffix)] of the blocks to try in
+    order, number of affine blocks in ``pools``, [networks of affine blocks outside them]). Full
+    blocks are skipped unread (their hint), and so are ``tried`` ones. Per key suffix, the network and
+    whether the pools hold it are memoised in ``contains`` (kept with the pool choice)."""
+    cut, queue, owned, unselected = len(prefix), [], 0, []
+    for rec in records:
+        suffix = rec.key[cut:]
+        entry = contains.get(suffix)
+        if entry is None:
+            net = keys.parse_suffix(suffix, version)
+            entry = contains[suffix] = (net, pool_containing(pools, net) is not None)
+        if not entry[1]:
+            unselected.append(entry[0])
+            continue
+        owned += 1
+        if suffix not in tried and not affinity_is_full(rec):
+            queue.append((entry[0], suffix))
+    return queue, owned, unselected
+
+
+def kept_plan(contains: dict, prefix: str, version: int, pools, kept: tuple) -> tuple:
+    """(version, queue, owned) planned from the kept affinity list ``kept`` = (its version, records),
+    memoised per version, so that a node's full blocks cost nothing until its list changes."""
+    memo_key = ("plan", prefix)
+    planned = contains.get(memo_key)
+    if planned is None or planned[0] != kept[0]:
+        queue, owned, _ = plan_blocks(kept[1], prefix, version, pools, contains)
+        planned = contains[memo_key] = (kept[0], queue, owned)
+    return planned
+
+
 def take_kept_block(cache, bkey: str, akey: str | None, prefix: str, node: str, need: int, hstate: "HandleState",
                     reserved):
     """Up to ``need`` ordinals assigned in the block kept for ``bkey`` (taken out of the cache: the
@@ -96,10 +128,11 @@ def assign_kept(svc, snap, req, version: int, num: int, requested: tuple, hstate
     if hit is None:
         return None
     cache, prefix = svc.cache, keys.affinity_prefix(req.node, version)
-    kept, planned = cache.affinities(prefix), hit[1].get(("plan", prefix))
-    if kept is None or planned is None or planned[0] != kept[0] or not planned[1]:
+    kept = cache.affinities(prefix)
+    queue = kept_plan(hit[1], prefix, version, hit[0], kept)[1] if kept is not None else None
+    if not queue:
         return None
-    suffix = planned[1][0][1]
+    suffix = queue[0][1]
     bkey = keys.block_prefix(version) + suffix
     taken = take_kept_block(cache, bkey, prefix + suffix, prefix, req.node, num, hstate, snap.reserved)
     if taken is None or len(taken[1]) < num:  # a block taken and changed is not put back: read next
@@ -261,32 +294,17 @@ class FamilyAssigner:
 
     def _plan(self, records, kept: int | None) -> tuple[list, int]:
         """([(network, key suffix)] of the blocks to try in order, number of affine blocks in the chosen
-        pools). Full blocks are skipped unread (their hint). On a fresh listing, unselected empty
-        blocks are let go. Per key suffix, the network and whether the pools hold it are memoised,
-        and so is the plan of a kept list (by its version), so that a node's full blocks cost nothing."""
-        memo_key = ("plan", self.prefix)
+        pools); the plan of a kept list is memoised (``kept_plan``). On a fresh listing, unselected
+        empty blocks are let go."""
+        cut = len(self.prefix)
+        self.known.update(r.key[cut:] for r in records)
         if kept is not None and not self.tried:
-            planned = self.contains.get(memo_key)
-            if planned is not None and planned[0] == kept:
-                return list(planned[1]), planned[2]
-        cut, queue, owned, unselected, contains = len(self.prefix), [], 0, [], self.contains
-        for rec in records:
-            suffix = rec.key[cut:]
-            entry = contains.get(suffix)
-            if entry is None:
-                net = keys.parse_suffix(suffix, self.version)
-                entry = contains[suffix] = (net, pool_containing(self.pools, net) is not None)
-            self.known.add(suffix)
-            if not entry[1]:
-                unselected.append(entry[0])
-                continue
-            owned += 1
-            if suffix not in self.tried and not affinity_is_full(rec):
-                queue.append((entry[0], suffix))
+            planned = kept_plan(self.contains, self.prefix, self.version, self.pools, (kept, records))
+            return list(planned[1]), planned[2]
+        queue, owned, unselected = plan_blocks(records, self.prefix, self.version, self.pools, self.contains,
+                                               self.tried)
         if kept is None:
             self._drop_unselected(unselected)
-        elif not self.tried:
-            contains[memo_key] = (kept, list(queue), owned)
         return queue, owned
 
     def _landed(self, block: Block, ords: list[int]) -> None:
