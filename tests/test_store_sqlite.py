@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import traceback
 
 import pytest
 
@@ -368,6 +369,8 @@ def _forked(child) -> int:
             signal.alarm(30)  # a child stuck on a lock dies (SIGALRM) instead of hanging the test
             child()
             code = 0
+        except BaseException:
+            traceback.print_exc()  # the child's own failure, on the test's captured stderr
         finally:
             os._exit(code)
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
