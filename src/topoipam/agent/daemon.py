@@ -74,9 +74,9 @@ class Agent:
         self.server.start()
         log.info("serving topoipam-cni on %s for node %s (datastore %s)", self.server.path, self.node,
                  self.store.url)
+        self.watch.start()  # first: a poller's baseline is read before the reconciliation below
         self._thread = threading.Thread(target=self._maintain, name="topoipam-agent-maintain", daemon=True)
         self._thread.start()
-        self.watch.start()
         return self
 
     def stop(self, grace: float = 60.0) -> bool:

@@ -54,6 +54,8 @@ class TopologyWatch:
         self._listeners.append(fn)
 
     def start(self) -> "TopologyWatch":
+        if not self.can_watch:  # the poller's baseline, taken now: what the agent reads after start is
+            self._seen = self._poll_once(None, notify=False)  # no older: only later changes matter
         target = self._watch_loop if self.can_watch else self._poll_loop
         self._thread = threading.Thread(target=target, name="topoipam-agent-watch", daemon=True)
         self._thread.start()
@@ -111,17 +113,23 @@ class TopologyWatch:
 
     # --- poll (SQLite, memory) --------------------------------------------------------
     def _poll_loop(self) -> None:
-        seen = None
-        while not self._stop.is_set():
-            try:
-                state = self._fingerprint()
-                self.connected.set()
-                if state != seen:
-                    seen = state
-                    self._notify()
-            except TopoipamError as exc:
-                self._lost(exc)
-            self._stop.wait(self.poll_interval)
+        seen = self._seen
+        while not self._stop.wait(self.poll_interval):
+            seen = self._poll_once(seen)
+
+    def _poll_once(self, seen: tuple | None, notify: bool = True) -> tuple | None:
+        """Compare the watched records' revisions with ``seen`` (None: never read) and notify on a
+        difference. Returns what to compare with next time: the last state read (kept through an
+        outage, so that a change made meanwhile is noticed once the datastore answers again)."""
+        try:
+            state = self._fingerprint()
+        except TopoipamError as exc:
+            self._lost(exc)
+            return seen
+        self.connected.set()
+        if notify and state != seen:
+            self._notify()
+        return state
 
     def _fingerprint(self) -> tuple:
         recs: list[Record] = []

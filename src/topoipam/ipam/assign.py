@@ -26,8 +26,8 @@ from topoipam.core.block import Block, affinity_node, host_affinity
 from topoipam.core.pools import choose_pools, pool_containing, selects_node
 from topoipam.ipam import keys
 from topoipam.ipam.blocks import (StoredBlock, affinity_hint_op, affinity_is_full, affinity_value, claim_ops,
-                                  entry_attrs, find_unclaimed_block, handle_op, list_affine_nets, load_block, pool_check,
-                                  release_affinity_ops, reserved_in, scan_pool_blocks)
+                                  entry_attrs, find_unclaimed_block, handle_op, list_affine_nets, load_block,
+                                  new_handle_value, pool_check, release_affinity_ops, reserved_in, scan_pool_blocks)
 from topoipam.store.retry import Plan, rerun, run_cas
 from topoipam.ipam.topology import TopologyMoved
 from topoipam.resources import repo
@@ -95,7 +95,9 @@ def take_kept_block(cache, bkey: str, akey: str | None, prefix: str, node: str, 
         return None
     block = newest[1]
     ords = block.auto_assign(need, hstate.handle, hstate.block_attrs(), reserved_in(block, reserved))
-    arec = cache.affinity(akey, prefix) if akey else None
+    # The affinity record matters only if the block fills now (its hint must say so): a block in the
+    # plan's queue is one whose hint says it has room.
+    arec = cache.affinity(akey, prefix) if akey and not block.unallocated else None
     if not ords or (akey and arec is None and not block.unallocated):
         return None
     return StoredBlock(block, newest[0]), ords, arec
@@ -113,16 +115,17 @@ def assignment_ops(bkey: str, stored: StoredBlock, count: int, hstate: "HandleSt
 
 
 class KeptPlanStale(Exception):
-    """Internal: the commit planned on kept values lost its race; the general path reads."""
+    """Internal: the commit planned on kept values lost its race; the caller hands over to
+    ``FamilyAssigner(raced=True)``, whose first read takes the fences and the handle."""
 
 
 def assign_kept(svc, snap, req, version: int, num: int, requested: tuple, hstate: "HandleState"):
     """The steady state: ``num`` addresses of one family from the first block of the node's kept plan
     (the block ``FamilyAssigner`` would try first, by the same memo), decided on kept values alone
     (no read) and landed in one commit fenced like every assignment. Returns the addresses, or None
-    when no kept plan applies or the block cannot give all of them, or the commit lost its race:
-    the caller then runs ``FamilyAssigner``, which decides on fresh reads. This is the first attempt
-    of that same decision: on a lost race it hands over instead of retrying."""
+    when no kept plan applies or the block cannot give all of them; raises ``KeptPlanStale`` when
+    the commit lost its race. Either way the caller then runs ``FamilyAssigner``, which decides on
+    fresh reads: this is the first attempt of that same decision, handed over instead of retried."""
     memo = snap.memo
     hit = memo.get(choice_key(req, version, requested)) if memo is not None else None
     if hit is None:
@@ -150,10 +153,7 @@ def assign_kept(svc, snap, req, version: int, num: int, requested: tuple, hstate
             raise KeptPlanStale()
         return Plan(ops, True, landed, lambda: cache.forget(ops))
 
-    try:
-        run_cas(svc.store, attempt, "assign from a kept block")
-    except KeptPlanStale:
-        return None
+    run_cas(svc.store, attempt, "assign from a kept block")
     return [stored.block.interface(o) for o in ords]
 
 
@@ -183,6 +183,9 @@ class HandleState:
     def op(self, cidr: str, count: int) -> tuple[list, bytes | None]:
         if self.key is None:
             return [], None
+        if self.record is None:  # every assignment's first commit: the record is created
+            value = new_handle_value(cidr, count, self.attrs)
+            return [Create(self.key, value)], value
         op, value = handle_op(self.key, self.record, {cidr: count}, self.attrs)
         return ([op] if op is not None else []), value
 
@@ -197,7 +200,7 @@ class FamilyAssigner:
     claimed, with the revision of its last commit to each (the caller undoes those claims too)."""
 
     def __init__(self, svc, snap, req, node, version: int, num: int, requested,
-                 handle_state: HandleState | None = None) -> None:
+                 handle_state: HandleState | None = None, raced: bool = False) -> None:
         self.svc, self.store, self.cache, self.snap, self.req = svc, svc.store, svc.cache, snap, req
         self.node, self.name, self.version, self.num = node, node.name, version, num
         self.requested = tuple(requested)
@@ -210,6 +213,7 @@ class FamilyAssigner:
         self.known: set = set()  # key suffixes of the node's affine blocks seen
         self.last_revision = 0  # of this assigner's last landed commit
         self.prefix = keys.affinity_prefix(self.name, version)
+        self.raced = raced  # assign_kept's commit lost its race: the first read takes the fences too
 
     @property
     def need(self) -> int:
@@ -313,7 +317,7 @@ class FamilyAssigner:
     def _fresh_reads(self, wanted: list[str], n: int) -> dict:
         """One read of ``wanted`` plus, on a retry, the handle and the topology fences (a fence that
         moved raises TopologyMoved: the caller reads the topology again)."""
-        fresh = n > 0
+        fresh, self.raced = n > 0 or self.raced, False
         recs = self.store.get_many([*wanted, *self.hstate.keys(fresh), *(self.snap.fence_keys(self.name)
                                                                           if fresh else [])])
         if fresh:

@@ -115,12 +115,11 @@ def handle_op(key: str, rec: Record | None, per_block: dict[str, int],
     """The op applying count changes to one handle record (``rec``: as read; None: absent), and the
     value it writes. A new record carries ``attrs`` (``secondary``: the workload's attributes, kept
     once per handle, see ``Block.attrs_of``); an existing one keeps the attributes it has."""
-    if rec is None and len(per_block) == 1:  # a new handle (every assignment's first commit): no encoder
+    if rec is None and len(per_block) == 1:  # a new handle (every assignment's first commit)
         cidr, count = next(iter(per_block.items()))
         if count <= 0:
             return None, b""
-        extra = f',"secondary":{_dumps(dict(attrs))}' if attrs else ""
-        value = f'{{"block":{{"{cidr}":{int(count)}}}{extra},"deleted":false}}'.encode()
+        value = new_handle_value(cidr, count, attrs)
         return Create(key, value), value
     doc = json.loads(rec.value) if rec else {"secondary": dict(attrs)} if attrs else {}
     counts = dict(doc["block"]) if rec else {}
@@ -138,6 +137,13 @@ def handle_op(key: str, rec: Record | None, per_block: dict[str, int],
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
+
+def new_handle_value(cidr: str, count: int, attrs: Mapping[str, str] | None) -> bytes:
+    """The value of a handle record created with ``count`` addresses in block ``cidr`` (formatted
+    directly: it is written on every assignment)."""
+    extra = f',"secondary":{_dumps(attrs if type(attrs) is dict else dict(attrs))}' if attrs else ""
+    return f'{{"block":{{"{cidr}":{int(count)}}}{extra},"deleted":false}}'.encode()
 
 
 def entry_attrs(handle: str | None, record: Record | None, attrs: Mapping[str, str] | None) -> dict | None:

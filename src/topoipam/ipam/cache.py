@@ -53,8 +53,7 @@ class ServiceCache:
         """(revision, block) kept for ``key``, removed from the cache: the caller may change it without a
         copy, and no other thread plans from it meanwhile (they read the block instead). A landed
         commit puts the written value back."""
-        with self._lock:
-            return self._blocks.pop(key, None)
+        return self._blocks.pop(key, None)  # one dict operation: atomic, no lock needed
 
     def put(self, key: str, revision: int, block: Block) -> None:
         """Keep ``block`` as of ``revision`` unless a newer one is kept (a slow read must not replace
@@ -82,9 +81,8 @@ class ServiceCache:
             return listed
 
     def affinity(self, key: str, prefix: str) -> Record | None:
-        with self._lock:
-            found = self._affinities.get(prefix)
-            return None if found is None else found.get(key)
+        found = self._affinities.get(prefix)  # dict reads: atomic, no lock needed
+        return None if found is None else found.get(key)
 
     def put_affinities(self, prefix: str, records: Iterable[Record]) -> None:
         with self._lock:

@@ -25,7 +25,7 @@ from topoipam.core.pools import pool_containing
 from topoipam.errors import (AllocationError, BlockLimitError, ExhaustedError, NotInPoolError, TopoipamError,
                              ValidationError)
 from topoipam.ipam import keys, release
-from topoipam.ipam.assign import FamilyAssigner, HandleState, assign_kept
+from topoipam.ipam.assign import FamilyAssigner, HandleState, KeptPlanStale, assign_kept
 from topoipam.ipam.blocks import (affinity_hint_op, affinity_value, block_net_of, chunk_bit_op, entry_attrs, handle_ops,
                                   load_block, pool_check, pool_key, pool_now)
 from topoipam.ipam.cache import ServiceCache
@@ -132,12 +132,15 @@ class IpamService:
                 if num <= 0:
                     continue
                 got = result.ipv4 if version == 4 else result.ipv6
-                kept = assign_kept(self, snap, req, version, num, tuple(pools), hstate)
+                try:
+                    kept, raced = assign_kept(self, snap, req, version, num, tuple(pools), hstate), False
+                except KeptPlanStale:
+                    kept, raced = None, True
                 if kept is not None:
                     kept_ips += kept
                     got += kept
                     continue
-                family = FamilyAssigner(self, snap, req, node, version, num, pools, hstate)
+                family = FamilyAssigner(self, snap, req, node, version, num, pools, hstate, raced)
                 started.append(family)
                 family.run()
                 snap, node = family.snap, family.node  # a family may have read the topology again
