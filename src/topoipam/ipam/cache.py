@@ -71,6 +71,9 @@ class ServiceCache:
         """(version, the host's affinity records under ``prefix`` in key order), as last listed and
         since changed by this service's own commits; None if not kept. The version grows with every
         change, so that what is derived from a list can be kept with it."""
+        listed = self._sorted.get(prefix)  # the common case, without the lock: a (version, list) pair
+        if listed is not None and listed[0] == self._versions.get(prefix) and prefix in self._affinities:
+            return listed  # read before a concurrent change is the state just before it: consistent
         with self._lock:  # other threads' commits change these dicts (committed, forget)
             found = self._affinities.get(prefix)
             if found is None:
