@@ -174,7 +174,7 @@ class Block:
         if attrs is not None:
             entry["secondary"] = dict(attrs)
         if len(self._attr_json) == len(self.attributes):  # the encodings cover every entry: keep it so
-            self._attr_json.append(f'{{"handle_id":{_dumps(handle)}}}' if len(entry) == 1 and handle is not None
+            self._attr_json.append(f'{{"handle_id":{_json_str(handle)}}}' if len(entry) == 1 and handle is not None
                                    else _dumps(entry))
         self.attributes.append(entry)
         keys[key] = len(self.attributes) - 1
@@ -332,6 +332,7 @@ class Block:
 
 
 _dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+_json_str = json.encoder.encode_basestring_ascii  # what _dumps does for a str, without its Python frame
 _INTERFACE = {4: (ipaddress.IPv4Interface, ipaddress.IPv4Address), 6: (ipaddress.IPv6Interface, ipaddress.IPv6Address)}
 
 

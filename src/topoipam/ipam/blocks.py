@@ -142,8 +142,20 @@ _dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 def new_handle_value(cidr: str, count: int, attrs: Mapping[str, str] | None) -> bytes:
     """The value of a handle record created with ``count`` addresses in block ``cidr`` (formatted
     directly: it is written on every assignment)."""
-    extra = f',"secondary":{_dumps(attrs if type(attrs) is dict else dict(attrs))}' if attrs else ""
+    extra = f',"secondary":{_attrs_json(attrs)}' if attrs else ""
     return f'{{"block":{{"{cidr}":{int(count)}}}{extra},"deleted":false}}'.encode()
+
+
+def _attrs_json(attrs: Mapping[str, str]) -> str:
+    """``_dumps(dict(attrs))``; for string attributes (all the service writes) without building an
+    encoder per call, which is what json does for a dict."""
+    try:
+        return "{" + ",".join([f"{_json_str(k)}:{_json_str(v)}" for k, v in attrs.items()]) + "}"
+    except TypeError:  # not strings: the encoder says what is wrong with them
+        return _dumps(dict(attrs))
+
+
+_json_str = json.encoder.encode_basestring_ascii
 
 
 def entry_attrs(handle: str | None, record: Record | None, attrs: Mapping[str, str] | None) -> dict | None:
