@@ -16,6 +16,7 @@ import pytest
 
 from topoipam.errors import AlreadyExistsError, ConflictError, DatastoreUnavailableError, ValidationError
 from topoipam.store import Check, Create, Record, Update, open_store
+from topoipam.store import sqlite_checkpoint
 from topoipam.store.sqlite import SqliteStore, parse_url, prefix_upper
 
 
@@ -436,3 +437,193 @@ def test_steady_state_commit_is_one_statement_per_write_plus_the_bump(tmp_path):
     assert r2 == r + 1
     assert [st.split()[0] for st in statements] == ["BEGIN", "UPDATE", "UPDATE", "INSERT", "COMMIT"], statements
     assert statements[1].startswith("UPDATE meta SET revision = 2 WHERE id = 0 AND revision = 1 AND")
+
+
+# -- the background checkpointer -------------------------------------------------------
+
+_BLOCK_VALUE = b"b" * 2000  # an assignment commit rewrites a block of about this size
+
+
+def _assignments(s, count, start=0):
+    """``count`` assignment-shaped commits (block rewritten, a handle created) on ``s``; the last revision."""
+    rev = s.get("/block").revision if s.get("/block") else s.create("/block", _BLOCK_VALUE)
+    for i in range(start, start + count):
+        block = _BLOCK_VALUE[:-1] + bytes([i % 256])
+        rev = s.commit([Update("/block", block, rev), Create(f"/handle/{i:06d}", b"h" * 100)])
+    return rev
+
+
+def _checkpointed(checkpointer) -> bool:
+    """Wake the thread and wait (up to 30 s, a liveness bound, not a timing check) until it has checkpointed."""
+    for _ in range(3000):
+        if checkpointer.checkpoints:
+            return True
+        checkpointer.wake()
+        threading.Event().wait(0.01)
+    return False
+
+
+# The writer's inline checkpoint restarts the WAL at WRITER_FRAMES; it may run late by the commits made while
+# a background checkpoint holds the checkpoint lock. 4 KiB pages, 24 bytes of frame header.
+_WAL_BOUND = (sqlite_checkpoint.WRITER_FRAMES + 1000) * (4096 + 24)
+
+
+def _checkpoint_threads():
+    return [t for t in threading.enumerate() if t.name == "topoipam-sqlite-checkpoint"]
+
+
+def test_many_commits_keep_the_wal_bounded_and_the_thread_checkpoints_it(tmp_path):
+    path = tmp_path / "s.db"
+    with SqliteStore(f"sqlite://{path}") as s:
+        _assignments(s, 4000)  # ~3.5 WAL frames each: 57 MB if nothing were checkpointed
+        checkpointer = s._checkpointer
+        assert checkpointer is not None and checkpointer.is_alive()
+        assert _checkpointed(checkpointer)
+        assert os.path.getsize(f"{path}-wal") < _WAL_BOUND
+        assert s._guarded(lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) \
+            == sqlite_checkpoint.WRITER_FRAMES
+        assert os.path.getsize(path) > 4000 * 100  # the handles reached the database file
+        assert len(s.list("/handle/")) == 4000
+
+
+def test_close_stops_the_checkpointer_and_is_idempotent(tmp_path):
+    s = SqliteStore(f"sqlite://{tmp_path}/s.db")
+    _assignments(s, 300)
+    thread = s._checkpointer._thread
+    assert thread in threading.enumerate()
+    s.close()
+    assert thread not in threading.enumerate()
+    s.close()
+    assert s._checkpointer is None
+    with pytest.raises(DatastoreUnavailableError, match="closed"):
+        s.get("/block")
+
+
+_FEW_COMMITS = textwrap.dedent(
+    """
+    import sys, threading
+    from topoipam.store import Create, Update
+    from topoipam.store.sqlite import SqliteStore
+
+    url, count = sys.argv[1], int(sys.argv[2])
+    with SqliteStore(url) as s:
+        rev = s.get("/k").revision
+        for _ in range(count):
+            rev = s.update("/k", b"v", rev)
+        print(rev, threading.active_count(), "topoipam.store.sqlite_checkpoint" in sys.modules)
+    """
+)
+
+
+def test_a_store_that_commits_a_few_times_starts_no_thread(tmp_path):
+    """Two commits that each land on a revision divisible by 64 (two ticks) still start nothing, nor 100 in a row."""
+    url = f"sqlite://{tmp_path}/s.db"
+    with SqliteStore(url) as other:
+        other.commit([Create(f"/fill/{i}", b"x") for i in range(62)] + [Create("/k", b"v")])  # revision 1
+        for _ in range(62):
+            other.update("/fill/0", b"y", other.get("/fill/0").revision)  # revision 63
+        with SqliteStore(url) as s:
+            assert s.update("/k", b"1", 1) == 64
+            for _ in range(63):
+                other.update("/fill/0", b"y", other.get("/fill/0").revision)  # revision 127
+            assert s.update("/k", b"2", 64) == 128
+            assert s._ticks == 2 and s._checkpointer is None
+    for count, expected_rev in ((2, 130), (100, 230)):  # fresh processes, as the CNI plugin runs
+        out = subprocess.run([sys.executable, "-c", _FEW_COMMITS, url, str(count)],
+                             capture_output=True, text=True, check=True).stdout.split()
+        assert out == [str(expected_rev), "1", "False"]
+
+
+def test_forked_child_starts_its_own_checkpointer_only_when_it_commits_enough(tmp_path):
+    with SqliteStore(f"sqlite://{tmp_path}/s.db") as s:
+        _assignments(s, 300)
+        parents = s._checkpointer
+        assert parents.is_alive()
+
+        def child():
+            assert s._checkpointer is None and not _checkpoint_threads()  # the parent's thread is not here
+            _assignments(s, 100, start=1000)
+            assert s._checkpointer is None  # its ticks count afresh
+            _assignments(s, 300, start=2000)
+            mine = s._checkpointer
+            assert mine is not None and mine is not parents and mine.is_alive()
+            assert _checkpointed(mine)
+            s.close()
+            assert not mine.is_alive()
+
+        parents.wake()  # likely checkpointing at the fork: the fork must wait for it, or the child could never
+        assert _forked(child) == 0  # checkpoint (its copy of SQLite's lock table would say the lock is held)
+        assert s._checkpointer is parents and parents.is_alive()
+        _assignments(s, 300, start=3000)
+        assert len(s.list("/handle/")) == 1000
+        assert _checkpointed(parents)
+
+
+_READER = textwrap.dedent(
+    """
+    import sys
+    from topoipam.store.sqlite import SqliteStore
+
+    url, stop = sys.argv[1], sys.argv[2]
+    import os
+    reads, last = 0, -1
+    with SqliteStore(url) as s:
+        while True:
+            done = os.path.exists(stop)
+            pair = s.get_many(["/a", "/b"])  # one statement: one snapshot
+            a, b = int(pair["/a"].value), int(pair["/b"].value)
+            if a != b or a < last or pair["/a"].revision != pair["/b"].revision:
+                print("inconsistent", a, b, last)
+                sys.exit(1)
+            last, reads = a, reads + 1
+            if done:
+                break
+    print(reads, last)
+    """
+)
+
+
+def test_another_process_reading_while_the_checkpointer_runs_sees_consistent_data(tmp_path):
+    url, stop = f"sqlite://{tmp_path}/s.db", tmp_path / "stop"
+    with SqliteStore(url) as s:
+        rev = s.commit([Create("/a", b"0"), Create("/b", b"0"), Create("/block", _BLOCK_VALUE)])
+        reader = subprocess.Popen([sys.executable, "-c", _READER, url, str(stop)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            for i in range(1, 2001):  # two keys always equal, and a block and handle for WAL volume
+                rev = s.commit([Update("/a", b"%d" % i, rev), Update("/b", b"%d" % i, rev),
+                                Update("/block", _BLOCK_VALUE[:-1] + bytes([i % 256]), rev),
+                                Create(f"/handle/{i}", b"h" * 100)])
+            assert _checkpointed(s._checkpointer)
+            stop.touch()
+            out, err = reader.communicate(timeout=60)
+        finally:
+            if reader.poll() is None:
+                reader.kill()
+                reader.wait()
+    assert reader.returncode == 0, out + err
+    reads, last = map(int, out.split())
+    assert reads > 0 and last == 2000  # its last read, after the stop file, saw the last commit
+
+
+def test_a_checkpointer_whose_connection_fails_leaves_the_store_working(tmp_path, capfd):
+    path, moved = tmp_path / "s.db", tmp_path / "moved.db"
+    with SqliteStore(f"sqlite://{path}") as s:
+        _assignments(s, 10)
+        os.rename(path, moved)  # the store's connection keeps the file; the thread's open (never creating) fails
+        try:
+            _assignments(s, 300, start=10)
+            checkpointer = s._checkpointer
+            assert checkpointer is not None
+            checkpointer._thread.join(30)
+            assert not checkpointer.is_alive() and checkpointer.checkpoints == 0
+            assert not path.exists()
+        finally:
+            os.rename(moved, path)  # back where its -wal file is
+        rev = _assignments(s, 1000, start=310)  # the writer's inline checkpoint keeps the WAL bounded
+        assert s._checkpointer is checkpointer  # not restarted: one attempt per store
+        assert os.path.getsize(f"{path}-wal") < _WAL_BOUND
+        assert s.get("/block").revision == rev
+    assert capfd.readouterr() == ("", "")  # the thread ended quietly
+    with SqliteStore(f"sqlite://{path}") as s:
+        assert len(s.list("/handle/")) == 1310 and s.get("/block").revision == rev
