@@ -20,12 +20,11 @@ rounds, and the median of the per-round ratios (the machine is shared).
 
 Checkpoints (``--checkpoint``): the same assignment-shaped commit through
 SqliteStore with its background checkpointer (after 300 warm-up commits, so
-the thread runs; forced on at FULL or OFF, where the store would not start it)
-and with SQLite's inline checkpoint (``checkpoint_in_background`` off), next
-to the raw one-row loop: wall and writer-thread CPU per commit, p99 and max of
-per-commit latency, how many commits took over 1 ms (the inline checkpoint's
-spikes), the largest -wal file. ``--writer-frames``/``--wake-ticks`` try
-another cadence.
+the thread runs) and with SQLite's inline checkpoint (the store's
+``checkpoint_in_background`` off), next to the raw one-row loop: wall and
+writer-thread CPU per commit, p99 and max of per-commit latency, how many
+commits took over 1 ms (the inline checkpoint's spikes), the largest -wal
+file. ``--writer-frames``/``--wake-ticks`` try another cadence.
 
     .venv/bin/python bench/store_bench.py --checkpoint [--commits 3000] [--rounds 7]
 """

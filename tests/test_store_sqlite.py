@@ -534,15 +534,6 @@ def test_a_store_that_commits_a_few_times_starts_no_thread(tmp_path):
         assert out == [str(expected_rev), "1", "False"]
 
 
-@pytest.mark.parametrize("synchronous", ["FULL", "OFF"])
-def test_only_synchronous_normal_checkpoints_in_background(tmp_path, synchronous):
-    """At FULL and OFF the background checkpoint measured slower: SQLite's inline one stays."""
-    with SqliteStore(f"sqlite://{tmp_path}/s.db?synchronous={synchronous}") as s:
-        _assignments(s, 300)
-        assert s._ticks >= 3 and s._checkpointer is None and not _checkpoint_threads()
-        assert s._guarded(lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) == 1000
-
-
 def test_forked_child_starts_its_own_checkpointer_only_when_it_commits_enough(tmp_path):
     with SqliteStore(f"sqlite://{tmp_path}/s.db") as s:
         _assignments(s, 300)

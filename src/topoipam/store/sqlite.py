@@ -24,10 +24,9 @@ the guess checked under the lock).
 
 Durability: WAL with synchronous=NORMAL survives a crash of any process but a
 power cut may lose the last commits; ``synchronous=FULL`` fsyncs every commit.
-At synchronous=NORMAL a store that keeps committing checkpoints the WAL in a
-background thread (``sqlite_checkpoint``: when, why it is safe, what it saves,
-why not at FULL or OFF); one that commits a few times (the CNI plugin) never
-starts it and checkpoints inline.
+A store that keeps committing checkpoints the WAL in a background thread
+(``sqlite_checkpoint``: when, why it is safe, and what it saves); one that
+commits a few times (the CNI plugin) never starts it and checkpoints inline.
 
 This module is on the CNI plugin's hot path: standard library only, and an
 open of an existing file costs a connect and one PRAGMA read.
@@ -175,8 +174,6 @@ class SqliteStore(Store):
         self._revision = -1  # the revision counter as this store last saw it (-1: unknown); see _apply
         self._ticks = 0  # commits of this store onto a revision divisible by 64; see _tick
         self._checkpointer: Checkpointer | None = None
-        # Only NORMAL gains (sqlite_checkpoint says why); benchmarks set it to compare.
-        self.checkpoint_in_background = self.synchronous == "NORMAL"
         _STORES.add(self)
         self._guarded(lambda conn: None)  # open now: a bad path fails here, not at first use
 
@@ -362,6 +359,9 @@ class SqliteStore(Store):
         except BaseException:
             _rollback(cursor.connection)
             raise
+
+    # Whether a store that keeps committing checkpoints in the background (benchmarks compare both).
+    checkpoint_in_background = True
 
     def _tick(self, cursor: sqlite3.Cursor) -> None:
         """A commit of this store landed on a revision divisible by 64: start or wake the checkpointer.

@@ -38,10 +38,6 @@ loops with a thread; 2-core VM, ext4):
   much as the checkpointer does (not the GIL: a thread spinning with the GIL
   costs the writer wall time, not CPU). p99 rises 120 -> 190 us for the same
   reason.
-- Only at synchronous=NORMAL, where the checkpoint's fsyncs are the writer's
-  only ones. At FULL each commit fsyncs the WAL and queues behind the
-  background's fsyncs: 204 -> 346 us per commit. At OFF there is no fsync to
-  move and the larger WAL cycle costs the writer: 29.8 -> 36.5 us.
 
 Durability is unchanged: the writer connection's ``synchronous`` is as before,
 and the checkpointer's connection has the same, so its checkpoints fsync the WAL
