@@ -4,40 +4,32 @@ Why: in WAL mode SQLite checkpoints inline, in the thread whose commit takes
 the WAL past ``wal_autocheckpoint`` frames (1000): it fsyncs the WAL, copies
 the pages into the database file and fsyncs that (with synchronous=NORMAL the
 only fsyncs there are). An assignment commit writes ~4.6 frames, so every ~200
-commits one of them took ~3 ms.
+commits one of them took a few milliseconds; ~10 us per commit on average.
 
 How: a store that keeps committing (``SqliteStore._tick``) starts one daemon
 thread with its own connection, wakes it every 256 revisions it commits, and
-raises its own connection's ``wal_autocheckpoint`` to ``WRITER_FRAMES``. The
-thread runs ``PRAGMA wal_checkpoint(PASSIVE)``, which never waits for the
-writer nor blocks it (sqlite3 releases the GIL meanwhile).
+raises its own connection's ``wal_autocheckpoint`` to
+``WRITER_FRAMES``. The thread runs ``PRAGMA wal_checkpoint(PASSIVE)``, which
+never waits for the writer nor blocks it (sqlite3 releases the GIL meanwhile).
 
-Cadence (measured with ``bench/store_bench.py --checkpoint`` and raw sqlite3
-loops with a thread; 2-core VM, ext4):
-- The WAL restarts (the next commit writes it from the start and fsyncs its
-  header: ~0.2 ms on that commit) only once *every* frame is copied. A busy
-  writer appends frames during each background run's fsyncs, so the background
-  alone never gets there. The writer's own inline checkpoint at
-  ``WRITER_FRAMES`` does: it finds all but the frames since the last background
-  run copied already, and the WAL restarts. So the WAL stays under
-  ``WRITER_FRAMES`` frames plus the commits made while a background run holds
-  the checkpoint lock: 16.5-18 MB at 4 KiB pages. When the writer pauses, the
-  idle catch-up run (``IDLE_CATCH_UP`` after the last wake) completes and the
-  WAL restarts early. A reader holding an old snapshot can make it grow past
-  that; ``journal_size_limit`` (twice the bound) trims it at the next restart.
-- The writer's share of a cycle (two small fsyncs, then the restart) is paid
-  per cycle: cycles of 1000-1500 frames were ~2 us per commit slower; 2000 to
-  8000 were within the noise (1 us), so the smaller WAL of 4000. Background
-  runs every 64 revisions cost the writer more than every 256 (their fsyncs).
+Cadence, measured (``bench/store_bench.py --checkpoint``; tuning runs of raw
+sqlite3 with a thread, 2-core VM on ext4):
+- A WAL restarts (the next commit writes from its start, fsyncing the header:
+  one small fsync on the writer's path) only once *every* frame is copied. A
+  busy writer appends frames during each background checkpoint's fsyncs, so the
+  background alone never gets there. The writer's own inline checkpoint at
+  ``WRITER_FRAMES`` does: it finds all but the frames since the last
+  background run copied already (a small fsync each for WAL and database), and
+  the WAL restarts. So the WAL stays under ``WRITER_FRAMES`` frames plus one
+  commit, ~16.5 MB at 4 KiB pages. When the writer pauses, the idle catch-up
+  run (``IDLE_CATCH_UP`` seconds after the last wake) completes and the WAL
+  restarts early. A reader holding an old snapshot can make it grow past that;
+  ``journal_size_limit`` (twice the bound) trims the file at the next restart.
+- Background runs every 64 revisions cost the writer more than every 256: each
+  run is two fsyncs, whose journal commits the writer's appends then wait on.
 - RESTART/TRUNCATE/FULL modes take the write lock (the writer would sleep in
-  SQLite's busy handler) and a truncated WAL must be re-extended: not used.
-- Result (assignment-shaped commit, medians of 7 rounds): 37.2 -> 35.2 us wall,
-  commits over 1 ms 14 -> 3 per 3000. The writer thread's CPU per commit rises
-  28.0 -> 31.8 us, in the kernel: a 4000-frame WAL cycle alone costs ~2 us (no
-  thread, inline at 4000), and a thread that only fsyncs the WAL raises it as
-  much as the checkpointer does (not the GIL: a thread spinning with the GIL
-  costs the writer wall time, not CPU). p99 rises 120 -> 190 us for the same
-  reason.
+  SQLite's busy handler, 1 ms steps), and a truncated WAL must be re-extended
+  (a WAL growing on every commit costs ~5 us per commit): not used.
 
 Durability is unchanged: the writer connection's ``synchronous`` is as before,
 and the checkpointer's connection has the same, so its checkpoints fsync the WAL
