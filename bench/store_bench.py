@@ -23,8 +23,7 @@ SqliteStore with its background checkpointer (after 300 warm-up commits, so
 the thread runs) and with SQLite's inline checkpoint (the store's
 ``checkpoint_in_background`` off), next to the raw one-row loop: wall and
 writer-thread CPU per commit, p99 and max of per-commit latency, how many
-commits took over 1 ms (the inline checkpoint's spikes), the largest -wal
-file. ``--writer-frames``/``--wake-ticks`` try another cadence.
+commits took over 1 ms (the inline checkpoint's spikes), the largest -wal file. ``--writer-frames``/``--wake-ticks`` try another cadence.
 
     .venv/bin/python bench/store_bench.py --checkpoint [--commits 3000] [--rounds 7]
 """

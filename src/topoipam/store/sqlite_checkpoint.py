@@ -44,7 +44,6 @@ and the writer's inline checkpoint at ``WRITER_FRAMES`` stays in charge.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import weakref
@@ -127,27 +126,10 @@ class Checkpointer:
                 return
             pending = woken
             try:
-                with _running:
-                    busy, log, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                busy, log, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             except sqlite3.OperationalError as exc:
                 if _is_busy(exc):
                     continue  # e.g. another connection is recovering the WAL: next time
                 raise
             if not busy and log > 0:
                 self.checkpoints += 1
-
-
-# A fork during a checkpoint would leave the child's copy of SQLite's in-process lock table saying
-# that the checkpoint lock is held, for ever (by the parent's connection, never used there): no
-# connection of the child could checkpoint the file again (measured: every checkpoint busy). So a
-# fork waits for the checkpoint under way (milliseconds), and none starts until it is done.
-_running = threading.Lock()
-
-
-def _after_fork_in_child() -> None:
-    global _running
-    _running = threading.Lock()
-
-
-os.register_at_fork(before=lambda: _running.acquire(), after_in_parent=lambda: _running.release(),
-                    after_in_child=_after_fork_in_child)
