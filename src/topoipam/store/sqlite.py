@@ -66,8 +66,8 @@ DEFAULT_TIMEOUT = 10.0
 _MAX_PARAMS = 500
 _monotonic = time.monotonic
 # A store's commit onto a revision divisible by 64 is a tick (_tick): the checkpointer starts at
-# a store's 3rd and is woken every 4th (256 revisions).
-_TICK_MASK, _START_TICKS, _WAKE_TICKS = 63, 3, 4
+# a store's 2nd and is woken every 4th (256 revisions).
+_TICK_MASK, _START_TICKS, _WAKE_TICKS = 63, 2, 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -367,8 +367,8 @@ class SqliteStore(Store):
         """A commit of this store landed on a revision divisible by 64: start or wake the checkpointer.
 
         Counting revisions costs the hot path one test. Ticks are at most a store's commits (and its
-        commits over 64 while it is the file's only writer): the thread starts at the 3rd tick, in
-        practice the 129th to 192nd commit, never in a CNI plugin (one or two commits per process).
+        commits over 64 while it is the file's only writer): the thread starts at the 2nd tick, in
+        practice the 65th to 128th commit, never in a CNI plugin (one or two commits per process).
         """
         self._ticks += 1
         if self._checkpointer is not None:
@@ -378,7 +378,7 @@ class SqliteStore(Store):
             try:  # the commit is done: nothing here may fail it (no thread: SQLite checkpoints inline)
                 from topoipam.store import sqlite_checkpoint  # not on the plugin's import path
 
-                self._checkpointer = sqlite_checkpoint.start(self, cursor)
+                self._checkpointer = sqlite_checkpoint.start(cursor, self.synchronous)
             except Exception:  # noqa: BLE001
                 pass
 
@@ -481,9 +481,7 @@ def _after_fork_in_child() -> None:
     SQLite must not use a connection across fork(), not even to close it (its
     locks belong to the parent): the parent's connections are kept referenced,
     never closed, never used. A lock some parent thread held at the fork would
-    stay held for ever in the child: each store gets a new one. The parent's
-    checkpointer thread is not in the child: the store forgets it (never stops
-    it: its event and connection are the parent's) and counts its ticks afresh.
+    stay held for ever in the child: each store gets a new one.
     """
     for store in list(_STORES):
         store._lock = threading.Lock()
@@ -491,7 +489,6 @@ def _after_fork_in_child() -> None:
             _INHERITED.append(store._conn)
             store._conn = store._cursor = None
         if store._checkpointer is not None:  # its thread is not in the child; its connection is the parent's
-            store._checkpointer.forget()
             _INHERITED.append(store._checkpointer)
             store._checkpointer, store._ticks = None, 0
 

@@ -46,28 +46,22 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import weakref
 from urllib.parse import quote
 
-from topoipam.store.sqlite import SqliteStore, _is_busy  # loaded: only SqliteStore imports this module
+from topoipam.store.sqlite import _is_busy  # loaded: only SqliteStore imports this module, when it needs it
 
 WRITER_FRAMES = 4000  # the writer's own (inline) wal_autocheckpoint while the thread runs
 IDLE_CATCH_UP = 1.0  # seconds without a wake after which the thread checkpoints what came since
 STOP_WAIT = 5.0  # how long close() waits for a checkpoint under way
 
 
-def start(store: SqliteStore, cursor: sqlite3.Cursor) -> Checkpointer:
-    """A checkpointer for ``store``, whose connection (``cursor``'s) keeps its inline checkpoint as the backstop.
-
-    It stops when the store is closed, or else when the store is garbage (without waiting).
-    """
+def start(cursor: sqlite3.Cursor, synchronous: str) -> Checkpointer:
+    """A new checkpointer for the writer connection of ``cursor``, whose inline checkpoint becomes the backstop."""
     path = next(row[2] for row in cursor.execute("PRAGMA database_list") if row[1] == "main")
     limit = 2 * WRITER_FRAMES * (cursor.execute("PRAGMA page_size").fetchone()[0] + 24)  # 24: a frame's header
     cursor.execute(f"PRAGMA wal_autocheckpoint = {WRITER_FRAMES}")
     cursor.execute(f"PRAGMA journal_size_limit = {limit}")
-    checkpointer = Checkpointer(path, store.synchronous)
-    checkpointer.finalizer = weakref.finalize(store, checkpointer.stop, 0)
-    return checkpointer
+    return Checkpointer(path, synchronous)
 
 
 class Checkpointer:
@@ -77,7 +71,6 @@ class Checkpointer:
         self.path, self.synchronous = path, synchronous
         self.checkpoints = 0  # runs that completed on a non-empty WAL (for tests and benchmarks)
         self.conn: sqlite3.Connection | None = None  # kept referenced: never closed in a forked child
-        self.finalizer: weakref.finalize | None = None
         self._wake = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="topoipam-sqlite-checkpoint", daemon=True)
@@ -95,11 +88,6 @@ class Checkpointer:
         self._wake.set()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout)
-
-    def forget(self) -> None:
-        """In a forked child: the thread is not there, and its event and connection are the parent's: never stop it."""
-        if self.finalizer is not None:
-            self.finalizer.detach()
 
     def _run(self) -> None:
         try:
