@@ -17,15 +17,6 @@ rounds, and the median of the per-round ratios (the machine is shared).
 
     .venv/bin/python bench/store_bench.py [--seconds 1] [--rounds 3]
     .venv/bin/python bench/store_bench.py --assign [--commits 3000] [--rounds 9]
-
-Checkpoints (``--checkpoint``): the same assignment-shaped commit through
-SqliteStore with its background checkpointer (after 300 warm-up commits, so
-the thread runs) and with SQLite's inline checkpoint (the store's
-``checkpoint_in_background`` off), next to the raw one-row loop: wall and
-writer-thread CPU per commit, p99 and max of per-commit latency, how many
-commits took over 1 ms (the inline checkpoint's spikes), the largest -wal file. ``--writer-frames``/``--wake-ticks`` try another cadence.
-
-    .venv/bin/python bench/store_bench.py --checkpoint [--commits 3000] [--rounds 7]
 """
 
 from __future__ import annotations
@@ -39,8 +30,6 @@ import sys
 import tempfile
 import time
 
-from topoipam.store import sqlite as sqlite_module
-from topoipam.store import sqlite_checkpoint
 from topoipam.store.base import Check, Create, Update
 from topoipam.store.sqlite import SqliteStore
 
@@ -215,58 +204,6 @@ _WIDTHS = (11, 10, 10, 10, 11, 12, 10)
 _PLACES = (1, 1, 1, 1, 1, 2, 2)
 
 
-def checkpoint_run(path: str, synchronous: str, commits: int, background: bool) -> tuple[float, ...]:
-    """Per assignment-shaped commit: wall us, writer CPU us, p99 us, commits over 1 ms, max ms; largest -wal MB;
-    background checkpoint runs."""
-    block_rev, topo_rev, node_rev, values, handles = _assign_fixture(path, commits + 300, synchronous)
-    with SqliteStore(f"sqlite://{path}?synchronous={synchronous}") as s:
-        s.checkpoint_in_background = background
-        commit, clock, cpu_clock = s.commit, time.perf_counter, time.thread_time
-        latencies, wal, largest = [], path + "-wal", 0
-        for i, handle in enumerate(handles):
-            if i == 300:  # warmed up: the checkpointer (if any) has started
-                start, cpu = clock(), cpu_clock()
-            began = clock()
-            block_rev = commit([Update(_BLOCK, values[i & 15], block_rev), Create(handle, b"h" * 100),
-                                Check(_TOPOLOGY, topo_rev), Check(_NODE, node_rev)])
-            latencies.append(clock() - began)
-            if not i & 63:
-                largest = max(largest, os.path.getsize(wal))
-        elapsed, cpu = clock() - start, cpu_clock() - cpu
-        runs = s._checkpointer.checkpoints if s._checkpointer is not None else 0
-        assert background == (s._checkpointer is not None)
-    latencies = sorted(latencies[300:])
-    return (elapsed / commits * 1e6, cpu / commits * 1e6, latencies[int(commits * 0.99)] * 1e6,
-            sum(t > 0.001 for t in latencies), latencies[-1] * 1e3, largest / 2**20, runs)
-
-
-def checkpoint_main(tmp: str, synchronous: str, commits: int, rounds: int) -> None:
-    print(f"assignment-shaped commit, background checkpointer (PASSIVE every {sqlite_module._WAKE_TICKS * 64} "
-          f"revisions, writer's wal_autocheckpoint {sqlite_checkpoint.WRITER_FRAMES}) vs SQLite's inline "
-          f"checkpoint; synchronous={synchronous}, {commits} commits per variant per round, {rounds} rounds")
-    print("us per commit: wall / writer-thread CPU; p99 of one commit's latency (us), commits over 1 ms, the slowest"
-          " (ms); largest -wal file; runs: background checkpoints")
-    head = f"{'round':<7}{'raw rmw':>8}"
-    for name in ("background", "inline"):
-        head += f" | {name + ' wall':>16}{'cpu':>6}{'p99':>6}{'>1ms':>5}{'max ms':>7}{'wal MB':>7}"
-    print(head + f" | {'runs':>5}{'bg/inline':>10}{'rmw/bg':>7}{'rmw/inl':>8}")
-    rows = []
-    for r in range(rounds):
-        rmw = 1e6 / raw_loop(os.path.join(tmp, f"c-raw-{r}.db"), synchronous, 0.5)
-        bg = checkpoint_run(os.path.join(tmp, f"c-bg-{r}.db"), synchronous, commits, True)
-        inline = checkpoint_run(os.path.join(tmp, f"c-inline-{r}.db"), synchronous, commits, False)
-        rows.append((rmw, *bg[:6], *inline[:6], bg[6], bg[0] / inline[0], rmw / bg[0], rmw / inline[0]))
-        _checkpoint_row(str(r), rows[-1])
-    _checkpoint_row("median", [statistics.median(col) for col in zip(*rows)])
-
-
-def _checkpoint_row(label: str, row) -> None:
-    rmw, b, i, rest = row[0], row[1:7], row[7:13], row[13:]
-    cells = lambda v: f"{v[0]:>16.1f}{v[1]:>6.1f}{v[2]:>6.0f}{v[3]:>5.0f}{v[4]:>7.1f}{v[5]:>7.1f}"  # noqa: E731
-    print(f"{label:<7}{rmw:>8.1f} | {cells(b)} | {cells(i)} | {rest[0]:>5.0f}{rest[1]:>10.2f}{rest[2]:>7.2f}"
-          f"{rest[3]:>8.2f}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=1.0, help="duration of each loop")
@@ -275,19 +212,7 @@ def main() -> None:
     ap.add_argument("--assign", action="store_true", help="only the assignment-shaped commit section")
     ap.add_argument("--commits", type=int, default=3000, help="commits per variant per round (--assign)")
     ap.add_argument("--synchronous", default="NORMAL", choices=("OFF", "NORMAL", "FULL"), help="for --assign")
-    ap.add_argument("--checkpoint", action="store_true", help="only background vs inline checkpoint")
-    ap.add_argument("--writer-frames", type=int, default=None, help="the writer's wal_autocheckpoint (--checkpoint)")
-    ap.add_argument("--wake-ticks", type=int, default=None, help="wake the checkpointer every N*64 revisions")
     args = ap.parse_args()
-    if args.writer_frames:
-        sqlite_checkpoint.WRITER_FRAMES = args.writer_frames
-    if args.wake_ticks:
-        sqlite_module._WAKE_TICKS = args.wake_ticks
-    if args.checkpoint:
-        with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-            print(f"sqlite {sqlite3.sqlite_version}, python {sys.version.split()[0]}, files in {tmp}")
-            checkpoint_main(tmp, args.synchronous, args.commits, args.rounds)
-        return
     if args.assign:
         with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
             print(f"sqlite {sqlite3.sqlite_version}, python {sys.version.split()[0]}, files in {tmp}")
