@@ -24,9 +24,6 @@ the guess checked under the lock).
 
 Durability: WAL with synchronous=NORMAL survives a crash of any process but a
 power cut may lose the last commits; ``synchronous=FULL`` fsyncs every commit.
-A store that keeps committing checkpoints the WAL in a background thread
-(``sqlite_checkpoint``: when, why it is safe, and what it saves); one that
-commits a few times (the CNI plugin) never starts it and checkpoints inline.
 
 This module is on the CNI plugin's hot path: standard library only, and an
 open of an existing file costs a connect and one PRAGMA read.
@@ -65,9 +62,6 @@ DEFAULT_TIMEOUT = 10.0
 # SQLite's bound-parameter limit is 32766 since 3.32; stay far below it.
 _MAX_PARAMS = 500
 _monotonic = time.monotonic
-# A store's commit onto a revision divisible by 64 is a tick (_tick): the checkpointer starts at
-# a store's 2nd and is woken every 4th (256 revisions).
-_TICK_MASK, _START_TICKS, _WAKE_TICKS = 63, 2, 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -172,8 +166,6 @@ class SqliteStore(Store):
         self._cursor: sqlite3.Cursor | None = None  # reused by commit: conn.execute makes a cursor per statement
         self._closed = False
         self._revision = -1  # the revision counter as this store last saw it (-1: unknown); see _apply
-        self._ticks = 0  # commits of this store onto a revision divisible by 64; see _tick
-        self._checkpointer: Checkpointer | None = None
         _STORES.add(self)
         self._guarded(lambda conn: None)  # open now: a bad path fails here, not at first use
 
@@ -225,15 +217,12 @@ class SqliteStore(Store):
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            checkpointer, self._checkpointer = self._checkpointer, None
             if self._conn is not None:
                 conn, self._conn, self._cursor = self._conn, None, None
                 try:
                     conn.close()
                 except sqlite3.Error:
                     pass  # closing is best effort; the file stays consistent
-        if checkpointer is not None:
-            checkpointer.stop()  # outside the lock: a checkpoint under way needs no store call to finish
 
     # -- queries -----------------------------------------------------------
 
@@ -352,35 +341,11 @@ class SqliteStore(Store):
         try:
             revision = self._apply(cursor, ops)
             cursor.execute("COMMIT")
-            if not revision & _TICK_MASK and revision != self._revision:  # (not a Check-only commit)
-                self._tick(cursor)
             self._revision = revision  # the next commit's guess
             return revision
         except BaseException:
             _rollback(cursor.connection)
             raise
-
-    # Whether a store that keeps committing checkpoints in the background (benchmarks compare both).
-    checkpoint_in_background = True
-
-    def _tick(self, cursor: sqlite3.Cursor) -> None:
-        """A commit of this store landed on a revision divisible by 64: start or wake the checkpointer.
-
-        Counting revisions costs the hot path one test. Ticks are at most a store's commits (and its
-        commits over 64 while it is the file's only writer): the thread starts at the 2nd tick, in
-        practice the 65th to 128th commit, never in a CNI plugin (one or two commits per process).
-        """
-        self._ticks += 1
-        if self._checkpointer is not None:
-            if not self._ticks % _WAKE_TICKS:
-                self._checkpointer.wake()
-        elif self._ticks >= _START_TICKS and self.checkpoint_in_background:
-            try:  # the commit is done: nothing here may fail it (no thread: SQLite checkpoints inline)
-                from topoipam.store import sqlite_checkpoint  # not on the plugin's import path
-
-                self._checkpointer = sqlite_checkpoint.start(cursor, self.synchronous)
-            except Exception:  # noqa: BLE001
-                pass
 
     # -- connection, retry and error mapping --------------------------------
 
@@ -488,12 +453,9 @@ def _after_fork_in_child() -> None:
         if store._conn is not None:
             _INHERITED.append(store._conn)
             store._conn = store._cursor = None
-        if store._checkpointer is not None:  # its thread is not in the child; its connection is the parent's
-            _INHERITED.append(store._checkpointer)
-            store._checkpointer, store._ticks = None, 0
 
 
-_INHERITED: list[object] = []
+_INHERITED: list[sqlite3.Connection] = []
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
