@@ -236,3 +236,19 @@ def test_claim_does_not_land_in_a_pool_disabled_after_it_was_read(store):
     with pytest.raises(ExhaustedError):
         stale_world.assign("n0", "h2", num4=64)
     assert all(u.pool == "q" for u in w.svc.block_usage())
+
+
+def test_dual_stack_handle_is_listed_and_released_whole(store):
+    """A dual-stack workload's handle holds an IPv4 and an IPv6 address: listing and releasing it by
+    handle (what CNI CHECK and DEL do) orders both families (IPv4 first) instead of failing."""
+    world = World(store)
+    world.pool("p4", "10.0.0.0/24")
+    world.pool("p6", "fd00::/120")
+    world.node("n0")
+    res = world.assign("n0", "dual", num4=2, num6=1)
+    want = [*(i.ip for i in res.ipv4), res.ipv6[0].ip]
+    assert world.svc.ips_by_handle("dual") == sorted(want[:2]) + want[2:]
+    assert world.svc.release_by_handle("dual") == sorted(want[:2]) + want[2:]
+    assert world.svc.allocations() == [] and world.svc.check().ok
+    with pytest.raises(NotFoundError):
+        world.svc.release_by_handle("dual")

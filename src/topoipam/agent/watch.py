@@ -48,14 +48,16 @@ class TopologyWatch:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.starts = 0  # how many times the watch (re)started: once per (re)connection
+        self._seen: tuple | None = None  # the poller's last fingerprint
         self.connected = threading.Event()  # the datastore answered the last time we asked
 
     def add_listener(self, fn: Callable[[], None]) -> None:
         self._listeners.append(fn)
 
     def start(self) -> "TopologyWatch":
-        if not self.can_watch:  # the poller's baseline, taken now: what the agent reads after start is
-            self._seen = self._poll_once(None, notify=False)  # no older: only later changes matter
+        if not self.can_watch:  # the poller's baseline, taken before the agent's first reads: a change
+            # after it (the agent's own Node and tunnel writes included) is noticed at the next poll
+            self._seen = self._poll_once(None, notify=False)
         target = self._watch_loop if self.can_watch else self._poll_loop
         self._thread = threading.Thread(target=target, name="topoipam-agent-watch", daemon=True)
         self._thread.start()

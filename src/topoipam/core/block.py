@@ -174,8 +174,8 @@ class Block:
         if attrs is not None:
             entry["secondary"] = dict(attrs)
         if len(self._attr_json) == len(self.attributes):  # the encodings cover every entry: keep it so
-            self._attr_json.append(f'{{"handle_id":{_json_str(handle)}}}' if len(entry) == 1 and handle is not None
-                                   else _dumps(entry))
+            self._attr_json.append(f'{{"handle_id":{dumps_str(handle)}}}' if len(entry) == 1 and handle is not None
+                                   else dumps_compact(entry))
         self.attributes.append(entry)
         keys[key] = len(self.attributes) - 1
         return len(self.attributes) - 1
@@ -183,7 +183,7 @@ class Block:
     def _encoded_attributes(self) -> str:
         cache = self._attr_json
         if len(cache) != len(self.attributes) or None in cache:
-            cache[:] = [_dumps(entry) for entry in self.attributes]
+            cache[:] = [dumps_compact(entry) for entry in self.attributes]
         return "[" + ",".join(cache) + "]"
 
     def auto_assign(self, n: int, handle: str | None, attrs: Mapping[str, str] | None,
@@ -309,8 +309,8 @@ class Block:
         head = self._head_json
         if not head or head[0] != self.affinity or head[1] != self.claim_time:  # encoded again only on a change
             head[:] = [self.affinity, self.claim_time,
-                       f'{{"cidr":"{self.cidr_text}","affinity":{_dumps(self.affinity)},'
-                       f'"affinityClaimTime":{_dumps(self.claim_time)},']
+                       f'{{"cidr":"{self.cidr_text}","affinity":{dumps_compact(self.affinity)},'
+                       f'"affinityClaimTime":{dumps_compact(self.claim_time)},']
         return (f'{head[2]}"allocations":[{self._encoded_allocations()}],'
                 f'"unallocated":[{self._encoded_unallocated()}],"attributes":{self._encoded_attributes()},'
                 f'"sequenceNumber":{int(self.sequence_number)},'
@@ -331,8 +331,9 @@ class Block:
         )
 
 
-_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
-_json_str = json.encoder.encode_basestring_ascii  # what _dumps does for a str, without its Python frame
+#: Compact JSON, as every stored record is written (also used by ipam/blocks.py).
+dumps_compact = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+dumps_str = json.encoder.encode_basestring_ascii  # dumps_compact of a str, without its Python frame
 _INTERFACE = {4: (ipaddress.IPv4Interface, ipaddress.IPv4Address), 6: (ipaddress.IPv6Interface, ipaddress.IPv6Address)}
 
 

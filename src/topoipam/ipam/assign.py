@@ -1,4 +1,5 @@
-"""Auto-assign for one address family (reference section 4).
+"""Auto-assign for one address family (reference section 4), when the kept first attempt
+(``ipam/kept.py: assign_kept``) did not apply or lost its race.
 
 Order of attempts, each a compare-and-swap through ``retry.run_cas``:
 1. the node's affine blocks in the chosen pools (address order);
@@ -11,12 +12,12 @@ Order of attempts, each a compare-and-swap through ``retry.run_cas``:
 The per-host block limit stops the walk before 2 (no borrowing then), as Calico.
 
 On the default topology (``FencedSnapshot``) the service keeps the node's
-affinity list and its blocks between calls (``ipam/cache.py``), so a steady-
-state assignment reads nothing and commits once: the block's Update on the
-revision kept, the handle (Created unread the first time, see ``HandleState``)
-and the topology fences. A lost race forgets the commit's keys; the retry reads
-them with the fences, and a moved fence re-reads the topology. Whether the node
-needs a new block is only ever decided on a fresh listing.
+affinity list and its blocks between calls (``ipam/cache.py``), so 1. plans on
+kept values too: the block's Update on the revision kept, the handle (Created
+unread the first time, see ``kept.HandleState``) and the topology fences. A lost
+race forgets the commit's keys; the retry reads them with the fences, and a
+moved fence re-reads the topology. Whether the node needs a new block is only
+ever decided on a fresh listing.
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ from __future__ import annotations
 from topoipam.core.block import Block, affinity_node, host_affinity
 from topoipam.core.pools import choose_pools, pool_containing, selects_node
 from topoipam.ipam import keys
-from topoipam.ipam.blocks import (StoredBlock, affinity_hint_op, affinity_is_full, affinity_value, claim_ops,
-                                  entry_attrs, find_unclaimed_block, handle_op, list_affine_nets, load_block,
-                                  new_handle_value, pool_check, release_affinity_ops, reserved_in, scan_pool_blocks)
+from topoipam.ipam.blocks import (StoredBlock, affinity_hint_op, affinity_value, claim_ops, find_unclaimed_block,
+                                  list_affine_nets, load_block, pool_check, release_affinity_ops, reserved_in,
+                                  scan_pool_blocks)
+from topoipam.ipam.kept import (Choice, HandleState, assignment_ops, choice_key, kept_plan, plan_blocks,
+                                take_kept_block)
 from topoipam.store.retry import Plan, rerun, run_cas
 from topoipam.ipam.topology import TopologyMoved
 from topoipam.resources import repo
-from topoipam.store.base import Create, Delete, Record, Update
+from topoipam.store.base import Create, Delete, Update
 
 DEFAULT_BLOCK_LIMIT = 20
 MEMO_LIMIT = 4096  # pool choices kept per topology snapshot
@@ -44,154 +47,6 @@ def block_limit(requested: int, configured: int) -> int:
     if configured > 0 and (limit == 0 or limit > configured):
         limit = configured
     return limit or DEFAULT_BLOCK_LIMIT
-
-
-def choice_key(req, version: int, requested: tuple) -> tuple:
-    """The key of a request's pool choice in the snapshot's memo (what the choice depends on)."""
-    ns = req.namespace_labels
-    return "pools", version, req.node, requested, tuple(sorted(ns.items())) if ns else (), req.use
-
-
-def plan_blocks(records, prefix: str, version: int, pools, contains: dict, tried=frozenset()) -> tuple:
-    """The plan of a node's affinity ``records``: ([(network, key suffix)] of the blocks to try in
-    order, number of affine blocks in ``pools``, [networks of affine blocks outside them]). Full
-    blocks are skipped unread (their hint), and so are ``tried`` ones. Per key suffix, the network and
-    whether the pools hold it are memoised in ``contains`` (kept with the pool choice)."""
-    cut, queue, owned, unselected = len(prefix), [], 0, []
-    for rec in records:
-        suffix = rec.key[cut:]
-        entry = contains.get(suffix)
-        if entry is None:
-            net = keys.parse_suffix(suffix, version)
-            entry = contains[suffix] = (net, pool_containing(pools, net) is not None)
-        if not entry[1]:
-            unselected.append(entry[0])
-            continue
-        owned += 1
-        if suffix not in tried and not affinity_is_full(rec):
-            queue.append((entry[0], suffix))
-    return queue, owned, unselected
-
-
-def kept_plan(contains: dict, prefix: str, version: int, pools, kept: tuple) -> tuple:
-    """(version, queue, owned) planned from the kept affinity list ``kept`` = (its version, records),
-    memoised per version, so that a node's full blocks cost nothing until its list changes."""
-    memo_key = ("plan", prefix)
-    planned = contains.get(memo_key)
-    if planned is None or planned[0] != kept[0]:
-        queue, owned, _ = plan_blocks(kept[1], prefix, version, pools, contains)
-        planned = contains[memo_key] = (kept[0], queue, owned)
-    return planned
-
-
-def take_kept_block(cache, bkey: str, akey: str | None, prefix: str, node: str, need: int, hstate: "HandleState",
-                    reserved):
-    """Up to ``need`` ordinals assigned in the block kept for ``bkey`` (taken out of the cache: the
-    landed commit puts it back): (StoredBlock, ordinals, the affinity record kept for ``akey``). None
-    when nothing is kept, the block is not ``node``'s (``akey`` given), it gave nothing, or it fills
-    and its affinity's hint is not kept: the caller reads."""
-    newest = cache.take(bkey)
-    if newest is None or (akey and newest[1].affinity != host_affinity(node)):
-        return None
-    block = newest[1]
-    ords = block.auto_assign(need, hstate.handle, hstate.block_attrs(), reserved_in(block, reserved))
-    # The affinity record matters only if the block fills now (its hint must say so): a block in the
-    # plan's queue is one whose hint says it has room.
-    arec = cache.affinity(akey, prefix) if akey and not block.unallocated else None
-    if not ords or (akey and arec is None and not block.unallocated):
-        return None
-    return StoredBlock(block, newest[0]), ords, arec
-
-
-def assignment_ops(bkey: str, stored: StoredBlock, count: int, hstate: "HandleState", arec) -> tuple[list, bytes]:
-    """The writes of ``count`` addresses just assigned in ``stored``'s block: the block on the revision
-    it was planned from, the handle, and (``arec``: the block's affinity record) the full-hint when it
-    changes. Returns (ops, the handle value written)."""
-    block = stored.block
-    block.sequence_number += 1
-    hops, hvalue = hstate.op(block.cidr_text, count)
-    hint = affinity_hint_op(arec, block)
-    return [Update(bkey, block.to_json(), stored.revision), *hops, *([hint] if hint else [])], hvalue
-
-
-class KeptPlanStale(Exception):
-    """Internal: the commit planned on kept values lost its race; the caller hands over to
-    ``FamilyAssigner(raced=True)``, whose first read takes the fences and the handle."""
-
-
-def assign_kept(svc, snap, req, version: int, num: int, requested: tuple, hstate: "HandleState"):
-    """The steady state: ``num`` addresses of one family from the first block of the node's kept plan
-    (the block ``FamilyAssigner`` would try first, by the same memo), decided on kept values alone
-    (no read) and landed in one commit fenced like every assignment. Returns the addresses, or None
-    when no kept plan applies or the block cannot give all of them; raises ``KeptPlanStale`` when
-    the commit lost its race. Either way the caller then runs ``FamilyAssigner``, which decides on
-    fresh reads: this is the first attempt of that same decision, handed over instead of retried."""
-    memo = snap.memo
-    hit = memo.get(choice_key(req, version, requested)) if memo is not None else None
-    if hit is None:
-        return None
-    cache, prefix = svc.cache, keys.affinity_prefix(req.node, version)
-    kept = cache.affinities(prefix)
-    queue = kept_plan(hit[1], prefix, version, hit[0], kept)[1] if kept is not None else None
-    if not queue:
-        return None
-    suffix = queue[0][1]
-    bkey = keys.block_prefix(version) + suffix
-    taken = take_kept_block(cache, bkey, prefix + suffix, prefix, req.node, num, hstate, snap.reserved)
-    if taken is None or len(taken[1]) < num:  # a block taken and changed is not put back: read next
-        return None
-    stored, ords, arec = taken
-    ops, hvalue = assignment_ops(bkey, stored, num, hstate, arec)
-    ops += snap.fence_ops(req.node)
-
-    def landed(revision: int) -> None:
-        cache.committed(ops, revision, {bkey: stored.block})
-        hstate.landed(hvalue, revision)
-
-    def attempt(n: int) -> Plan:
-        if n:
-            raise KeptPlanStale()
-        return Plan(ops, True, landed, lambda: cache.forget(ops))
-
-    run_cas(svc.store, attempt, "assign from a kept block")
-    return [stored.block.interface(o) for o in ords]
-
-
-class HandleState:
-    """What one request knows of its handle's record, shared by its families and blocks.
-
-    Until the request has read or written the record it is taken to be absent: the first commit
-    Creates it without a read. If it exists after all, that Create fails like a lost race and the
-    retry reads it (issue 5: the handle costs no round trip of its own)."""
-
-    def __init__(self, handle: str | None, attrs=None) -> None:
-        self.handle, self.attrs = handle, attrs
-        self.key = keys.handle_key(handle) if handle is not None else None
-        self.record: Record | None = None  # as last read or written by this request
-
-    def block_attrs(self) -> dict | None:
-        """What this request's block entries carry (None: the handle record holds the attributes)."""
-        return entry_attrs(self.handle, self.record, self.attrs)
-
-    def keys(self, fresh: bool) -> list[str]:
-        return [self.key] if fresh and self.key is not None else []
-
-    def seen(self, records: dict) -> None:
-        if self.key is not None:
-            self.record = records.get(self.key)
-
-    def op(self, cidr: str, count: int) -> tuple[list, bytes | None]:
-        if self.key is None:
-            return [], None
-        if self.record is None:  # every assignment's first commit: the record is created
-            value = new_handle_value(cidr, count, self.attrs)
-            return [Create(self.key, value)], value
-        op, value = handle_op(self.key, self.record, {cidr: count}, self.attrs)
-        return ([op] if op is not None else []), value
-
-    def landed(self, value: bytes | None, revision: int) -> None:
-        if self.key is not None and value is not None:
-            self.record = Record(self.key, value, revision)
 
 
 class FamilyAssigner:
@@ -230,7 +85,8 @@ class FamilyAssigner:
         self.node = self.snap.require_node(self.name)
 
     def _run(self) -> None:
-        self.pools, self.contains = self._choose()
+        choice = self._choose()
+        self.pools, self.contains = choice.pools, choice.contains
         records, kept = self._affinities(fresh=False)
         queue, owned = self._plan(records, kept)
         config = self.snap.config
@@ -277,7 +133,7 @@ class FamilyAssigner:
         if hit is None:
             choice = choose_pools(self.snap.pools, self.version, self.name, self.node.labels,
                                   requested=self.requested, namespace_labels=ns, use=self.req.use)
-            hit = (choice.chosen, {})
+            hit = Choice(choice.chosen, {})
             if memo is not None:
                 if len(memo) >= MEMO_LIMIT:  # many nodes x namespaces: start again rather than grow
                     memo.clear()
@@ -304,7 +160,7 @@ class FamilyAssigner:
         self.known.update(r.key[cut:] for r in records)
         if kept is not None and not self.tried:
             planned = kept_plan(self.contains, self.prefix, self.version, self.pools, (kept, records))
-            return list(planned[1]), planned[2]
+            return list(planned.queue), planned.owned
         queue, owned, unselected = plan_blocks(records, self.prefix, self.version, self.pools, self.contains,
                                                self.tried)
         if kept is None:
@@ -351,7 +207,7 @@ class FamilyAssigner:
 
         def attempt(n):
             kept = take_kept_block(self.cache, bkey, akey, self.prefix, self.name, self.need, self.hstate,
-                                   reserved) if n == 0 else None
+                                   reserved) if n == 0 and not self.raced else None
             if kept is None:  # nothing kept, or it gave nothing: decide on fresh reads
                 recs = self._fresh_reads([bkey, *([akey] if akey else [])], n)
                 stored, arec = load_block(recs.get(bkey), self.cache), recs.get(akey)
@@ -362,7 +218,7 @@ class FamilyAssigner:
                 ords = stored.block.auto_assign(self.need, self.req.handle, self.hstate.block_attrs(),
                                                 reserved_in(stored.block, reserved))
             else:
-                stored, ords, arec = kept
+                stored, ords, arec = kept.stored, kept.ordinals, kept.affinity
             block = stored.block
             if not ords:  # full: fix a stale hint so that later requests skip it unread
                 hint = affinity_hint_op(arec, block) if akey else None

@@ -15,7 +15,7 @@ from topoipam.structs import dataclass
 from collections.abc import Iterator, Mapping
 
 from topoipam.core import blockgen
-from topoipam.core.block import Block, reserved_ordinals
+from topoipam.core.block import Block, dumps_compact, dumps_str, reserved_ordinals
 from topoipam.core.summary import CHUNK_BITS, Chunk, chunk_of, global_block_index
 from topoipam.ipam import keys
 from topoipam.model.storage import from_storage
@@ -128,15 +128,12 @@ def handle_op(key: str, rec: Record | None, per_block: dict[str, int],
         if counts[cidr] <= 0:
             del counts[cidr]
     new = {"block": counts, **({"secondary": doc["secondary"]} if doc.get("secondary") else {}), "deleted": False}
-    value = _dumps(new).encode()
+    value = dumps_compact(new).encode()
     if rec is None:
         return (Create(key, value) if counts else None), value
     if counts:
         return Update(key, value, rec.revision), value
     return Delete(key, rec.revision), value
-
-
-_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 def new_handle_value(cidr: str, count: int, attrs: Mapping[str, str] | None) -> bytes:
@@ -147,15 +144,13 @@ def new_handle_value(cidr: str, count: int, attrs: Mapping[str, str] | None) -> 
 
 
 def _attrs_json(attrs: Mapping[str, str]) -> str:
-    """``_dumps(dict(attrs))``; for string attributes (all the service writes) without building an
+    """``dumps_compact(dict(attrs))``; for string attributes (all the service writes) without building an
     encoder per call, which is what json does for a dict."""
     try:
-        return "{" + ",".join([f"{_json_str(k)}:{_json_str(v)}" for k, v in attrs.items()]) + "}"
+        return "{" + ",".join([f"{dumps_str(k)}:{dumps_str(v)}" for k, v in attrs.items()]) + "}"
     except TypeError:  # not strings: the encoder says what is wrong with them
-        return _dumps(dict(attrs))
+        return dumps_compact(dict(attrs))
 
-
-_json_str = json.encoder.encode_basestring_ascii
 
 
 def entry_attrs(handle: str | None, record: Record | None, attrs: Mapping[str, str] | None) -> dict | None:

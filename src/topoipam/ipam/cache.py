@@ -46,14 +46,16 @@ class ServiceCache:
     # -- blocks ---------------------------------------------------------------------
     def get(self, key: str, revision: int) -> Block | None:
         """The decoded block at exactly ``revision`` (a revision names one write: never reused)."""
-        hit = self._blocks.get(key)
-        return hit[1].copy() if hit is not None and hit[0] == revision else None
+        with self._lock:  # so that no thread takes the block (and changes it) while it is copied
+            hit = self._blocks.get(key)
+            return hit[1].copy() if hit is not None and hit[0] == revision else None
 
     def take(self, key: str) -> tuple[int, Block] | None:
         """(revision, block) kept for ``key``, removed from the cache: the caller may change it without a
         copy, and no other thread plans from it meanwhile (they read the block instead). A landed
         commit puts the written value back."""
-        return self._blocks.pop(key, None)  # one dict operation: atomic, no lock needed
+        with self._lock:  # not while get() copies it
+            return self._blocks.pop(key, None)
 
     def put(self, key: str, revision: int, block: Block) -> None:
         """Keep ``block`` as of ``revision`` unless a newer one is kept (a slow read must not replace

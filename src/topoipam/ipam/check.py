@@ -98,8 +98,8 @@ def allocations(store, prefix_handle: str | None = None, blocks=None, handles=No
     """Every allocated address. ``blocks``: an already-read listing (``iter_blocks``) to use instead of
     reading; ``handles``: the ``leaks.handle_records`` read before it (their attributes are those of
     allocations whose block entry carries none)."""
-    if handles is None:
-        handles = handle_records(store)  # before the blocks: an allocation's handle is never newer
+    if handles is None:  # read first: an allocation landing between the two reads shows no attributes,
+        handles = handle_records(store, prefix_handle or "")  # never a later holder's of its handle
     on_handle = {h.handle: h.attrs for h in handles}
     out = []
     for stored in iter_blocks(store) if blocks is None else blocks:

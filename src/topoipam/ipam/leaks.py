@@ -24,10 +24,10 @@ class HandleRecord:
     attrs: dict  # the workload's attributes (those of its allocations whose block entry has none)
 
 
-def handle_records(store: Store) -> list[HandleRecord]:
-    """Every handle in the datastore, in key order."""
+def handle_records(store: Store, prefix: str = "") -> list[HandleRecord]:
+    """Every handle (whose id starts with ``prefix``) in the datastore, in key order."""
     out = []
-    for rec in store.list(keys.HANDLE_PREFIX):
+    for rec in store.list(keys.HANDLE_PREFIX + prefix):
         doc = json.loads(rec.value)
         out.append(HandleRecord(rec.key[len(keys.HANDLE_PREFIX):], rec.revision, doc.get("block", {}),
                                 doc.get("secondary") or {}))

@@ -162,6 +162,11 @@ def unclaim_blocks(svc, claimed: dict, handle: str | None) -> set:
     return done
 
 
+def address_order(ip) -> tuple:
+    """Sort key of addresses of both families (ipaddress refuses to compare IPv4 with IPv6): IPv4 first."""
+    return ip.version, int(ip)
+
+
 def release_by_handle(svc, handle: str) -> list:
     """Free every address held under ``handle``; NotFoundError if the handle does not exist."""
     store, snap = svc.store, svc.snapshot()
@@ -190,7 +195,7 @@ def release_by_handle(svc, handle: str) -> list:
         ops += chunks.ops()
         # every count of the handle goes: blocks that no longer hold it (leaks) included
         ops += handle_ops({hkey: hrec}, {handle: {c: -n for c, n in counts.items()}})
-        return _plan(svc, _once(ops), sorted(released), changed)
+        return _plan(svc, _once(ops), sorted(released, key=address_order), changed)
 
     return run_cas(store, attempt, f"release handle {handle}")
 
@@ -205,7 +210,7 @@ def ips_by_handle(svc, handle: str) -> list:
     for rec in found.values():
         block = load_block(rec).block
         out += [block.address(o) for o in block.ordinals_of_handle(handle)]
-    return sorted(out)
+    return sorted(out, key=address_order)
 
 
 # -- affinities ------------------------------------------------------------------

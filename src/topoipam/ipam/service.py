@@ -25,7 +25,8 @@ from topoipam.core.pools import pool_containing
 from topoipam.errors import (AllocationError, BlockLimitError, ExhaustedError, NotInPoolError, TopoipamError,
                              ValidationError)
 from topoipam.ipam import keys, release
-from topoipam.ipam.assign import FamilyAssigner, HandleState, KeptPlanStale, assign_kept
+from topoipam.ipam.assign import FamilyAssigner
+from topoipam.ipam.kept import HandleState, KeptPlanStale, assign_kept
 from topoipam.ipam.blocks import (affinity_hint_op, affinity_value, block_net_of, chunk_bit_op, entry_attrs, handle_ops,
                                   load_block, pool_check, pool_key, pool_now)
 from topoipam.ipam.cache import ServiceCache

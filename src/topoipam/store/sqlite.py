@@ -31,7 +31,9 @@ open of an existing file costs a connect and one PRAGMA read.
 Every sqlite3 and OS exception is turned into an ``errors`` class in one
 place, ``_translate``; ``_guarded`` is the one loop that retries a busy file
 (``commit`` tries once inline first, and goes there when that finds it busy).
-Fork-safe: a forked child opens its own connection (``_after_fork_in_child``).
+A forked child opens its own connection (``_after_fork_in_child``). Fork only while no thread of the
+parent is inside a transaction on the file: the child inherits SQLite's in-process lock table, and a
+write lock held at the fork stays held for every connection of the child.
 """
 
 from __future__ import annotations

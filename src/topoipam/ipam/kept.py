@@ -1,0 +1,198 @@
+"""The steady state of an assignment, planned on what the service keeps (``ipam/cache.py``).
+
+``assign_kept`` is the first attempt of most assignments: the node's kept affinity list, planned once
+per version (``kept_plan``), names the block ``FamilyAssigner`` would try first; the kept copy of that
+block gives the addresses (``take_kept_block``) and one commit, fenced like every assignment, writes
+the block, the handle and, when the block fills, its affinity's hint (``assignment_ops``). No read.
+Anything not kept, or a lost race (``KeptPlanStale``), goes to ``FamilyAssigner`` (ipam/assign.py),
+which decides on fresh reads with the same helpers. ``HandleState`` is what one request knows of its
+handle's record, shared by both.
+"""
+
+from __future__ import annotations
+
+from topoipam.core.block import host_affinity
+from topoipam.core.pools import pool_containing
+from topoipam.ipam import keys
+from topoipam.ipam.blocks import (StoredBlock, affinity_hint_op, affinity_is_full, entry_attrs, handle_op,
+                                  new_handle_value, reserved_in)
+from topoipam.store.base import Create, Record, Update
+from topoipam.store.retry import Plan, run_cas
+from topoipam.structs import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """A request's pool choice, kept in the snapshot's memo, and what is derived from it: per key
+    suffix of the node's affinities, (network, whether the chosen pools hold it), and the plans."""
+
+    pools: list
+    contains: dict
+
+
+@dataclass(frozen=True, slots=True)
+class KeptPlan:
+    """The plan of a kept affinity list at ``version``: [(network, key suffix)] of the blocks to try in
+    order (``queue``) and how many affine blocks lie in the chosen pools (``owned``)."""
+
+    version: int
+    queue: list
+    owned: int
+
+
+@dataclass(frozen=True, slots=True)
+class TakenBlock:
+    """A kept block taken out of the cache with ``ordinals`` assigned in it; ``affinity``: its affinity
+    record if the block filled (its hint must change)."""
+
+    stored: StoredBlock
+    ordinals: list
+    affinity: Record | None
+
+
+def choice_key(req, version: int, requested: tuple) -> tuple:
+    """The key of a request's pool choice in the snapshot's memo (what the choice depends on)."""
+    ns = req.namespace_labels
+    return "pools", version, req.node, requested, tuple(sorted(ns.items())) if ns else (), req.use
+
+
+def plan_blocks(records, prefix: str, version: int, pools, contains: dict, tried=frozenset()) -> tuple:
+    """The plan of a node's affinity ``records``: ([(network, key suffix)] of the blocks to try in
+    order, number of affine blocks in ``pools``, [networks of affine blocks outside them]). Full
+    blocks are skipped unread (their hint), and so are ``tried`` ones. Per key suffix, the network and
+    whether the pools hold it are memoised in ``contains`` (kept with the pool choice)."""
+    cut, queue, owned, unselected = len(prefix), [], 0, []
+    for rec in records:
+        suffix = rec.key[cut:]
+        entry = contains.get(suffix)
+        if entry is None:
+            net = keys.parse_suffix(suffix, version)
+            entry = contains[suffix] = (net, pool_containing(pools, net) is not None)
+        if not entry[1]:
+            unselected.append(entry[0])
+            continue
+        owned += 1
+        if suffix not in tried and not affinity_is_full(rec):
+            queue.append((entry[0], suffix))
+    return queue, owned, unselected
+
+
+def kept_plan(contains: dict, prefix: str, version: int, pools, kept: tuple) -> KeptPlan:
+    """The plan of the kept affinity list ``kept`` = (its version, records), memoised per version, so
+    that a node's full blocks cost nothing until its list changes."""
+    memo_key = ("plan", prefix)
+    planned = contains.get(memo_key)
+    if planned is None or planned.version != kept[0]:
+        queue, owned, _ = plan_blocks(kept[1], prefix, version, pools, contains)
+        planned = contains[memo_key] = KeptPlan(kept[0], queue, owned)
+    return planned
+
+
+def take_kept_block(cache, bkey: str, akey: str | None, prefix: str, node: str, need: int, hstate: "HandleState",
+                    reserved) -> TakenBlock | None:
+    """Up to ``need`` ordinals assigned in the block kept for ``bkey`` (taken out of the cache: the
+    landed commit puts it back). None when nothing is kept, the block is not ``node``'s (``akey``, its
+    affinity key, given), it gave nothing, or it fills and its affinity's hint is not kept: the
+    caller reads."""
+    newest = cache.take(bkey)
+    if newest is None or (akey and newest[1].affinity != host_affinity(node)):
+        return None
+    block = newest[1]
+    ords = block.auto_assign(need, hstate.handle, hstate.block_attrs(), reserved_in(block, reserved))
+    # The affinity record matters only if the block fills now (its hint must say so): a block in the
+    # plan's queue is one whose hint says it has room.
+    arec = cache.affinity(akey, prefix) if akey and not block.unallocated else None
+    if not ords or (akey and arec is None and not block.unallocated):
+        return None
+    return TakenBlock(StoredBlock(block, newest[0]), ords, arec)
+
+
+def assignment_ops(bkey: str, stored: StoredBlock, count: int, hstate: "HandleState", arec) -> tuple[list, bytes]:
+    """The writes of ``count`` addresses just assigned in ``stored``'s block: the block on the revision
+    it was planned from, the handle, and (``arec``: the block's affinity record) the full-hint when it
+    changes. Returns (ops, the handle value written)."""
+    block = stored.block
+    block.sequence_number += 1
+    hops, hvalue = hstate.op(block.cidr_text, count)
+    hint = affinity_hint_op(arec, block)
+    return [Update(bkey, block.to_json(), stored.revision), *hops, *([hint] if hint else [])], hvalue
+
+
+class KeptPlanStale(Exception):
+    """Internal: the commit planned on kept values lost its race; the caller hands over to
+    ``FamilyAssigner(raced=True)``, whose first read takes the fences and the handle."""
+
+
+def assign_kept(svc, snap, req, version: int, num: int, requested: tuple, hstate: "HandleState"):
+    """The steady state: ``num`` addresses of one family from the first block of the node's kept plan
+    (the block ``FamilyAssigner`` would try first, by the same memo), decided on kept values alone
+    (no read) and landed in one commit fenced like every assignment. Returns the addresses, or None
+    when no kept plan applies or the block cannot give all of them; raises ``KeptPlanStale`` when
+    the commit lost its race. Either way the caller then runs ``FamilyAssigner``, which decides on
+    fresh reads: this is the first attempt of that same decision, handed over instead of retried."""
+    memo = snap.memo
+    choice = memo.get(choice_key(req, version, requested)) if memo is not None else None
+    if choice is None:
+        return None
+    cache, prefix = svc.cache, keys.affinity_prefix(req.node, version)
+    kept = cache.affinities(prefix)
+    queue = kept_plan(choice.contains, prefix, version, choice.pools, kept).queue if kept is not None else None
+    if not queue:
+        return None
+    suffix = queue[0][1]
+    bkey = keys.block_prefix(version) + suffix
+    taken = take_kept_block(cache, bkey, prefix + suffix, prefix, req.node, num, hstate, snap.reserved)
+    if taken is None or len(taken.ordinals) < num:  # a block taken and changed is not put back: read next
+        return None
+    stored, ords = taken.stored, taken.ordinals
+    ops, hvalue = assignment_ops(bkey, stored, num, hstate, taken.affinity)
+    ops += snap.fence_ops(req.node)
+
+    def landed(revision: int) -> None:
+        cache.committed(ops, revision, {bkey: stored.block})
+        hstate.landed(hvalue, revision)
+
+    def attempt(n: int) -> Plan:
+        if n:
+            raise KeptPlanStale()
+        return Plan(ops, True, landed, lambda: cache.forget(ops))
+
+    run_cas(svc.store, attempt, "assign from a kept block")
+    return [stored.block.interface(o) for o in ords]
+
+
+class HandleState:
+    """What one request knows of its handle's record, shared by its families and blocks.
+
+    Until the request has read or written the record it is taken to be absent: the first commit
+    Creates it without a read. If it exists after all, that Create fails like a lost race and the
+    retry reads it (issue 5: the handle costs no round trip of its own)."""
+
+    def __init__(self, handle: str | None, attrs=None) -> None:
+        self.handle, self.attrs = handle, attrs
+        self.key = keys.handle_key(handle) if handle is not None else None
+        self.record: Record | None = None  # as last read or written by this request
+
+    def block_attrs(self) -> dict | None:
+        """What this request's block entries carry (None: the handle record holds the attributes)."""
+        return entry_attrs(self.handle, self.record, self.attrs)
+
+    def keys(self, fresh: bool) -> list[str]:
+        return [self.key] if fresh and self.key is not None else []
+
+    def seen(self, records: dict) -> None:
+        if self.key is not None:
+            self.record = records.get(self.key)
+
+    def op(self, cidr: str, count: int) -> tuple[list, bytes | None]:
+        if self.key is None:
+            return [], None
+        if self.record is None:  # every assignment's first commit: the record is created
+            value = new_handle_value(cidr, count, self.attrs)
+            return [Create(self.key, value)], value
+        op, value = handle_op(self.key, self.record, {cidr: count}, self.attrs)
+        return ([op] if op is not None else []), value
+
+    def landed(self, value: bytes | None, revision: int) -> None:
+        if self.key is not None and value is not None:
+            self.record = Record(self.key, value, revision)
