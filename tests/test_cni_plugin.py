@@ -245,6 +245,17 @@ def test_dual_stack_v4_first(url, svc):
     assert sorted(str(a.ip) for a in allocations(svc, "net1.")) == sorted([str(v4), str(v6)])
 
 
+def test_dual_stack_check_and_del(url, svc):
+    """CHECK and DEL of a dual-stack container list and free both of its addresses (the handle holds an
+    IPv4 and an IPv6 address, which ipaddress will not compare with each other)."""
+    c = conf(url, "1.1.0", assign_ipv6="true")
+    res = ok(call("ADD", c, cid="d1"))
+    assert ok(call("CHECK", dict(c, prevResult=res), cid="d1")) is None
+    assert ok(call("DEL", c, cid="d1")) is None
+    assert allocations(svc, "net1.") == []
+    assert ok(call("DEL", c, cid="d1")) is None  # idempotent
+
+
 def test_dual_stack_is_atomic_when_ipv6_fails(url, svc):
     c = conf(url, assign_ipv6=True, ipv6_pools=["tiny-v6"])
     for i in range(4):
