@@ -228,6 +228,28 @@ def test_inconsistent_records_found_by_the_service_are_problems(seed, raw):
     assert "  handle h counts" in r.out
 
 
+def test_a_damaged_block_is_a_problem_not_a_traceback(seed, raw):
+    """Records only a bug or a crash could leave: a block whose ordinals are not each either allocated
+    or free exactly once (a lost ordinal would never be handed out again; one in both lists could be
+    handed out twice), or whose allocation names no attribute entry."""
+    assign(seed, "--node", "kube-node-0", "--handle", "h", "--ipv4", "3")
+    key = keys.block_key(__import__("ipaddress").ip_network("192.168.0.64/26"))
+    rec = raw.get(key)
+    doc = json.loads(rec.value)
+    assert doc["allocations"][:4] == [0, 0, 0, None] and doc["unallocated"][:2] == [3, 4]
+    doc["unallocated"] = [0, 4, *doc["unallocated"][2:], 5, 99]  # 0 also allocated, 3 lost, 5 twice, 99 outside
+    doc["allocations"][2] = 7  # no entry 7
+    raw.update(key, json.dumps(doc).encode(), rec.revision)
+    r = seed("ipam", "check", "--show-problem-ips")
+    assert r.code == 4 and "Traceback" not in r.err, r.err
+    for text in ("ordinal 3 is neither allocated nor free", "ordinal 0 is allocated and also in the free list",
+                 "ordinal 5 is in the free list more than once", "ordinal 99 is in the free list but not in the block",
+                 "ordinal 2 is allocated to an attribute entry that does not exist"):
+        assert f"  block 192.168.0.64/26: {text}\n" in r.out
+    assert "  handle h counts {'192.168.0.64/26': 3} but blocks hold {'192.168.0.64/26': 2}\n" in r.out
+    assert "Found 6 records that disagree with the blocks.\n" in r.out
+
+
 @pytest.mark.parametrize("content,message", [
     (None, "cannot read report"),
     ("{not json", "is not valid JSON"),

@@ -30,7 +30,8 @@ from collections import Counter
 from topoipam.errors import EXIT_CHECK_PROBLEMS, TopoipamError, ValidationError
 
 TOP_NODES = 20
-_SERVICE_KINDS = ("affinity-without-block", "block-without-affinity-record", "summary-mismatch")
+_SERVICE_KINDS = ("affinity-without-block", "block-without-affinity-record", "summary-mismatch",
+                  "block-inconsistent")
 
 
 def register(sub) -> None:

@@ -117,17 +117,23 @@ class Block:
         return iface
 
     # -- queries ------------------------------------------------------------------
-    def handle_of(self, ordinal: int) -> str | None:
+    def _entry(self, ordinal: int) -> dict:
+        """The attribute entry of an allocated ordinal ({} if free, or if its index names no entry: a
+        damaged block, which ``ipam check`` reports as such, reads as holding no handle there)."""
         idx = self.allocations[ordinal]
-        return None if idx is None else self.attributes[idx].get("handle_id")
+        if type(idx) is not int or not 0 <= idx < len(self.attributes):
+            return {}
+        return self.attributes[idx]
+
+    def handle_of(self, ordinal: int) -> str | None:
+        return self._entry(ordinal).get("handle_id")
 
     def attrs_of(self, ordinal: int, on_handle: Mapping[str, Mapping[str, str]] | None = None) -> dict:
         """The allocation's attributes: its entry's own ``secondary``; an entry without one has those
         its handle record carries (``on_handle``: handle -> attributes, see ``_attribute_index``)."""
-        idx = self.allocations[ordinal]
-        if idx is None:
+        entry = self._entry(ordinal)
+        if not entry:
             return {}
-        entry = self.attributes[idx]
         if "secondary" in entry:
             return dict(entry["secondary"] or {})
         return dict((on_handle or {}).get(entry.get("handle_id"), {}))

@@ -18,7 +18,7 @@ from topoipam.ipam.blocks import candidate_keys, handle_attrs, load_block
 from topoipam.ipam.leaks import handle_records
 
 PROBLEM_KINDS = ("handle-without-address", "address-without-handle", "outside-pools", "node-missing",
-                 "affinity-without-block", "block-without-affinity-record", "summary-mismatch")
+                 "affinity-without-block", "block-without-affinity-record", "summary-mismatch", "block-inconsistent")
 INFO_KINDS = ("borrowed",)
 
 
@@ -174,8 +174,11 @@ def check(store, snap, blocks=None, handles=None) -> CheckReport:
                 add(Finding("block-without-affinity-record", f"block {b.cidr} is affine to {node} "
                             f"but the affinity record {akey} is missing"))
             affinities.discard(akey)
+        dangling = _check_block(b, add)
         in_pool = pool_containing(snap.pools, b.cidr) is not None
         for o in b.allocated_ordinals():
+            if o in dangling:
+                continue
             report.allocations += 1
             _check_allocation(b, o, node, in_pool, handles, on_handle, seen_counts, snap, add)
     for akey in sorted(affinities):
@@ -201,6 +204,35 @@ def _check_allocation(b, o, node, in_pool, handles, on_handle, seen_counts, snap
     if attrs.get("node") and node and attrs["node"] != node:
         add(Finding("borrowed", f"{ip} of node {attrs['node']} is borrowed from block {b.cidr} affine to {node}",
                     ip, handle))
+
+
+def _check_block(b, add) -> set[int]:
+    """A block must account for each of its ordinals exactly once: allocated (to an attribute entry
+    that exists) or in the free list. An ordinal in neither is lost for good (nothing would ever
+    hand it out or release it); one in both could be handed out twice. Returns the allocated
+    ordinals whose attribute entry does not exist (the other checks skip them)."""
+    allocated, free, seen, twice = set(b.allocated_ordinals()), set(), set(), set()
+    for o in b.unallocated:
+        (twice if o in seen else seen).add(o)
+    free = seen
+    dangling = {o for o in allocated
+                if type(b.allocations[o]) is not int or not 0 <= b.allocations[o] < len(b.attributes)}
+    for ordinals, text in ((set(range(b.size)) - allocated - free, "neither allocated nor free"),
+                           (allocated & free, "allocated and also in the free list"),
+                           (twice, "in the free list more than once"),
+                           ({o for o in free if type(o) is not int or not 0 <= o < b.size},
+                            "in the free list but not in the block"),
+                           (dangling, "allocated to an attribute entry that does not exist")):
+        if ordinals:
+            add(Finding("block-inconsistent", f"block {b.cidr}: {_ordinals(ordinals)} {text}"))
+    return dangling
+
+
+def _ordinals(ordinals) -> str:
+    """``ordinal 3 is`` / ``ordinals 3, 4 and 9 more are``."""
+    listed = sorted(ordinals, key=lambda o: (type(o) is not int, o if type(o) is int else str(o)))
+    shown = ", ".join(map(str, listed[:8])) + (f" and {len(listed) - 8} more" if len(listed) > 8 else "")
+    return f"ordinals {shown} are" if len(listed) > 1 else f"ordinal {shown} is"
 
 
 def _check_handles(handles, seen_counts, add) -> None:
