@@ -11,6 +11,9 @@ need_apt=()
 [ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)
 command -v ip >/dev/null || need_apt+=(iproute2)
 [ -x /usr/bin/time ] || need_apt+=(time)  # GNU time: peak RSS in bench/cni_bench.py
+PY=${PYTHON:-python3}
+# Debian splits venv's pip bootstrap out of python3: without it `python3 -m venv` fails.
+[ -x .venv/bin/python ] || "$PY" -c "import ensurepip" 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
@@ -21,7 +24,6 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
-PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi

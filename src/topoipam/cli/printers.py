@@ -137,16 +137,14 @@ def render(kind: str, resources: Sequence, output: str, *, listing: bool) -> str
         if listing:
             return table(kind, resources, output == "wide")
         return "".join(table(kind, [r], output == "wide") for r in resources)
+    from topoipam.model import codec
     from topoipam.model.storage import resource_to_dict
 
-    items = [resource_to_dict(r) for r in resources]
     if listing:
-        obj: object = {"kind": f"{kind}List", "apiVersion": "projectcalico.org/v3", "metadata": {}, "items": items}
-    elif len(items) == 1:
-        obj = items[0]
+        obj: object = codec.list_to_dict(kind, resources)
     else:
-        obj = items
-    from topoipam.model import codec
+        items = [resource_to_dict(r) for r in resources]
+        obj = items[0] if len(items) == 1 else items
 
     if output == "yaml":
         return codec.dumps_yaml(obj)

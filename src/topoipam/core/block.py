@@ -117,7 +117,7 @@ class Block:
         return iface
 
     # -- queries ------------------------------------------------------------------
-    def _entry(self, ordinal: int) -> dict:
+    def entry(self, ordinal: int) -> dict:
         """The attribute entry of an allocated ordinal ({} if free, or if its index names no entry: a
         damaged block, which ``ipam check`` reports as such, reads as holding no handle there)."""
         idx = self.allocations[ordinal]
@@ -126,12 +126,12 @@ class Block:
         return self.attributes[idx]
 
     def handle_of(self, ordinal: int) -> str | None:
-        return self._entry(ordinal).get("handle_id")
+        return self.entry(ordinal).get("handle_id")
 
     def attrs_of(self, ordinal: int, on_handle: Mapping[str, Mapping[str, str]] | None = None) -> dict:
         """The allocation's attributes: its entry's own ``secondary``; an entry without one has those
         its handle record carries (``on_handle``: handle -> attributes, see ``_attribute_index``)."""
-        entry = self._entry(ordinal)
+        entry = self.entry(ordinal)
         if not entry:
             return {}
         if "secondary" in entry:

@@ -123,7 +123,7 @@ def allocation_of(store, ip) -> Allocation | None:
             o = b.ordinal(ip)
             if b.allocations[o] is None:
                 return None
-            handle, entry = b.handle_of(o), b.attributes[b.allocations[o]]
+            handle, entry = b.handle_of(o), b.entry(o)
             on_handle = {} if handle is None or "secondary" in entry else \
                 {handle: handle_attrs(store.get(keys.handle_key(handle)))}
             return Allocation(b.interface(o), handle, b.attrs_of(o, on_handle), b.cidr, affinity_node(b.affinity),
@@ -211,10 +211,9 @@ def _check_block(b, add) -> set[int]:
     that exists) or in the free list. An ordinal in neither is lost for good (nothing would ever
     hand it out or release it); one in both could be handed out twice. Returns the allocated
     ordinals whose attribute entry does not exist (the other checks skip them)."""
-    allocated, free, seen, twice = set(b.allocated_ordinals()), set(), set(), set()
+    allocated, free, twice = set(b.allocated_ordinals()), set(), set()
     for o in b.unallocated:
-        (twice if o in seen else seen).add(o)
-    free = seen
+        (twice if o in free else free).add(o)
     dangling = {o for o in allocated
                 if type(b.allocations[o]) is not int or not 0 <= b.allocations[o] < len(b.attributes)}
     for ordinals, text in ((set(range(b.size)) - allocated - free, "neither allocated nor free"),
