@@ -174,13 +174,13 @@ def test_update_load_balancer_use_cannot_change_and_is_returned_alone():
 def test_bad_node_selector_uses_tag_form():
     assert message(pool(node_selector="b == b")) == (
         "error with field NodeSelector = 'b == b' (Reason: failed to validate Field: NodeSelector "
-        "because of Tag: selector )")
+        "because of Tag: selector ): expected string at character 6")
 
 
 def test_bad_namespace_selector_uses_tag_form():
     assert message(pool(namespace_selector="x ==", allowed_uses=["Workload"])) == (
         "error with field NamespaceSelector = 'x ==' (Reason: failed to validate Field: NamespaceSelector "
-        "because of Tag: selector )")
+        "because of Tag: selector ): expected string at character 5")
 
 
 def test_struct_rules_run_only_after_client_rules_pass():

@@ -70,7 +70,10 @@ class ValidationError(TopoipamError, ValueError):
 
 
 class SelectorError(ValidationError):
-    """A selector does not parse; the message is Calico's parser text."""
+    """A selector does not parse; the message is Calico's parser text. ``position``: the 0-based index in
+    the selector text where parsing stopped (None when not known)."""
+
+    position: int | None = None
 
 
 class NotInPoolError(ValidationError):

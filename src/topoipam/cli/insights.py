@@ -204,12 +204,27 @@ def run_headroom(args, ctx) -> int:
         return 0
     from topoipam.cli.tables import render
 
-    rows = [[d.domain, f"IPv{d.version}", ", ".join(d.nodes), ", ".join(d.pools) or "-", str(d.total), str(d.in_use),
+    rows = [[d.domain, f"IPv{d.version}", _domain_nodes(args.by, d), ", ".join(d.pools) or "-", str(d.total), str(d.in_use),
              str(d.free), str(d.blocks_claimed), str(d.blocks_unclaimed), str(d.fit), _days(d)]
             for d in report.domains]
     ctx.out.write(render([args.by.upper(), "FAMILY", "NODES", "POOLS", "IPS TOTAL", "IPS IN USE", "IPS FREE",
                           "BLOCKS CLAIMED", "BLOCKS UNCLAIMED", "WORKLOADS FIT", "EXHAUSTED IN"], rows))
     return 0
+
+
+def _domain_nodes(label: str, d) -> str:
+    if d.shared_by:  # a shared pool's unheld part: any node of these domains may take it
+        return "any node with " + " or ".join(f"{label}={v}" for v in d.shared_by)
+    return ", ".join(d.nodes)
+
+
+def _pool_domain(pool) -> str:
+    """The one ``domain`` label of a pool's series, so that summing them by domain counts no address twice."""
+    from topoipam.ipam.insights import shared_row_name
+
+    if len(pool.domains) > 1:
+        return shared_row_name(pool.pool)
+    return pool.domains[0] if pool.domains else "<none selected>"
 
 
 def prometheus_text(report) -> str:
@@ -240,11 +255,10 @@ def prometheus_text(report) -> str:
                            "addresses_free": "Addresses assignable (claimed and unclaimed blocks)"},
                   ["pool", "label", "domain", "family"])
     for p in report.pools:
-        for domain in p.domains or ["<none selected>"]:
-            labels = (p.pool, report.label, domain, str(p.version))
-            pool["addresses_total"].labels(*labels).set(p.total)
-            pool["addresses_in_use"].labels(*labels).set(p.in_use)
-            pool["addresses_free"].labels(*labels).set(p.free)
+        labels = (p.pool, report.label, _pool_domain(p), str(p.version))
+        pool["addresses_total"].labels(*labels).set(p.total)
+        pool["addresses_in_use"].labels(*labels).set(p.in_use)
+        pool["addresses_free"].labels(*labels).set(p.free)
     node = gauges("node", {"affine_blocks": "Blocks affine to the node",
                            "addresses_in_use": "Addresses allocated in the node's affine blocks",
                            "addresses_free": "Free addresses in the node's affine blocks"},

@@ -17,6 +17,8 @@ import argparse
 from topoipam.errors import NotFoundError, TopoipamError, ValidationError
 
 INT32_MAX = 2**31 - 1
+# calicoctl's columns less its IPS COOLING (Calico's reuse delay for released addresses; topoipam has none)
+SHOW_HEADERS = ["GROUPING", "CIDR", "IPS TOTAL", "IPS IN USE", "IPS RESERVED", "IPS FREE"]
 
 
 def register(subparsers) -> None:
@@ -100,6 +102,9 @@ def _register_assign(sub) -> None:
                    "against pools' namespace selectors as a namespace without labels)")
     p.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE",
                    help="attribute recorded with the addresses (e.g. pod=web-1); repeatable")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="when fewer addresses are free than asked for, keep and print those assigned (the "
+                        "shortfall goes to stderr, exit 0); without it such a request keeps nothing (exit 1)")
     p.set_defaults(run=run_assign)
 
 
@@ -133,8 +138,12 @@ def pct_cell(n: int, capacity: int) -> str:
     return f"{float(n):.5g} ({100 * n / capacity:.0f}%)"
 
 
-def usage_row(kind: str, cidr, capacity: int, in_use: int) -> list[str]:
-    return [kind, str(cidr), f"{float(capacity):.5g}", pct_cell(in_use, capacity), pct_cell(capacity - in_use, capacity)]
+def usage_row(kind: str, cidr, usage) -> list[str]:
+    """One row of ``ipam show``: Calico's IPS RESERVED between IN USE and FREE. An address allocated before
+    it was reserved counts in both IN USE and RESERVED (as in Calico), so the percentages may pass 100."""
+    size = usage.size
+    return [kind, str(cidr), f"{float(size):.5g}", pct_cell(usage.in_use, size), pct_cell(usage.reserved, size),
+            pct_cell(usage.free, size)]
 
 
 def run_show(args, ctx) -> int:
@@ -150,12 +159,12 @@ def run_show(args, ctx) -> int:
     blocks = svc.block_usage()
     rows = []
     for pool in svc.pool_usage():
-        rows.append(usage_row("IP Pool", pool.cidr, pool.size, pool.in_use))
+        rows.append(usage_row("IP Pool", pool.cidr, pool))
         if args.show_blocks:
-            rows += [usage_row("Block", b.cidr, b.size, b.in_use) for b in blocks if b.pool == pool.name]
+            rows += [usage_row("Block", b.cidr, b) for b in blocks if b.pool == pool.name]
     if args.show_blocks:  # calicoctl's hidden "orphaned allocation blocks" pool: block rows only
-        rows += [usage_row("Block", b.cidr, b.size, b.in_use) for b in blocks if b.pool is None]
-    ctx.out.write(render(["GROUPING", "CIDR", "IPS TOTAL", "IPS IN USE", "IPS FREE"], rows))
+        rows += [usage_row("Block", b.cidr, b) for b in blocks if b.pool is None]
+    ctx.out.write(render(SHOW_HEADERS, rows))
     return 0
 
 
@@ -364,7 +373,7 @@ def run_assign(args, ctx) -> int:
         if args.ipv4 is not None or args.ipv6 or args.pool:
             raise ValidationError("--ip assigns exactly one address: it cannot be combined with --ipv4, --ipv6 "
                                   "or --pool")
-        addresses = [svc.assign_ip(parse_ip(args.ip), handle, attrs, args.node)]
+        addresses, notes = [svc.assign_ip(parse_ip(args.ip), handle, attrs, args.node)], []
     else:
         num4 = args.ipv4 if args.ipv4 is not None else (0 if args.ipv6 else 1)
         if num4 == 0 and args.ipv6 == 0:
@@ -373,12 +382,31 @@ def run_assign(args, ctx) -> int:
         if pools4 and not num4 or pools6 and not args.ipv6:
             family = 4 if pools4 and not num4 else 6
             raise ValidationError(f"--pool names IPv{family} pools but no IPv{family} address is asked for")
-        res = svc.auto_assign(AssignRequest(node=args.node, handle=handle, num4=num4, num6=args.ipv6,
-                                            pools4=tuple(pools4), pools6=tuple(pools6), namespace=args.namespace,
-                                            attrs=attrs))
-        addresses = list(res.ipv4) + list(res.ipv6)
+        req = AssignRequest(node=args.node, handle=handle, num4=num4, num6=args.ipv6, pools4=tuple(pools4),
+                            pools6=tuple(pools6), namespace=args.namespace, attrs=attrs,
+                            allow_partial=args.allow_partial)
+        res = _auto_assign(svc, req)
+        addresses, notes = list(res.ipv4) + list(res.ipv6), res.messages
     for a in addresses:
         print(a.ip if hasattr(a, "ip") else a, file=ctx.out)
-    if generated:
+    for note in notes:
+        print(note, file=ctx.err)  # --allow-partial's shortfall: Calico's "Assigned <n> out of <m> ..." text
+    if generated and addresses:
         print(f"Handle ID: {handle}", file=ctx.err)
     return 0
+
+
+def _auto_assign(svc, req):
+    """``svc.auto_assign``; a shortfall without --allow-partial says that nothing was kept. The library's
+    text is Calico's PartialFulfillmentError ("Assigned 256 out of 257 ..."), which counts what was
+    assigned before the request was undone: true, but read alone it suggests 256 addresses are held."""
+    from topoipam.errors import AllocationError
+
+    try:
+        return svc.auto_assign(req)
+    except AllocationError as err:
+        if err.message.startswith("Assigned "):
+            wanted = " and ".join(f"{n} IPv{v}" for v, n in ((4, req.num4), (6, req.num6)) if n)
+            err.message = (f"could not assign {wanted} address(es), so none was kept (every address this "
+                           f"request had taken was released; --allow-partial keeps them): {err.message}")
+        raise

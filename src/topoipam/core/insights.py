@@ -42,10 +42,7 @@ def unclaimed(pool_net, block_size: int, claimed: Iterable, reserved: Sequence) 
     total_blocks = blockgen.num_blocks(pool_net, block_size)
     per_block = 1 << (pool_net.max_prefixlen - block_size)
     free = (total_blocks - len(claimed)) * per_block
-    same = [r for r in reserved if r.version == pool_net.version and r.overlaps(pool_net)]
-    for r in ipaddress.collapse_addresses(same):
-        lo = max(int(r.network_address), int(pool_net.network_address))
-        hi = min(int(r.broadcast_address), int(pool_net.broadcast_address))
+    for lo, hi in reserved_ranges(pool_net, reserved):
         covered = hi - lo + 1
         for b in claimed:
             blo, bhi = max(lo, int(b.network_address)), min(hi, int(b.broadcast_address))
@@ -53,6 +50,19 @@ def unclaimed(pool_net, block_size: int, claimed: Iterable, reserved: Sequence) 
                 covered -= bhi - blo + 1
         free -= covered
     return Unclaimed(total_blocks - len(claimed), max(free, 0))
+
+
+def reserved_ranges(net, reserved: Sequence) -> list[tuple[int, int]]:
+    """The reserved networks merged and clipped to ``net``, as inclusive (first, last) integers."""
+    same = [r for r in reserved if r.version == net.version and r.overlaps(net)]
+    lo_net, hi_net = int(net.network_address), int(net.broadcast_address)
+    return [(max(int(r.network_address), lo_net), min(int(r.broadcast_address), hi_net))
+            for r in ipaddress.collapse_addresses(same)]
+
+
+def reserved_count(net, reserved: Sequence) -> int:
+    """How many addresses of ``net`` an IPReservation covers (overlapping reservations counted once)."""
+    return sum(hi - lo + 1 for lo, hi in reserved_ranges(net, reserved))
 
 
 @dataclass

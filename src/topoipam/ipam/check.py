@@ -10,7 +10,8 @@ from __future__ import annotations
 from topoipam.structs import dataclass, field
 from collections.abc import Iterator
 
-from topoipam.core.block import affinity_node
+from topoipam.core.block import affinity_node, reserved_ordinals
+from topoipam.core.insights import reserved_count
 from topoipam.core.pools import pool_containing
 from topoipam.core.summary import Chunk, chunk_of, global_block_index
 from topoipam.ipam import keys
@@ -40,10 +41,13 @@ class BlockUsage:
     pool: str | None
     size: int
     in_use: int
+    reserved: int = 0  # addresses an IPReservation covers (Calico's IPS RESERVED)
+    reserved_in_use: int = 0  # of those, allocated anyway (allocated before the reservation was made)
 
     @property
     def free(self) -> int:
-        return self.size - self.in_use
+        """Assignable: neither allocated nor reserved (an address both is counted once)."""
+        return self.size - self.in_use - (self.reserved - self.reserved_in_use)
 
 
 @dataclass(frozen=True)
@@ -54,10 +58,13 @@ class PoolUsage:
     size: int  # addresses in the pool
     blocks: int  # blocks claimed
     in_use: int
+    reserved: int = 0  # addresses of the pool an IPReservation covers, claimed blocks or not
+    reserved_in_use: int = 0
 
     @property
     def free(self) -> int:
-        return self.size - self.in_use
+        """Assignable: neither allocated nor reserved (an address both is counted once)."""
+        return self.size - self.in_use - (self.reserved - self.reserved_in_use)
 
 
 @dataclass(frozen=True)
@@ -132,22 +139,25 @@ def allocation_of(store, ip) -> Allocation | None:
 
 
 def block_usage(store, snap, blocks=None) -> list[BlockUsage]:
+    reserved = snap.reserved
     out = []
     for stored in iter_blocks(store) if blocks is None else blocks:
         b = stored.block
         pool = pool_containing(snap.pools, b.cidr)
+        held = reserved_ordinals(b.cidr, reserved) if reserved else frozenset()
         out.append(BlockUsage(b.cidr, b.affinity, affinity_node(b.affinity), pool.name if pool else None,
-                              b.size, b.in_use))
+                              b.size, b.in_use, len(held), len(held.intersection(b.allocated_ordinals()))))
     return out
 
 
-def pool_usage(store, snap) -> list[PoolUsage]:
-    blocks = block_usage(store, snap)
+def pool_usage(store, snap, blocks: list[BlockUsage] | None = None) -> list[PoolUsage]:
+    blocks = block_usage(store, snap) if blocks is None else blocks
     out = []
     for p in snap.pools:
         mine = [u for u in blocks if u.pool == p.name]
         out.append(PoolUsage(p.name, p.spec.cidr, p.spec.disabled, p.network.num_addresses, len(mine),
-                             sum(u.in_use for u in mine)))
+                             sum(u.in_use for u in mine), reserved_count(p.network, snap.reserved),
+                             sum(u.reserved_in_use for u in mine)))
     return out
 
 

@@ -322,6 +322,10 @@ def _next_block(world: World, node: str, chosen, version: int) -> NextBlock:
 
 @dataclass
 class DomainHeadroom:
+    """One domain's space, or (``shared_by`` set) the part of one pool that several domains draw on.
+    No address is counted in two rows: a domain counts the whole of the pools only it uses, and of a
+    pool it shares only the blocks affine to its own nodes; the rest of a shared pool (its unclaimed
+    blocks, and blocks affine to no node of those domains) is the row ``<shared:POOL>``."""
     domain: str
     version: int
     nodes: list[str]
@@ -331,9 +335,10 @@ class DomainHeadroom:
     free: int  # assignable now: free in claimed blocks + in unclaimed blocks (reservations excluded)
     blocks_claimed: int
     blocks_unclaimed: int
-    fit: int  # more single-address workloads the domain's nodes can get
+    fit: int  # more single-address workloads the domain's nodes can get from the space of this row
     rate_per_day: float | None = None
     days_left: float | None = None
+    shared_by: list[str] = field(default_factory=list)  # a shared row: the domains that draw on it
 
 
 @dataclass
@@ -367,6 +372,11 @@ class HeadroomReport:
     pools: list[PoolHeadroom]
 
 
+def shared_row_name(pool: str) -> str:
+    """The domain text of a shared pool's row; ``<`` is no label character, so it names no real domain."""
+    return f"<shared:{pool}>"
+
+
 def headroom(store, label: str, now: float, family: int | None = None) -> HeadroomReport:
     world = World(store, now)
     report = HeadroomReport(label, [], [], [])
@@ -375,21 +385,26 @@ def headroom(store, label: str, now: float, family: int | None = None) -> Headro
         domains.setdefault(n.labels.get(label, NO_DOMAIN), []).append(n)
     times = _allocation_times(world)
     for version in world.families(family):
-        pool_domains: dict[str, set] = {}
-        for value in sorted(domains):
-            nodes = domains[value]
-            pools = _domain_pools(world, nodes, version)
+        chosen = {value: _domain_pools(world, domains[value], version) for value in sorted(domains)}
+        pool_domains: dict[str, list] = {}
+        for value, pools in chosen.items():
             for p in pools:
-                pool_domains.setdefault(p.name, set()).add(value)
-            report.domains.append(_domain(world, value, version, nodes, pools, times, now))
+                pool_domains.setdefault(p.name, []).append(value)
+        shared = {name for name, users in pool_domains.items() if len(users) > 1}
+        for value, pools in chosen.items():
+            nodes = domains[value]
+            report.domains.append(_domain(world, value, version, nodes, pools, shared, times))
             for n in nodes:
                 mine = [b for b in world.node_blocks.get(n.name, ()) if b.cidr.version == version]
                 report.nodes.append(NodeHeadroom(n.name, value, version, len(mine), sum(b.in_use for b in mine),
                                                  sum(world.free(b) for b in mine)))
         for p in world.pools:
+            if p.name in shared and p.version == version:
+                users = pool_domains[p.name]
+                report.domains.append(_shared(world, p, users, [n for u in users for n in domains[u]], times))
             if p.version == version:
                 blocks, un = world.pool_blocks[p.name], world.unclaimed(p)
-                report.pools.append(PoolHeadroom(p.name, version, p.spec.cidr, sorted(pool_domains.get(p.name, ())),
+                report.pools.append(PoolHeadroom(p.name, version, p.spec.cidr, pool_domains.get(p.name, []),
                                                  p.network.num_addresses, sum(b.in_use for b in blocks),
                                                  sum(world.free(b) for b in blocks) + un.addresses, len(blocks),
                                                  un.blocks))
@@ -403,32 +418,53 @@ def _domain_pools(world: World, nodes, version: int) -> list:
     return [p for p in world.pools if p.name in names]
 
 
-def _domain(world: World, value: str, version: int, nodes, pools, times, now: float) -> DomainHeadroom:
-    names = {n.name for n in nodes}
-    blocks = [b for p in pools for b in world.pool_blocks[p.name]]
-    unclaimed = [world.unclaimed(p) for p in pools]
-    free = sum(world.free(b) for b in blocks) + sum(u.addresses for u in unclaimed)
-    cfg = world.config
-    fit = sum(world.free(b) for b in blocks if affinity_node(b.affinity) in names or not cfg.strict_affinity)
-    fit += sum(u.addresses for u in unclaimed) if cfg.auto_allocate_blocks else 0
-    d = DomainHeadroom(value, version, sorted(names), [p.name for p in pools], sum(p.network.num_addresses for p in pools),
-                       sum(b.in_use for b in blocks), free, len(blocks), sum(u.blocks for u in unclaimed), fit)
-    held = [t for p in pools for t in times.get(p.name, ())] if pools else []
-    fc = core.forecast(held, fit, now)
+def _space(world: World, row: DomainHeadroom, blocks, unclaimed, usable, times) -> DomainHeadroom:
+    """Fill ``row`` from its claimed ``blocks`` (``usable``: those its nodes may assign from) and the
+    pools whose unclaimed space it holds; the forecast from the allocation times in those blocks."""
+    row.in_use = sum(b.in_use for b in blocks)
+    row.free = sum(world.free(b) for b in blocks) + sum(u.addresses for u in unclaimed)
+    row.blocks_claimed, row.blocks_unclaimed = len(blocks), sum(u.blocks for u in unclaimed)
+    row.fit = sum(world.free(b) for b in blocks if usable(b))
+    row.fit += sum(u.addresses for u in unclaimed) if world.config.auto_allocate_blocks else 0
+    fc = core.forecast([t for b in blocks for t in times.get(b.cidr, ())], row.fit, world.now)
     if fc is not None:
-        d.rate_per_day, d.days_left = fc.rate_per_day, fc.days_left
-    return d
+        row.rate_per_day, row.days_left = fc.rate_per_day, fc.days_left
+    return row
 
 
-def _allocation_times(world: World) -> dict[str, list[float]]:
-    """Pool name -> allocation times of the addresses it holds (the ``timestamp`` attribute the CNI
+def _domain(world: World, value: str, version: int, nodes, pools, shared, times) -> DomainHeadroom:
+    names = {n.name for n in nodes}
+    own = [p for p in pools if p.name not in shared]
+    blocks = [b for p in own for b in world.pool_blocks[p.name]]
+    mine_in_shared = [b for p in pools if p.name in shared for b in world.pool_blocks[p.name]
+                      if affinity_node(b.affinity) in names]
+    total = sum(p.network.num_addresses for p in own) + sum(b.cidr.num_addresses for b in mine_in_shared)
+    row = DomainHeadroom(value, version, sorted(names), [p.name for p in pools], total, 0, 0, 0, 0, 0)
+    strict = world.config.strict_affinity
+    return _space(world, row, blocks + mine_in_shared, [world.unclaimed(p) for p in own],
+                  lambda b: not strict or affinity_node(b.affinity) in names, times)
+
+
+def _shared(world: World, pool, users: list[str], nodes, times) -> DomainHeadroom:
+    """What of a shared ``pool`` no single domain holds: unclaimed blocks, blocks affine to no node of
+    ``users`` (none, or a node that is gone or in another domain). Any of ``users`` may take it."""
+    names = {n.name for n in nodes}
+    blocks = [b for b in world.pool_blocks[pool.name] if affinity_node(b.affinity) not in names]
+    total = pool.network.num_addresses - sum(b.cidr.num_addresses for b in world.pool_blocks[pool.name]
+                                             if affinity_node(b.affinity) in names)
+    row = DomainHeadroom(shared_row_name(pool.name), pool.version, sorted(names), [pool.name], total, 0, 0, 0, 0, 0,
+                         shared_by=list(users))
+    return _space(world, row, blocks, [world.unclaimed(pool)], lambda b: not world.config.strict_affinity, times)
+
+
+def _allocation_times(world: World) -> dict:
+    """Block network -> allocation times of the addresses it holds (the ``timestamp`` attribute the CNI
     plugin records, as Calico does)."""
-    out: dict[str, list[float]] = {}
+    out: dict = {}
     for b, o in world.held():
         t = core.parse_go_timestamp(world.attrs_of(b, o).get("timestamp", ""))
-        pool = pool_containing(world.pools, b.cidr) if t is not None else None
-        if pool is not None:
-            out.setdefault(pool.name, []).append(t)
+        if t is not None:
+            out.setdefault(b.cidr, []).append(t)
     return out
 
 

@@ -166,8 +166,10 @@ def _selector_errors(field: str, text: str) -> list[str]:
 
     try:
         parse(text)
-    except SelectorError:
-        return [_tag_error(field, text, "selector")]
+    except SelectorError as err:
+        # Calico's entry, then the parser's reason and where it stopped (Calico's entry names neither).
+        where = f" at character {err.position + 1}" if err.position is not None else ""
+        return [f"{_tag_error(field, text, 'selector')}: {err.message}{where}"]
     return []
 
 

@@ -20,15 +20,30 @@ Token = tuple[int, str]
 _COMPARE_OPS = {EQ: "==", NE: "!=", CONTAINS: "contains", STARTSWITH: "starts with", ENDSWITH: "ends with"}
 
 
+class _TokenError(SelectorError):
+    """A parser error at token ``index``; ``parse_tree`` turns it into a SelectorError at that token's offset."""
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
+
+
 def parse_tree(text: str) -> nodes.Node:
-    """The syntax tree of ``text``; an empty or blank selector is ``all()``."""
-    tokens = tokenize(text)
+    """The syntax tree of ``text``; an empty or blank selector is ``all()``. A SelectorError's
+    ``position`` is the index in ``text`` of the token (or character) where parsing stopped."""
+    offsets: list[int] = []
+    tokens = tokenize(text, offsets)
     if tokens[0][0] == EOF:
         return nodes.All()
-    node, pos = _or_expression(tokens, 0)
-    if tokens[pos][0] != EOF:
-        rest = " ".join(token_str(t) for t in tokens[pos:])
-        raise SelectorError(f"unexpected content at end of selector [{rest}]")
+    try:
+        node, pos = _or_expression(tokens, 0)
+        if tokens[pos][0] != EOF:
+            rest = " ".join(token_str(t) for t in tokens[pos:])
+            raise _TokenError(f"unexpected content at end of selector [{rest}]", pos)
+    except _TokenError as err:
+        plain = SelectorError(err.message)
+        plain.position = offsets[min(err.index, len(offsets) - 1)]
+        raise plain from None
     return node
 
 
@@ -67,10 +82,10 @@ def _operation(tokens: list[Token], pos: int) -> tuple[nodes.Node, int]:
     elif kind == LPAREN:
         node, pos = _or_expression(tokens, pos + 1)
         if tokens[pos][0] != RPAREN:
-            raise SelectorError("expected )")
+            raise _TokenError("expected )", pos)
         pos += 1
     else:
-        raise SelectorError(f"unexpected token: {token_str(tokens[pos])}")
+        raise _TokenError(f"unexpected token: {token_str(tokens[pos])}", pos)
     if not negated:
         return node, pos
     # "!(!x)" is x. Calico keeps both and prints "!!x", which re-parses to x
@@ -83,20 +98,20 @@ def _label_operation(tokens: list[Token], pos: int) -> tuple[nodes.Node, int]:
     """``label <op> "value"`` or ``label [not] in {...}``; ``pos`` is at the label."""
     if len(tokens) - pos < 3:
         # Calico counts the remaining tokens (EOF included) before looking at them.
-        raise SelectorError("unexpected end of string looking for op")
+        raise _TokenError("unexpected end of string looking for op", len(tokens) - 1)
     label = tokens[pos][1]
     op_kind = tokens[pos + 1][0]
     operand_kind, operand = tokens[pos + 2]
     if op_kind in _COMPARE_OPS:
         if operand_kind != STRING:
-            raise SelectorError("expected string")
+            raise _TokenError("expected string", pos + 2)
         return nodes.Compare(label, _COMPARE_OPS[op_kind], operand), pos + 3
     if op_kind == IN or op_kind == NOTIN:
         if operand_kind != LBRACE:
-            raise SelectorError("expected set literal")
+            raise _TokenError("expected set literal", pos + 2)
         values, pos = _set_literal(tokens, pos + 3)
         return nodes.InSet(label, op_kind == NOTIN, values), pos
-    raise SelectorError(f"expected == or != not: {token_str(tokens[pos + 1])}")
+    raise _TokenError(f"expected == or != not: {token_str(tokens[pos + 1])}", pos + 1)
 
 
 def _set_literal(tokens: list[Token], pos: int) -> tuple[list[str], int]:
@@ -109,5 +124,5 @@ def _set_literal(tokens: list[Token], pos: int) -> tuple[list[str], int]:
             break
         pos += 1
     if tokens[pos][0] != RBRACE:
-        raise SelectorError("expected }")
+        raise _TokenError("expected }", pos)
     return values, pos + 1

@@ -118,47 +118,63 @@ def _function_form(text: str, i: int) -> tuple[tuple[int, str], int] | None:
     return None
 
 
-def tokenize(text: str) -> list[tuple[int, str]]:
-    """Split ``text`` into tokens; raise SelectorError with Calico's text on bad input."""
+def tokenize(text: str, offsets: list[int] | None = None) -> list[tuple[int, str]]:
+    """Split ``text`` into tokens; raise SelectorError with Calico's text on bad input, its ``position``
+    at the start of the token that failed. ``offsets``, if given, gets each token's start index."""
     tokens: list[tuple[int, str]] = []
-    i, n = 0, len(text)
+    i = 0
     while True:
         i = _skip_space(text, i)
-        if i >= n:
-            tokens.append((EOF, ""))
+        if offsets is not None:
+            offsets.append(i)
+        try:
+            i = _next_token(text, i, tokens)
+        except SelectorError as err:
+            err.position = i
+            raise
+        if tokens[-1][0] == EOF:
             return tokens
-        c = text[i]
-        if c in _SINGLE:
-            tokens.append((_SINGLE[c], ""))
-            i += 1
-        elif c == '"' or c == "'":
-            # No escapes: the literal ends at the next quote of the same kind.
-            end = text.find(c, i + 1)
-            if end < 0:
-                raise SelectorError("unterminated string")
-            tokens.append((STRING, text[i + 1:end]))
-            i = end + 1
-        elif c in _DOUBLE:
-            pair, kind, message = _DOUBLE[c]
-            if not text.startswith(pair, i):
-                raise SelectorError(message)
-            tokens.append((kind, ""))
+
+
+def _next_token(text: str, i: int, tokens: list[tuple[int, str]]) -> int:
+    """Append the token starting at ``i`` (after spaces) to ``tokens``; the index after it."""
+    n = len(text)
+    if i >= n:
+        tokens.append((EOF, ""))
+        return i
+    c = text[i]
+    if c in _SINGLE:
+        tokens.append((_SINGLE[c], ""))
+        i += 1
+    elif c == '"' or c == "'":
+        # No escapes: the literal ends at the next quote of the same kind.
+        end = text.find(c, i + 1)
+        if end < 0:
+            raise SelectorError("unterminated string")
+        tokens.append((STRING, text[i + 1:end]))
+        i = end + 1
+    elif c in _DOUBLE:
+        pair, kind, message = _DOUBLE[c]
+        if not text.startswith(pair, i):
+            raise SelectorError(message)
+        tokens.append((kind, ""))
+        i += 2
+    elif c == "!":
+        if text.startswith("!=", i):
+            tokens.append((NE, ""))
             i += 2
-        elif c == "!":
-            if text.startswith("!=", i):
-                tokens.append((NE, ""))
-                i += 2
-            else:
-                tokens.append((NOT, ""))
-                i += 1
-        elif tokens and tokens[-1][0] == LABEL:
-            # Keywords are keywords only here, so "contains contains 'x'" is valid.
-            token, i = _operator_after_label(text, i, tokens[-1][1])
-            tokens.append(token)
         else:
-            found = _function_form(text, i)
-            if found is None:
-                ident, i = _cut_identifier(text, i)
-                found = (LABEL, ident), i
-            tokens.append(found[0])
-            i = found[1]
+            tokens.append((NOT, ""))
+            i += 1
+    elif tokens and tokens[-1][0] == LABEL:
+        # Keywords are keywords only here, so "contains contains 'x'" is valid.
+        token, i = _operator_after_label(text, i, tokens[-1][1])
+        tokens.append(token)
+    else:
+        found = _function_form(text, i)
+        if found is None:
+            ident, i = _cut_identifier(text, i)
+            found = (LABEL, ident), i
+        tokens.append(found[0])
+        i = found[1]
+    return i
