@@ -11,6 +11,7 @@ need_apt=()
 [ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)
 command -v ip >/dev/null || need_apt+=(iproute2)
 [ -x /usr/bin/time ] || need_apt+=(time)  # GNU time: peak RSS in bench/cni_bench.py
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)  # headless screenshots of `ipam map` (tests/test_map.py, bench/map_bench.py)
 PY=${PYTHON:-python3}
 # Debian splits venv's pip bootstrap out of python3: without it `python3 -m venv` fails.
 [ -x .venv/bin/python ] || "$PY" -c "import ensurepip" 2>/dev/null || need_apt+=(python3-venv)

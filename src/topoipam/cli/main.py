@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "topoipam.cli.agent",  # agent
     "topoipam.cli.ipam",  # ipam show/check/release/configure/split/assign
     "topoipam.cli.insights",  # ipam coverage/explain/headroom/drift (after cli.ipam)
+    "topoipam.cli.ipam_map",  # ipam map (after cli.ipam)
     "topoipam.cli.demo",  # demo
 )
 
