@@ -96,6 +96,14 @@ def _dump(ctx, data) -> None:
     ctx.out.write(json.dumps(to_data(data), indent=2, sort_keys=False) + "\n")
 
 
+def _staged(bar, label: str):
+    """A ``progress(done, total)`` callback drawing on ``bar`` under ``label`` (the reading stage before it)."""
+    def progress(done: int, total: int) -> None:
+        bar.label = label
+        bar.update(done, total)
+    return progress
+
+
 def _label_text(labels) -> str:
     return json.dumps(dict(sorted(labels.items())), separators=(", ", ": "))
 
@@ -109,7 +117,10 @@ def run_coverage(args, ctx) -> int:
 
     import time
 
-    report = coverage(ctx.store, time.time(), args.family)
+    from topoipam.cli.progress import progress_for
+
+    with progress_for(ctx, "coverage: reading pools, nodes and blocks") as bar:
+        report = coverage(ctx.store, time.time(), args.family, progress=_staged(bar, "coverage: nodes"))
     code = 0 if report.ok else EXIT_CHECK_PROBLEMS
     if args.output == "json":
         _dump(ctx, {"ok": report.ok, "families": report.families, "nodes": report.nodes,
@@ -195,7 +206,10 @@ def run_headroom(args, ctx) -> int:
 
     from topoipam.ipam.insights import headroom
 
-    report = headroom(ctx.store, args.by, time.time(), args.family)
+    from topoipam.cli.progress import progress_for
+
+    with progress_for(ctx, "headroom: reading pools, nodes and blocks") as bar:
+        report = headroom(ctx.store, args.by, time.time(), args.family, progress=_staged(bar, "headroom: domains"))
     if args.output == "json":
         _dump(ctx, report)
         return 0
@@ -277,7 +291,10 @@ def prometheus_text(report) -> str:
 def run_drift(args, ctx) -> int:
     from topoipam.ipam.insights import drift
 
-    found = drift(ctx.store)
+    from topoipam.cli.progress import progress_for
+
+    with progress_for(ctx, "drift: reading pools, nodes and blocks") as bar:
+        found = drift(ctx.store, progress=_staged(bar, "drift: addresses"))
     code = EXIT_CHECK_PROBLEMS if found else 0
     if args.output == "json":
         _dump(ctx, found)

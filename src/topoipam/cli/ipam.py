@@ -316,7 +316,10 @@ def run_split(args, ctx) -> int:
         raise ValidationError(f"error reading number to split IP pools into. {args.number} is not a valid "
                               "number") from None
     check_parts(parts)  # before anything is read
-    parent, children = split_pool(ctx.store, parts, name=args.name, cidr=args.cidr)
+    from topoipam.cli.progress import progress_for
+
+    with progress_for(ctx, f"split: replacing pool {args.name or args.cidr} by {parts} pools (one transaction)"):
+        parent, children = split_pool(ctx.store, parts, name=args.name, cidr=args.cidr)
     # calicoctl omits the newlines after the first and last lines; topoipam prints whole lines.
     print(f"IP Pool {parent} was successfully split into {parts} smaller pools.", file=ctx.out)
     for child in children:

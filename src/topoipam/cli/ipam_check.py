@@ -55,19 +55,25 @@ class _Checker:
         from topoipam.ipam.leaks import handle_records
         from topoipam.resources import repo
 
+        from topoipam.cli.progress import progress_for
+
         store = ctx.store
         self.out, self.show = ctx.out, show
-        # Handles BEFORE blocks: one commit writes an assignment's handle and block together, so an
-        # assignment landing between the two reads shows as an address whose handle is missing (a
-        # problem release --from-report does not act on), never as a leaked handle it would delete.
-        self.handles = handle_records(store)
-        listing = list(check.iter_blocks(store))  # the one listing of every block, for all three views
-        snap = IpamService(store).snapshot()
-        self.blocks = check.block_usage(store, snap, listing)
-        self.allocations = check.allocations(store, blocks=listing, handles=self.handles)
-        self.findings = check.check(store, snap, listing, self.handles).findings
-        self.pools = repo.list_pools(store)
-        self.nodes = {n.name for n in repo.list_nodes(store)}
+        with progress_for(ctx, "check: reading handles") as bar:  # erased before the first line is printed
+            # Handles BEFORE blocks: one commit writes an assignment's handle and block together, so an
+            # assignment landing between the two reads shows as an address whose handle is missing (a
+            # problem release --from-report does not act on), never as a leaked handle it would delete.
+            self.handles = handle_records(store)
+            bar.stage(f"check: {len(self.handles):,} handles read; reading blocks")
+            listing = list(check.iter_blocks(store))  # the one listing of every block, for all three views
+            bar.stage(f"check: {len(listing):,} blocks read; usage and allocations")
+            snap = IpamService(store).snapshot()
+            self.blocks = check.block_usage(store, snap, listing)
+            self.allocations = check.allocations(store, blocks=listing, handles=self.handles)
+            bar.stage(f"check: {len(self.allocations):,} allocations; looking for inconsistencies")
+            self.findings = check.check(store, snap, listing, self.handles).findings
+            self.pools = repo.list_pools(store)
+            self.nodes = {n.name for n in repo.list_nodes(store)}
         self.problems = 0
         self.not_in_use: set = set()
         self.leaked_handles: list = []
@@ -249,6 +255,7 @@ def merge_reports(paths: list[str]) -> tuple[dict, dict]:
 
 
 def release_from_reports(paths: list[str], ctx) -> int:
+    from topoipam.cli.progress import progress_for
     from topoipam.ipam import IpamService
     from topoipam.ipam.leaks import delete_handle_if_unchanged
 
@@ -258,9 +265,11 @@ def release_from_reports(paths: list[str], ctx) -> int:
     if ips:
         print(f"Releasing {len(ips)} old IPs...", file=out)
         skipped = 0
-        for ip, (handle, seq) in sorted(ips.items()):
-            # Fenced: only if the address is still held under the same handle and sequence number.
-            skipped += len(svc.release_ips([ip], handle=handle, seq=seq))
+        with progress_for(ctx, "release: addresses") as bar:
+            for done, (ip, (handle, seq)) in enumerate(sorted(ips.items()), 1):
+                # Fenced: only if the address is still held under the same handle and sequence number.
+                skipped += len(svc.release_ips([ip], handle=handle, seq=seq))
+                bar.update(done, len(ips))
         print(f"Released {len(ips) - skipped} IPs successfully", file=out)
         if skipped:
             print(f"{skipped} addresses marked as leaked in the report had already been cleaned up.", file=out)

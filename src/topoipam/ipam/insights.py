@@ -31,6 +31,19 @@ from topoipam.structs import dataclass, field
 NO_DOMAIN = "<none>"  # the domain of nodes without the label
 
 
+def _ticker(progress, total: int):
+    """A no-argument callable counting one more item done towards ``total`` for ``progress(done, total)``."""
+    if progress is None:
+        return lambda: None
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        progress(done, total)
+    return tick
+
+
 class World:
     """Pools, nodes, IPAM config, reservations and every block, read once."""
 
@@ -175,14 +188,17 @@ class CoverageReport:
         return not self.uncovered
 
 
-def coverage(store, now: float, family: int | None = None) -> CoverageReport:
-    """Per node and family: covered or not, and why (``now`` dates the blocks the allocator would reclaim)."""
+def coverage(store, now: float, family: int | None = None, progress=None) -> CoverageReport:
+    """Per node and family: covered or not, and why (``now`` dates the blocks the allocator would reclaim).
+    ``progress(done, total)``, if given, is called per node and family (as are ``headroom``'s and ``drift``'s)."""
     world = World(store, now)
     families = world.families(family)
     report = CoverageReport(families, [], [], [])
+    tick = _ticker(progress, len(families) * len(world.nodes))
     for version in families:
         for node in world.nodes:
             report.nodes.append(_node_coverage(world, node, version))
+            tick()
         by_labels: dict[tuple, list[str]] = {}  # selectors evaluated once per distinct label set
         for n in world.nodes:
             by_labels.setdefault(tuple(sorted(n.labels.items())), []).append(n.name)
@@ -377,14 +393,16 @@ def shared_row_name(pool: str) -> str:
     return f"<shared:{pool}>"
 
 
-def headroom(store, label: str, now: float, family: int | None = None) -> HeadroomReport:
+def headroom(store, label: str, now: float, family: int | None = None, progress=None) -> HeadroomReport:
     world = World(store, now)
     report = HeadroomReport(label, [], [], [])
     domains: dict[str, list] = {}
     for n in world.nodes:
         domains.setdefault(n.labels.get(label, NO_DOMAIN), []).append(n)
     times = _allocation_times(world)
-    for version in world.families(family):
+    families = world.families(family)
+    tick = _ticker(progress, len(families) * len(domains))
+    for version in families:
         chosen = {value: _domain_pools(world, domains[value], version) for value in sorted(domains)}
         pool_domains: dict[str, list] = {}
         for value, pools in chosen.items():
@@ -394,6 +412,7 @@ def headroom(store, label: str, now: float, family: int | None = None) -> Headro
         for value, pools in chosen.items():
             nodes = domains[value]
             report.domains.append(_domain(world, value, version, nodes, pools, shared, times))
+            tick()
             for n in nodes:
                 mine = [b for b in world.node_blocks.get(n.name, ()) if b.cidr.version == version]
                 report.nodes.append(NodeHeadroom(n.name, value, version, len(mine), sum(b.in_use for b in mine),
@@ -482,7 +501,7 @@ class Drift:
     now_pools: list[str]  # the pools that select the node now
 
 
-def drift(store) -> list[Drift]:
+def drift(store, progress=None) -> list[Drift]:
     """Workload addresses (handle, node attribute, no ``type``: not tunnel addresses) outside every
     pool that now selects their node. Addresses of Manual pools (requested by name) and of nodes
     no longer registered (``ipam check``'s node-missing) are left out."""
@@ -490,7 +509,9 @@ def drift(store) -> list[Drift]:
     nodes = {n.name: n for n in world.nodes}
     selecting: dict[tuple, list] = {}
     out = []
+    tick = _ticker(progress, sum(b.in_use for b in world.blocks))
     for b, o in world.held():
+        tick()
         attrs, handle = world.attrs_of(b, o), b.handle_of(o)
         name = attrs.get("node")
         if handle is None or not name or attrs.get("type") or name not in nodes:
