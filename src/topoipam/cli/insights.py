@@ -22,10 +22,9 @@ from topoipam.errors import EXIT_CHECK_PROBLEMS, ValidationError
 
 
 def register(subparsers) -> None:
-    ipam = subparsers.choices.get("ipam")
-    if ipam is None:  # cli.ipam must be registered first (COMMAND_MODULES order)
-        raise RuntimeError("topoipam.cli.insights needs the 'ipam' command of topoipam.cli.ipam")
-    sub = next(a for a in ipam._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+    from topoipam.cli.ipam import ipam_subcommands
+
+    sub = ipam_subcommands(subparsers, "topoipam.cli.insights")
 
     p = sub.add_parser("coverage", help="Whether every node has an enabled, Automatic pool with room, per "
                        "family; pools selecting no node; overlapping node selectors (exit 4: a node is not "

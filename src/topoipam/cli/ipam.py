@@ -36,6 +36,14 @@ def register(subparsers) -> None:
     _register_assign(sub)
 
 
+def ipam_subcommands(subparsers, module: str):
+    """The ``ipam`` command's sub-command parsers, for a module adding more (``cli.ipam`` registered first)."""
+    ipam = subparsers.choices.get("ipam")
+    if ipam is None:  # COMMAND_MODULES order
+        raise RuntimeError(f"{module} needs the 'ipam' command of topoipam.cli.ipam")
+    return next(a for a in ipam._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+
+
 def _register_show(sub) -> None:
     p = sub.add_parser("show", help="Show IP pool and block usage, one address, borrowed addresses or the "
                        "IPAM configuration.", description="topoipam ipam show [--show-blocks | --ip IP | "
@@ -158,7 +166,7 @@ def run_show(args, ctx) -> int:
     svc = _service(ctx)
     blocks = svc.block_usage()
     rows = []
-    for pool in svc.pool_usage():
+    for pool in svc.pool_usage(blocks):  # the same read: pool rows add up their block rows
         rows.append(usage_row("IP Pool", pool.cidr, pool))
         if args.show_blocks:
             rows += [usage_row("Block", b.cidr, b) for b in blocks if b.pool == pool.name]
@@ -403,13 +411,12 @@ def _auto_assign(svc, req):
     """``svc.auto_assign``; a shortfall without --allow-partial says that nothing was kept. The library's
     text is Calico's PartialFulfillmentError ("Assigned 256 out of 257 ..."), which counts what was
     assigned before the request was undone: true, but read alone it suggests 256 addresses are held."""
-    from topoipam.errors import AllocationError
+    from topoipam.errors import BlockLimitError, ExhaustedError
 
     try:
         return svc.auto_assign(req)
-    except AllocationError as err:
-        if err.message.startswith("Assigned "):
-            wanted = " and ".join(f"{n} IPv{v}" for v, n in ((4, req.num4), (6, req.num6)) if n)
-            err.message = (f"could not assign {wanted} address(es), so none was kept (every address this "
-                           f"request had taken was released; --allow-partial keeps them): {err.message}")
+    except (BlockLimitError, ExhaustedError) as err:  # the shortfall errors (raised only without allow_partial)
+        wanted = " and ".join(f"{n} IPv{v}" for v, n in ((4, req.num4), (6, req.num6)) if n)
+        err.message = (f"could not assign {wanted} address(es), so none was kept (every address this "
+                       f"request had taken was released; --allow-partial keeps them): {err.message}")
         raise

@@ -9,7 +9,6 @@ the ``ipam`` command of ``cli.ipam`` (registered before this module).
 
 from __future__ import annotations
 
-import argparse
 import os
 
 from topoipam.errors import TopoipamError, ValidationError
@@ -18,10 +17,9 @@ FORMATS = {".html": "html", ".htm": "html", ".svg": "svg"}
 
 
 def register(subparsers) -> None:
-    ipam = subparsers.choices.get("ipam")
-    if ipam is None:  # cli.ipam must be registered first (COMMAND_MODULES order)
-        raise RuntimeError("topoipam.cli.ipam_map needs the 'ipam' command of topoipam.cli.ipam")
-    sub = next(a for a in ipam._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+    from topoipam.cli.ipam import ipam_subcommands
+
+    sub = ipam_subcommands(subparsers, "topoipam.cli.ipam_map")
     p = sub.add_parser("map", help="Draw the address space: each pool a grid of its blocks, coloured by the "
                        "rack (--by LABEL) or node holding them, shaded by use; borrowed and reserved addresses "
                        "marked; details on hover.",

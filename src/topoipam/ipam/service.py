@@ -265,9 +265,10 @@ class IpamService:
         from topoipam.ipam.check import block_usage
         return block_usage(self.store, self.snapshot())
 
-    def pool_usage(self):
+    def pool_usage(self, blocks=None):
+        """``blocks``: a ``block_usage()`` answer to sum up instead of reading the blocks again."""
         from topoipam.ipam.check import pool_usage
-        return pool_usage(self.store, self.snapshot())
+        return pool_usage(self.store, self.snapshot(), blocks)
 
     def check(self):
         from topoipam.ipam.check import check
