@@ -314,7 +314,7 @@ def test_check_mid_assignment_never_reports_the_live_handle_leaked(seed, sqlite_
     store = _AssignsDuringCheck(sqlite_url, when)
     report = tmp_path / "report.json"
     try:
-        ctx = types.SimpleNamespace(store=store, out=io.StringIO())
+        ctx = types.SimpleNamespace(store=store, out=io.StringIO(), err=io.StringIO())
         run_check(argparse.Namespace(output=str(report), show_problem_ips=True), ctx)
     finally:
         store.close()

@@ -400,6 +400,7 @@ def headroom(store, label: str, now: float, family: int | None = None, progress=
     for n in world.nodes:
         domains.setdefault(n.labels.get(label, NO_DOMAIN), []).append(n)
     times = _allocation_times(world)
+    node_domain = {n.name: value for value, nodes in domains.items() for n in nodes}
     families = world.families(family)
     tick = _ticker(progress, len(families) * len(domains))
     for version in families:
@@ -408,7 +409,7 @@ def headroom(store, label: str, now: float, family: int | None = None, progress=
         for value, pools in chosen.items():
             for p in pools:
                 pool_domains.setdefault(p.name, []).append(value)
-        shared = {name for name, users in pool_domains.items() if len(users) > 1}
+        shared = _split_shared(world, pool_domains, node_domain)
         for value, pools in chosen.items():
             nodes = domains[value]
             report.domains.append(_domain(world, value, version, nodes, pools, shared, times))
@@ -420,7 +421,8 @@ def headroom(store, label: str, now: float, family: int | None = None, progress=
         for p in world.pools:
             if p.name in shared and p.version == version:
                 users = pool_domains[p.name]
-                report.domains.append(_shared(world, p, users, [n for u in users for n in domains[u]], times))
+                report.domains.append(_shared(world, p, users, [n for u in users for n in domains[u]],
+                                              shared[p.name], times))
             if p.version == version:
                 blocks, un = world.pool_blocks[p.name], world.unclaimed(p)
                 report.pools.append(PoolHeadroom(p.name, version, p.spec.cidr, pool_domains.get(p.name, []),
@@ -451,12 +453,25 @@ def _space(world: World, row: DomainHeadroom, blocks, unclaimed, usable, times) 
     return row
 
 
+def _split_shared(world: World, pool_domains: dict[str, list], node_domain: dict[str, str]) -> dict[str, dict]:
+    """Pools used by several domains -> {domain holding the block (its affine node's), or None: [blocks]}."""
+    out: dict[str, dict] = {}
+    for name, users in pool_domains.items():
+        if len(users) < 2:
+            continue
+        parts: dict = {}
+        for b in world.pool_blocks[name]:
+            holder = node_domain.get(affinity_node(b.affinity))
+            parts.setdefault(holder if holder in users else None, []).append(b)
+        out[name] = parts
+    return out
+
+
 def _domain(world: World, value: str, version: int, nodes, pools, shared, times) -> DomainHeadroom:
     names = {n.name for n in nodes}
     own = [p for p in pools if p.name not in shared]
     blocks = [b for p in own for b in world.pool_blocks[p.name]]
-    mine_in_shared = [b for p in pools if p.name in shared for b in world.pool_blocks[p.name]
-                      if affinity_node(b.affinity) in names]
+    mine_in_shared = [b for p in pools if p.name in shared for b in shared[p.name].get(value, ())]
     total = sum(p.network.num_addresses for p in own) + sum(b.cidr.num_addresses for b in mine_in_shared)
     row = DomainHeadroom(value, version, sorted(names), [p.name for p in pools], total, 0, 0, 0, 0, 0)
     strict = world.config.strict_affinity
@@ -464,13 +479,13 @@ def _domain(world: World, value: str, version: int, nodes, pools, shared, times)
                   lambda b: not strict or affinity_node(b.affinity) in names, times)
 
 
-def _shared(world: World, pool, users: list[str], nodes, times) -> DomainHeadroom:
-    """What of a shared ``pool`` no single domain holds: unclaimed blocks, blocks affine to no node of
-    ``users`` (none, or a node that is gone or in another domain). Any of ``users`` may take it."""
+def _shared(world: World, pool, users: list[str], nodes, parts: dict, times) -> DomainHeadroom:
+    """What of a shared ``pool`` no single domain holds (``parts[None]``): unclaimed blocks, blocks affine
+    to no node of ``users`` (none, or a node that is gone or in another domain). Any of ``users`` may take it."""
     names = {n.name for n in nodes}
-    blocks = [b for b in world.pool_blocks[pool.name] if affinity_node(b.affinity) not in names]
-    total = pool.network.num_addresses - sum(b.cidr.num_addresses for b in world.pool_blocks[pool.name]
-                                             if affinity_node(b.affinity) in names)
+    blocks = parts.get(None, [])
+    total = pool.network.num_addresses - sum(b.cidr.num_addresses for holder, held in parts.items()
+                                             if holder is not None for b in held)
     row = DomainHeadroom(shared_row_name(pool.name), pool.version, sorted(names), [pool.name], total, 0, 0, 0, 0, 0,
                          shared_by=list(users))
     return _space(world, row, blocks, [world.unclaimed(pool)], lambda b: not world.config.strict_affinity, times)
