@@ -3,7 +3,8 @@
 Runs in the foreground until SIGTERM or SIGINT, logging to stderr. On either
 signal it stops accepting requests, finishes those in flight, removes the
 socket and exits 0 (1 if in-flight requests outlived ``--grace``).
-``--datastore`` here is the same as the global option.
+The datastore must be configured explicitly (``--datastore``, ``$TOPOIPAM_DATASTORE`` or
+calicoctl's configuration): an agent never falls back to a local file (exit 2).
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ def register(subparsers) -> None:
 
     p.add_argument("--socket", default=DEFAULT_SOCKET, metavar="PATH",
                    help=f"the unix socket topoipam-cni connects to (default {DEFAULT_SOCKET})")
-    p.add_argument("--datastore", dest="agent_datastore", metavar="URL", default=None,
-                   help="datastore URL (as the global --datastore)")
     p.add_argument("--grace", type=float, default=60.0, metavar="SECONDS",
                    help="how long shutdown waits for requests in flight (default 60)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -42,7 +41,8 @@ def run_agent(args, ctx) -> int:
                         format="%(asctime)s topoipam agent %(levelname)s: %(message)s")
     labels = parse_labels(args.label)
     _check_node_name(args.node)
-    store = open_store(args.agent_datastore or args.datastore)
+    choice = ctx.datastore(allow_default=False)
+    store = open_store(choice.url, choice.config)
     import faulthandler
 
     faulthandler.register(signal.SIGUSR1, file=ctx.err, all_threads=True)  # `kill -USR1`: every thread's stack

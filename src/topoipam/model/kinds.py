@@ -31,5 +31,9 @@ def canonical_kind(text: str) -> str:
     """``canonical_kind("Pools") == "IPPool"``; an unknown name raises ValidationError."""
     kind = _BY_ALIAS.get(text.strip().lower())
     if kind is None:
-        raise ValidationError(f"resource type '{text}' is not supported")
+        import difflib
+
+        close = difflib.get_close_matches(text.strip().lower(), list(_BY_ALIAS), n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ValidationError(f"resource type '{text}' is not supported{hint}")
     return kind

@@ -8,6 +8,7 @@ when their scheme is asked for, so the CNI plugin never loads an etcd client.
 from __future__ import annotations
 
 import os
+from typing import Any, Mapping
 
 from topoipam.errors import ValidationError
 from topoipam.store.base import Check, Create, Delete, Op, Record, Store, Update
@@ -27,7 +28,9 @@ def _data_dir_url() -> str:
     return "sqlite://" + os.path.join(base, "topoipam", "topoipam.db")
 
 
-def open_store(url: str | None = None) -> Store:
+def open_store(url: str | None = None, config: Mapping[str, Any] | None = None) -> Store:
+    """The store ``url`` names (``None``: ``default_url()``); ``config`` carries an etcd store's options
+    (credentials, certificate files) that should not travel in a URL."""
     url = url or default_url()
     scheme, sep, _ = url.partition("://")
     if not sep:
@@ -45,7 +48,7 @@ def open_store(url: str | None = None) -> Store:
     if scheme in ("etcd", "etcds"):
         from topoipam.store.etcd import EtcdStore
 
-        return EtcdStore(url)
+        return EtcdStore(url, config)
     raise ValidationError(
         f"unsupported datastore URL {url!r}: use sqlite:///path, etcd://host:port, etcds://host:port or memory://"
     )
