@@ -28,7 +28,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test,etcd,metrics]'
 # Byte-compile our sources: the CNI plugin is exec'd once per pod, and an editable
 # install under PYTHONDONTWRITEBYTECODE=1 would otherwise recompile every module on every start.
 .venv/bin/python -m compileall -q src >/dev/null

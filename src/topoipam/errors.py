@@ -18,6 +18,7 @@ them to the outside world in exactly one place each: the CLI to an exit code
     |   +-- ExhaustedError                       cni 103  the qualifying pools have no free address
     +-- DatastoreUnavailableError       exit 3   cni 11   backend unreachable, busy or timed out
     +-- RetriesExhaustedError           exit 1   cni 11   too many lost compare-and-swap races in a row
+    +-- MissingExtraError               exit 1   cni 7    a feature needs an optional extra that is not installed
 
 ``ipam check`` finding problems is not an exception: the CLI returns exit 4.
 Messages are complete sentences meant for an operator: they say what was wrong
@@ -121,3 +122,9 @@ class RetriesExhaustedError(TopoipamError):
     """Too many compare-and-swap conflicts in a row (heavy contention)."""
 
     cni_code = CNI_TRY_AGAIN_LATER
+
+
+class MissingExtraError(TopoipamError):
+    """A feature needs an optional dependency (``topoipam[etcd]``, ``topoipam[metrics]``) that is not installed."""
+
+    cni_code = CNI_INVALID_NETCONF

@@ -242,7 +242,11 @@ def _pool_domain(pool) -> str:
 
 def prometheus_text(report) -> str:
     """The report in Prometheus' text exposition format (prometheus_client, imported here only)."""
-    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+    from topoipam.extras import require
+
+    prometheus_client = require("prometheus_client", "metrics", "Prometheus output")
+    CollectorRegistry, Gauge = prometheus_client.CollectorRegistry, prometheus_client.Gauge
+    generate_latest = prometheus_client.generate_latest
 
     reg = CollectorRegistry()
     dl = ["label", "domain", "family"]

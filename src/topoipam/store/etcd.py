@@ -117,9 +117,10 @@ class EtcdStore(Store):
         self.url = self._opts.public_url
         # gRPC's C core logs connection errors to stderr by itself; ours are raised as errors instead.
         os.environ.setdefault("GRPC_VERBOSITY", "NONE")
-        import grpc  # heavy: only when an etcd store is opened
+        from topoipam.extras import require
 
-        from pyetcd import etcdrpc
+        grpc = require("grpc", "etcd", "the etcd datastore")  # heavy: only when an etcd store is opened
+        etcdrpc = require("pyetcd.etcdrpc", "etcd", "the etcd datastore")
 
         self._grpc, self._pb = grpc, etcdrpc
         self._creds = None
