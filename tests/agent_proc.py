@@ -25,15 +25,19 @@ TOPOIPAM = VENV_BIN / "topoipam"
 
 class AgentProc:
     def __init__(self, tmp: Path, url: str, node: str, labels: dict[str, str] | None = None,
-                 socket_path: str | None = None) -> None:
+                 socket_path: str | None = None, *, extra_args: tuple[str, ...] = (),
+                 prefix: tuple[str, ...] = ()) -> None:
+        """``extra_args`` follow the agent's own; ``prefix`` runs it under another command (e.g. ip netns exec)."""
         self.node, self.url = node, url
+        self.extra_args, self.prefix = tuple(extra_args), tuple(prefix)
         self.socket = socket_path or str(tmp / f"agent-{node}.sock")
         self.log_path = tmp / f"agent-{node}.log"
         self.labels = labels or {}
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait: bool = True) -> "AgentProc":
-        args = [str(TOPOIPAM), "agent", "--node", self.node, "--socket", self.socket, "--datastore", self.url]
+        args = [*self.prefix, str(TOPOIPAM), "agent", "--node", self.node, "--socket", self.socket,
+                "--datastore", self.url, *self.extra_args]
         for k, v in self.labels.items():
             args += ["--label", f"{k}={v}"]
         with open(self.log_path, "ab") as log:

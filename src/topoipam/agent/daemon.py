@@ -17,6 +17,9 @@ has its own) and its ``nodename`` defaults to the agent's node. Until the node
 is registered every request is answered with CNI code 11, as are requests
 while the datastore is unreachable (the store fails fast, so no request hangs).
 
+With ``routes=True`` (``--routes blackhole``) the agent also keeps a blackhole
+route per affine block in the node's routing table (``agent.routes``).
+
 A maintenance thread registers the node (retrying while the datastore is away)
 and keeps the tunnel addresses in line whenever the watch reports a change,
 retrying with backoff after a failure.
@@ -30,6 +33,7 @@ from typing import Mapping
 
 from topoipam import errors as E
 from topoipam.agent.node import reconcile_tunnels, register_node
+from topoipam.agent.routes import BlockRoutes
 from topoipam.agent.server import AgentServer
 from topoipam.agent.watch import TopologyWatch
 from topoipam.cni import protocol as P
@@ -45,13 +49,15 @@ RETRY_AFTER_FAILURE = 2.0  # seconds between maintenance attempts while the data
 
 class Agent:
     def __init__(self, store: Store, node: str, labels: Mapping[str, str] | None = None,
-                 socket_path: str = DEFAULT_SOCKET, *, poll_interval: float = 1.0, max_in_flight: int = 32) -> None:
+                 socket_path: str = DEFAULT_SOCKET, *, poll_interval: float = 1.0, max_in_flight: int = 32,
+                 routes: bool = False) -> None:
         self.store = store
         self.node = node
         self.labels = dict(labels or {})
         self.watch = TopologyWatch(store, node, poll_interval=poll_interval)
         self.service = IpamService(store)  # every request and the tunnel addresses: one service, one cache
         self.server = AgentServer(socket_path, self.serve, max_in_flight=max_in_flight)
+        self.routes = BlockRoutes(store, node) if routes else None
         self.registered = threading.Event()
         self.tunnels: dict[str, str] = {}
         self.tunnels_done = threading.Event()  # the last reconciliation succeeded
@@ -65,12 +71,18 @@ class Agent:
             err = P.CniError(E.CNI_TRY_AGAIN_LATER, f"the topoipam agent of node {self.node} is starting: "
                              "its node is not registered yet (is the datastore reachable?)")
             return 1, P.dumps(P.error_object(err, request_version(stdin)))
-        return respond(env, stdin, lambda _url: (self.store, self.service), default_nodename=self.node)
+        answer = respond(env, stdin, lambda _url: (self.store, self.service), default_nodename=self.node)
+        if self.routes is not None and env.get("CNI_COMMAND") == "ADD":
+            self.routes.poke()  # the ADD may have claimed a block
+        return answer
 
     # --- life cycle ------------------------------------------------------------------
     def start(self) -> "Agent":
         self.watch.add_listener(self.service.forget_topology)  # before the reconciliation reads it again
         self.watch.add_listener(self._changed.set)
+        if self.routes is not None:
+            self.watch.add_listener(self.routes.poke)
+            self.routes.start()
         self.server.start()
         log.info("serving topoipam-cni on %s for node %s (datastore %s)", self.server.path, self.node,
                  self.store.url)
@@ -85,6 +97,8 @@ class Agent:
         self._changed.set()
         clean = self.server.shutdown(grace)
         self.watch.stop()
+        if self.routes is not None:
+            self.routes.stop()  # the routes stay: the blocks are still this node's while it is away
         if self._thread is not None:
             self._thread.join(timeout=grace)
         return clean

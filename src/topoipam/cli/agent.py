@@ -24,6 +24,9 @@ def register(subparsers) -> None:
                    help=f"the unix socket topoipam-cni connects to (default {DEFAULT_SOCKET})")
     p.add_argument("--grace", type=float, default=60.0, metavar="SECONDS",
                    help="how long shutdown waits for requests in flight (default 60)")
+    p.add_argument("--routes", choices=("none", "blackhole"), default="none",
+                   help="blackhole: keep a blackhole route per block affine to this node in the main routing "
+                        "table (proto 199, for BIRD/FRR to announce; needs CAP_NET_ADMIN). Default none")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(run=run_agent)
 
@@ -49,7 +52,7 @@ def run_agent(args, ctx) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    agent = Agent(store, args.node, labels, args.socket)
+    agent = Agent(store, args.node, labels, args.socket, routes=args.routes == "blackhole")
     try:
         agent.start()
         # Wake up often: the kernel may deliver SIGTERM to any thread (gRPC's among them). Python then
