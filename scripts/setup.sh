@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up everything topoipam and its tests need on a fresh Debian machine:
-# system packages (etcd, the reference CNI plugins, iproute2) when running as root,
+# system packages (etcd, the reference CNI plugins, iproute2, podman) when running as root,
 # and a virtual environment in .venv with topoipam installed in editable mode.
 # Safe to run again: it skips what is already there.
 set -euo pipefail
@@ -12,6 +12,11 @@ need_apt=()
 command -v ip >/dev/null || need_apt+=(iproute2)
 [ -x /usr/bin/time ] || need_apt+=(time)  # GNU time: peak RSS in bench/cni_bench.py
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)  # headless screenshots of `ipam map` (tests/test_map.py, bench/map_bench.py)
+# A real container runtime for tests/test_deploy.py (podman's CNI backend, runc, a busybox image).
+command -v podman >/dev/null || need_apt+=(podman)
+command -v runc >/dev/null || need_apt+=(runc)
+[ -x /bin/busybox ] || need_apt+=(busybox-static)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)  # systemd-analyze verify of the shipped unit
 PY=${PYTHON:-python3}
 # Debian splits venv's pip bootstrap out of python3: without it `python3 -m venv` fails.
 [ -x .venv/bin/python ] || "$PY" -c "import ensurepip" 2>/dev/null || need_apt+=(python3-venv)

@@ -245,3 +245,81 @@ def test_podman_container_gets_its_address_from_the_installed_plugin(root, tmp_p
         assert agent.stop() == 0
         subprocess.run([*podman, "rm", "-a", "-f"], env=env, capture_output=True, timeout=120)
         subprocess.run([*podman, "rmi", "-a", "-f"], env=env, capture_output=True, timeout=120)
+
+
+# --- the DaemonSet and its image ------------------------------------------------------------------
+MANIFEST = REPO / "deploy" / "kubernetes" / "topoipam.yaml"
+CONTAINERFILE = REPO / "deploy" / "Containerfile"
+
+
+def _manifest() -> dict[str, dict]:
+    import yaml
+
+    return {doc["kind"]: doc for doc in yaml.safe_load_all(MANIFEST.read_text()) if doc}
+
+
+def test_daemonset_manifest_is_consistent_with_the_image_and_the_conflist():
+    docs = _manifest()
+    assert set(docs) == {"Namespace", "ServiceAccount", "ConfigMap", "DaemonSet"}
+    assert json.loads(docs["ConfigMap"]["data"]["cni-conf"]) == json.loads(SHIPPED_CONFLIST.read_text())
+    pod = docs["DaemonSet"]["spec"]["template"]["spec"]
+    volumes = {v["name"] for v in pod["volumes"]}
+    containers = pod["initContainers"] + pod["containers"]
+    for container in containers:
+        assert {m["name"] for m in container["volumeMounts"]} <= volumes, container["name"]
+    assert len({c["image"] for c in containers}) == 1
+    image_text = CONTAINERFILE.read_text()
+    agent = pod["containers"][0]
+    assert agent["command"] == ["/opt/topoipam/venv/bin/topoipam"] and "/opt/topoipam/venv" in image_text
+    assert "make-cni-pyz.py /opt/topoipam/topoipam-cni" in image_text
+    assert "--datastore=$(TOPOIPAM_DATASTORE)" in agent["args"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/bin/busybox").exists() or not Path("/usr/bin/python3").exists(),
+                    reason="needs root (chroot), busybox-static and the system's /usr/bin/python3")
+def test_daemonset_init_script_installs_a_plugin_that_runs_on_the_hosts_python(tmp_path):
+    """The init container's script, exactly as shipped, run in a chroot laid out as the image and its
+    mounts; then the installed file serves an ADD on the system's python3, which has no topoipam."""
+    import yaml  # noqa: F401  (the manifest is YAML)
+
+    docs = _manifest()
+    init = docs["DaemonSet"]["spec"]["template"]["spec"]["initContainers"][0]
+    chroot = tmp_path / "image"
+    for d in ("bin", "opt/topoipam", "config", "host/opt/cni/bin", "host/etc/cni/net.d"):
+        (chroot / d).mkdir(parents=True)
+    shutil.copy("/bin/busybox", chroot / "bin/busybox")
+    for applet in ("sh", "cp", "chmod", "mv"):
+        (chroot / "bin" / applet).symlink_to("busybox")
+    made = subprocess.run(["/usr/bin/python3", str(REPO / "deploy/make-cni-pyz.py"),
+                           str(chroot / "opt/topoipam/topoipam-cni")], capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    (chroot / "config/cni-conf").write_text(docs["ConfigMap"]["data"]["cni-conf"])
+    proc = subprocess.run([shutil.which("chroot") or "/usr/sbin/chroot", str(chroot), *init["command"], *init["args"]], capture_output=True, text=True,
+                          timeout=60, env={"PATH": "/bin"})
+    assert proc.returncode == 0, proc.stderr
+    plugin = chroot / "host/opt/cni/bin/topoipam-cni"
+    assert os.access(plugin, os.X_OK)
+    assert plugin.read_bytes().startswith(b"#!/usr/bin/python3 -I\n")
+    conf = json.loads((chroot / "host/etc/cni/net.d/10-topoipam.conflist").read_text())
+    assert conf == json.loads(SHIPPED_CONFLIST.read_text())
+
+    from agent_proc import AgentProc
+
+    url = f"sqlite://{tmp_path}/t.db"
+    subprocess.run([str(REPO / ".venv/bin/topoipam"), "--datastore", url, "create", "-f", "-"], input=POOL,
+                   check=True, capture_output=True, text=True, timeout=60)
+    agent = AgentProc(tmp_path, url, "n1").start()
+    try:
+        netconf = {**conf["plugins"][0], "cniVersion": conf["cniVersion"], "name": conf["name"]}
+        netconf["ipam"] = {**netconf["ipam"], "agent_socket": agent.socket}  # what install.sh substitutes
+        env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/c1", "CNI_IFNAME": "eth0",
+               "CNI_PATH": "/opt/cni/bin", "PATH": "/usr/bin:/bin"}
+        add = subprocess.run([str(plugin)], input=json.dumps(netconf), capture_output=True, text=True, env=env,
+                             timeout=60)
+        assert add.returncode == 0, add.stdout + add.stderr
+        assert json.loads(add.stdout)["ips"][0]["address"].startswith("10.77.0.")
+        delete = subprocess.run([str(plugin)], input=json.dumps(netconf), capture_output=True, text=True,
+                                env={**env, "CNI_COMMAND": "DEL"}, timeout=60)
+        assert delete.returncode == 0, delete.stdout
+    finally:
+        assert agent.stop() == 0
