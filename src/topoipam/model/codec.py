@@ -13,7 +13,8 @@ from topoipam.model.storage import describe, resource_from_dict
 from topoipam.model.types import API_VERSION
 
 _LIST_KINDS = {"IPPoolList": "IPPool", "NodeList": "Node",
-               "IPAMConfigurationList": "IPAMConfiguration", "IPReservationList": "IPReservation"}
+               "IPAMConfigurationList": "IPAMConfiguration", "IPReservationList": "IPReservation",
+               "List": None}  # kubectl's List (apiVersion v1): items of any kind, each naming its own
 _LOADER = None
 
 
@@ -113,6 +114,9 @@ def _expand(doc, where: str) -> list:
         raise ValidationError(f"{where}: items: expected a list, got {describe(items)}")
     out = []
     for i, item in enumerate(items):
+        if _LIST_KINDS[list_kind] is None:  # kubectl's List: each item is a whole document
+            out.append((item, f"{where}, items[{i}]"))
+            continue
         if isinstance(item, dict) and item.get("kind") not in (None, _LIST_KINDS[list_kind]):
             raise ValidationError(f"{where}: items[{i}].kind: a {list_kind} holds {_LIST_KINDS[list_kind]} items, "
                                   f"got {describe(item.get('kind'))}")

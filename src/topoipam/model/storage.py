@@ -250,6 +250,10 @@ def resource_from_dict(d: dict, where: str):
     ctx = _Ctx(where)
     if not isinstance(d, dict):
         raise ctx.fail("document", f"expected a mapping with apiVersion, kind, metadata and spec, got {describe(d)}")
+    if d.get("apiVersion") != API_VERSION:  # stored records never are: this stays off the CNI path
+        from topoipam.model.foreign import to_v3
+
+        d = to_v3(d, where)  # crd.projectcalico.org/v1 objects and Kubernetes Nodes
     for key in d:
         if key not in _TOP_LEVEL:
             raise ctx.fail(str(key), "unknown field (known fields: apiVersion, kind, metadata, spec)")
