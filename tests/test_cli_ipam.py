@@ -347,7 +347,7 @@ def test_split_by_name_keeps_spec_blocks_and_allocations(seed):
     assert r.out == ("IP Pool rack-0-ippool was successfully split into 2 smaller pools.\n"
                      "Created split-rack-0-ippool-0 with CIDR 192.168.0.0/25.\n"
                      "Created split-rack-0-ippool-1 with CIDR 192.168.0.128/25.\n"
-                     "Please refer to the documentation for final steps.\n")
+                     "Please refer to the documentation for final steps: docs/operations.md, \"After ipam split\".\n")
     wide = seed("get", "ippool", "-o", "wide").out.splitlines()
     assert [line.split()[:8] for line in wide[1:4]] == [
         ["rack-1-ippool", "192.168.1.0/24", "true", "Always", "Never", "false", "false", "rack"],

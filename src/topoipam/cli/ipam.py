@@ -332,7 +332,9 @@ def run_split(args, ctx) -> int:
     print(f"IP Pool {parent} was successfully split into {parts} smaller pools.", file=ctx.out)
     for child in children:
         print(f"Created {child.name} with CIDR {child.spec.cidr}.", file=ctx.out)
-    print("Please refer to the documentation for final steps.", file=ctx.out)
+    # calicoctl's sentence, and where that documentation is.
+    print("Please refer to the documentation for final steps: docs/operations.md, \"After ipam split\".",
+          file=ctx.out)
     return 0
 
 

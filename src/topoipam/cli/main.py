@@ -31,7 +31,6 @@ from topoipam.cli.datastore import CALICOCTL_CFG
 from topoipam.errors import EXIT_USAGE, TopoipamError, ValidationError
 
 COMMAND_MODULES = (
-    "topoipam.cli.version",  # version, completion
     "topoipam.cli.resources",  # create apply replace delete get patch label
     "topoipam.cli.init",  # init
     "topoipam.cli.agent",  # agent
@@ -39,6 +38,7 @@ COMMAND_MODULES = (
     "topoipam.cli.insights",  # ipam coverage/explain/headroom/drift (after cli.ipam)
     "topoipam.cli.ipam_map",  # ipam map (after cli.ipam)
     "topoipam.cli.demo",  # demo
+    "topoipam.cli.version",  # version, completion
 )
 
 
