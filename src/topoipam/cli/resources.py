@@ -3,7 +3,10 @@
 Messages, tables and outcomes follow calicoctl (reference 7.1-7.3) with one
 deliberate difference: a file of several documents is validated whole and
 written in one transaction, so a failure writes nothing (calicoctl keeps the
-first N) and the message names the failing document.
+first N) and the message names the failing document. ``--dry-run`` (on every
+verb but get) runs the same call on a copy of the datastore and prints the
+change and its impact instead (``cli.dryrun``). ``delete node`` prints what
+the node's decommission releases (``ipam.decommission``).
 
 Every function here turns arguments into one service call and its result
 into text; errors are raised, and ``cli.main`` maps them to exit codes.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import sys
 
+from topoipam.cli import dryrun
 from topoipam.errors import TopoipamError, ValidationError
 
 _PAST = {"create": "created", "apply": "applied", "replace": "replaced", "delete": "deleted"}
@@ -28,6 +32,7 @@ def register(subparsers) -> None:
         if verb == "create":
             p.add_argument("--skip-exists", action="store_true",
                            help="treat a resource that exists already as created")
+        dryrun.add_flags(p)
         p.set_defaults(run=run_write, verb=verb)
 
     p = subparsers.add_parser("delete", help="Delete resources by file or by kind and name.",
@@ -35,6 +40,7 @@ def register(subparsers) -> None:
     p.add_argument("-f", "--filename", metavar="FILE", help="resources to delete; '-' reads stdin")
     p.add_argument("kind", nargs="?", metavar="KIND")
     p.add_argument("names", nargs="*", metavar="NAME")
+    dryrun.add_flags(p)
     p.set_defaults(run=run_delete)
 
     p = subparsers.add_parser("get", help="Show resources.", description="topoipam get KIND [NAME...] [-o FORMAT]")
@@ -52,6 +58,7 @@ def register(subparsers) -> None:
     p.add_argument("-t", "--type", default="strategic", metavar="TYPE",
                    help="strategic (default) or merge: both a JSON merge patch (RFC 7386), which is what a "
                         "strategic merge patch amounts to for these resources; json (RFC 6902) is not implemented")
+    dryrun.add_flags(p)
     p.set_defaults(run=run_patch)
 
     p = subparsers.add_parser("label", help="Set or remove a label of a resource.",
@@ -62,6 +69,7 @@ def register(subparsers) -> None:
     p.add_argument("label", metavar="LABEL", help="key=value, or key with --remove")
     p.add_argument("--overwrite", action="store_true", help="replace an existing value")
     p.add_argument("--remove", action="store_true", help="remove the label")
+    dryrun.add_flags(p)
     p.set_defaults(run=run_label)
 
 
@@ -111,7 +119,16 @@ def _service(ctx):
     from topoipam.ipam.pool_blocks import PoolBlocks
     from topoipam.resources.service import ResourceService
 
-    return ResourceService(ctx.store, PoolBlocks(ctx.store))
+    return ResourceService(ctx.store, PoolBlocks(ctx.store, lambda line: print(line, file=ctx.out)))
+
+
+def _writer(args, ctx):
+    """``(dry run or None, the service to write with)``: with --dry-run, one on a copy of the datastore."""
+    dryrun.check_flags(args)
+    if not args.dry_run:
+        return None, _service(ctx)
+    dry = dryrun.DryRun(ctx, args.output)
+    return dry, dry.service()
 
 
 def _kind(text: str) -> str:
@@ -125,7 +142,7 @@ def _kind(text: str) -> str:
 
 def run_write(args, ctx) -> int:
     resources = read_resources(args.filename)
-    service = _service(ctx)
+    dry, service = _writer(args, ctx)
     try:
         if args.verb == "create":
             result = service.create(resources, skip_exists=args.skip_exists)
@@ -133,6 +150,8 @@ def run_write(args, ctx) -> int:
             result = getattr(service, args.verb)(resources)
     except TopoipamError as err:
         raise _batch_failure(args.verb, resources, err) from None
+    if dry:
+        return dry.finish()
     print(f"Successfully {_PAST[args.verb]} {result.handled} {_kind_word(resources)}resource(s)", file=ctx.out)
     return 0
 
@@ -150,16 +169,18 @@ def run_delete(args, ctx) -> int:
         raise ValidationError("delete needs -f FILE, or a KIND and at least one NAME "
                               "(e.g. 'topoipam delete ippool default-ipv4-ippool')")
     kind_word = f"'{next(iter(kinds))}' " if len(kinds) == 1 else ""
-    results = _service(ctx).delete(items)
+    dry, service = _writer(args, ctx)
+    results = service.delete(items)
     deleted = sum(1 for _, _, err in results if err is None)
-    if deleted:
+    code = dry.finish() if dry else 0
+    if deleted and not dry:
         print(f"Successfully deleted {deleted} {kind_word}resource(s)", file=ctx.out)
     failures = [err for _, _, err in results if err is not None]
     if failures:
         first = failures[0]
         first.message = "\n".join(f"Failed to delete {kind_word}resource: {e.message}" for e in failures)
         raise first
-    return 0
+    return code
 
 
 def run_get(args, ctx) -> int:
@@ -192,29 +213,35 @@ def run_patch(args, ctx) -> int:
     kind = _kind(args.kind)
     if args.type not in ("strategic", "merge"):
         raise ValidationError(f"patch type '{args.type}' is not supported: use strategic or merge")
+    dry, service = _writer(args, ctx)
     try:
-        _service(ctx).patch(kind, args.name, args.patch)
+        service.patch(kind, args.name, args.patch)
     except TopoipamError as err:
         err.message = f"failed to patch '{kind}' resource: {err.message}"
         raise
+    if dry:
+        return dry.finish()
     print(f"Successfully patched 1 '{kind}' resource", file=ctx.out)
     return 0
 
 
 def run_label(args, ctx) -> int:
     kind = _kind(args.kind)
-    service = _service(ctx)
     what = f"{args.kind} {args.name}"
+    if args.remove and args.overwrite:
+        raise ValidationError("label: --overwrite and --remove cannot be used together")
+    if not args.remove and len(args.label.split("=")) != 2:
+        raise ValidationError(f"invalid label {args.label}")
+    dry, service = _writer(args, ctx)
     if args.remove:
-        if args.overwrite:
-            raise ValidationError("label: --overwrite and --remove cannot be used together")
         service.unlabel(kind, args.name, args.label, typed_kind=args.kind)
+        if dry:
+            return dry.finish()
         print(f"Successfully removed label {args.label} from {what}", file=ctx.out)
         return 0
-    parts = args.label.split("=")
-    if len(parts) != 2:
-        raise ValidationError(f"invalid label {args.label}")
-    key, value = parts
+    key, value = args.label.split("=")
     outcome = service.label(kind, args.name, key, value, overwrite=args.overwrite, typed_kind=args.kind)
+    if dry:
+        return dry.finish()
     print(f"Successfully {outcome} label {key} on {what}", file=ctx.out)
     return 0

@@ -188,10 +188,12 @@ class CoverageReport:
         return not self.uncovered
 
 
-def coverage(store, now: float, family: int | None = None, progress=None) -> CoverageReport:
+def coverage(store, now: float, family: int | None = None, progress=None,
+             world: World | None = None) -> CoverageReport:
     """Per node and family: covered or not, and why (``now`` dates the blocks the allocator would reclaim).
-    ``progress(done, total)``, if given, is called per node and family (as are ``headroom``'s and ``drift``'s)."""
-    world = World(store, now)
+    ``progress(done, total)``, if given, is called per node and family (as are ``headroom``'s and ``drift``'s).
+    ``world``: one already read (a dry run asks several questions of one read)."""
+    world = world or World(store, now)
     families = world.families(family)
     report = CoverageReport(families, [], [], [])
     tick = _ticker(progress, len(families) * len(world.nodes))
@@ -516,11 +518,11 @@ class Drift:
     now_pools: list[str]  # the pools that select the node now
 
 
-def drift(store, progress=None) -> list[Drift]:
+def drift(store, progress=None, world: World | None = None) -> list[Drift]:
     """Workload addresses (handle, node attribute, no ``type``: not tunnel addresses) outside every
     pool that now selects their node. Addresses of Manual pools (requested by name) and of nodes
     no longer registered (``ipam check``'s node-missing) are left out."""
-    world = World(store, None)
+    world = world or World(store, None)
     nodes = {n.name: n for n in world.nodes}
     selecting: dict[tuple, list] = {}
     out = []

@@ -1,4 +1,5 @@
-"""What creating or deleting an IP pool needs from IPAM, handed to ``resources.service`` by its caller.
+"""What creating or deleting an IP pool, and deleting a node, need from IPAM, handed to
+``resources.service`` by its caller.
 
 resources/ and ipam/ do not import each other (tests/test_layers.py): the
 edge (CLI, library user, test) builds ``ResourceService(store, PoolBlocks(store))``.
@@ -6,16 +7,21 @@ edge (CLI, library user, test) builds ``ResourceService(store, PoolBlocks(store)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from topoipam.ipam import keys
 from topoipam.ipam.blocks import block_records_from
 from topoipam.store.base import Store
 
 
 class PoolBlocks:
-    """The IPAM side of pool create (blocks of another size) and pool delete (reference 1.3)."""
+    """The IPAM side of pool create (blocks of another size), pool delete (reference 1.3) and node
+    delete (Calico's decommission, ``ipam.decommission``). ``report`` receives one line per release a
+    node delete makes, as it lands (the CLI prints them)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, report: Callable[[str], None] | None = None) -> None:
         self.store = store
+        self.report = report or (lambda _line: None)
 
     def block_sizes_in(self, net) -> set[int]:
         """Prefix lengths of stored blocks inside ``net`` (blocks outlive a deleted pool)."""
@@ -32,3 +38,10 @@ class PoolBlocks:
         from topoipam.ipam import IpamService
 
         return IpamService(self.store).release_pool_affinities(pool)
+
+    def release_node(self, name: str):
+        """Release the node's workload and tunnel addresses and its block affinities (the Node stays)."""
+        from topoipam.ipam import IpamService
+        from topoipam.ipam.decommission import release_node
+
+        return release_node(IpamService(self.store), name, self.report)

@@ -15,8 +15,10 @@ in success or in the same error a sequential run would have given.
 Pool delete follows Calico (reference 1.3): disable (CAS) so that no new
 block is claimed, release the pool's block affinities, then delete (CAS on
 the disabled version); if the release fails, the pool is enabled again
-(CAS) before the error is raised, and the message says so. The IPAM side of
-pool create and delete (blocks of another size, affinity release) is the
+(CAS) before the error is raised, and the message says so. Node delete is
+Calico's decommission: the node's addresses and affinities are released, then
+the Node is deleted. The IPAM side of pool create and delete (blocks of another
+size, affinity release) and of node delete is the
 ``pool_blocks`` object the caller passes in (``ipam.pool_blocks.PoolBlocks``):
 resources/ does not import ipam/.
 """
@@ -116,6 +118,8 @@ class PoolIpamSide(Protocol):
     def block_sizes_in(self, net) -> set[int]: ...
 
     def release_pool_affinities(self, pool) -> object: ...
+
+    def release_node(self, name: str) -> object: ...
 
 
 class StaleVersionError(ConflictError):
@@ -289,6 +293,8 @@ class ResourceService:
             try:
                 if kind == "IPPool":
                     self._delete_pool(name, wanted)
+                elif kind == "Node":
+                    self._delete_node(name, wanted)
                 else:
                     _cas(self.store, lambda: self._plan_delete(kind, name, wanted), f"delete of {ident(kind, name)}")
                 out.append((kind, name, None))
@@ -303,6 +309,15 @@ class ResourceService:
         if wanted and wanted != str(record.revision):
             raise StaleVersionError(kind, name)
         return [Delete(record.key, record.revision)], None
+
+    def _delete_node(self, name: str, wanted: str = "") -> None:
+        """Calico's node decommission: release what the node holds in IPAM, then delete the Node.
+
+        The Node goes last: a release failing half way leaves it registered, so that running the
+        delete again finds what remains and completes it."""
+        self._plan_delete("Node", name, wanted)  # absent or stale: fail before anything is released
+        self._pool_blocks("delete").release_node(name)
+        _cas(self.store, lambda: self._plan_delete("Node", name, wanted), f"delete of {ident('Node', name)}")
 
     def _delete_pool(self, name: str, wanted: str = "") -> None:
         """Reference 1.3: disable, release the pool's block affinities, delete."""
@@ -362,7 +377,7 @@ class ResourceService:
 
     def _pool_blocks(self, what: str) -> PoolIpamSide:
         if self.pool_blocks is None:
-            raise TopoipamError(f"cannot {what} an IPPool: this ResourceService was built without the IPAM "
+            raise TopoipamError(f"cannot {what} an IPPool or a Node: this ResourceService was built without the IPAM "
                                 "side (ResourceService(store, topoipam.ipam.pool_blocks.PoolBlocks(store)))")
         return self.pool_blocks
 

@@ -18,6 +18,18 @@ class MemoryStore(Store):
         self._keys: list[str] = []  # sorted, for prefix and range listing
         self._revision = 0
 
+    @classmethod
+    def copy_of(cls, store: Store, prefix: str) -> "MemoryStore":
+        """A private copy of ``store``'s records under ``prefix``, revisions kept, read in one listing:
+        what a dry run changes instead of the real datastore (it can never write there)."""
+        copy = cls("memory://copy")
+        for record in store.list(prefix):
+            copy._records[record.key] = record
+            copy._keys.append(record.key)
+            copy._revision = max(copy._revision, record.revision)
+        copy._keys.sort()
+        return copy
+
     def get(self, key: str) -> Record | None:
         with self._lock:
             return self._records.get(key)
