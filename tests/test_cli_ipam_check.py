@@ -1,9 +1,11 @@
 """``topoipam ipam check`` and ``ipam release --from-report`` end to end on SQLite.
 
-Problems are made the way they arise (a node deleted under its workloads, a
-pool deleted under a non-empty block, a borrowed address) or, for records that
-only a crash or a bug could leave behind, by writing the raw records with the
-datastore contract.
+Problems are made the way they arise (a pool deleted under a non-empty block,
+a borrowed address) or, for records that only a crash, a bug or another tool
+could leave behind, by writing the raw records with the datastore contract.
+Leaks of a node that is gone are made by removing the Node record directly
+(as a tool writing the datastore behind topoipam's back would): ``delete node``
+itself decommissions the node and leaves nothing behind (test_node_delete.py).
 """
 
 from __future__ import annotations
@@ -36,6 +38,14 @@ def raw(sqlite_url):
         yield store
     finally:
         store.close()
+
+
+def remove_node_record(raw, name):
+    """The Node record gone without decommission: its workloads' addresses and affinities stay (leaks)."""
+    from topoipam.resources.keys import resource_key
+
+    rec = raw.get(resource_key("Node", name))
+    raw.delete(rec.key, rec.revision)
 
 
 CLEAN = """\
@@ -94,11 +104,11 @@ def test_empty_datastore_is_clean(cli):
     assert "Node with most allocations" not in r.out
 
 
-def test_deleted_node_leaks_report_and_release_from_report(seed, tmp_path):
+def test_deleted_node_leaks_report_and_release_from_report(seed, raw, tmp_path):
     assign(seed, "--node", "kube-node-0", "--handle", "stays", "--namespace", "default", "--attr", "pod=a")
     assign(seed, "--node", "kube-node-1", "--ipv4", "2", "--handle", "gone", "--namespace", "default",
            "--attr", "pod=b")
-    assert seed("delete", "node", "kube-node-1").code == 0
+    remove_node_record(raw, "kube-node-1")
     report = tmp_path / "report.json"
     r = seed("ipam", "check", "--show-problem-ips", "-o", str(report))
     assert r.code == 4
@@ -128,10 +138,10 @@ def test_deleted_node_leaks_report_and_release_from_report(seed, tmp_path):
     assert seed("get", "wep").out.splitlines()[1].split()[0] == "a"
 
 
-def test_release_from_report_is_fenced_by_handle_and_sequence_number(seed, tmp_path):
+def test_release_from_report_is_fenced_by_handle_and_sequence_number(seed, raw, tmp_path):
     (ip1,) = assign(seed, "--node", "kube-node-1", "--handle", "old1")
     (ip2,) = assign(seed, "--node", "kube-node-1", "--handle", "old2")
-    seed("delete", "node", "kube-node-1")
+    remove_node_record(raw, "kube-node-1")
     report = tmp_path / "r.json"
     assert seed("ipam", "check", "-o", str(report)).code == 4
     # After the report: ip1 released and given to a new workload (other handle, on a live node);
@@ -177,12 +187,12 @@ def test_leaked_handle_reported_with_revision_and_deleted_if_unchanged(seed, raw
 
 def test_several_reports_release_only_what_all_of_them_saw(seed, raw, tmp_path):
     (a,) = assign(seed, "--node", "kube-node-1", "--handle", "a")
-    seed("delete", "node", "kube-node-1")
+    remove_node_record(raw, "kube-node-1")
     first = tmp_path / "1.json"
     seed("ipam", "check", "-o", str(first))
     seed("create", "-f", "-", stdin=NODES.split("---\n")[2])
     (b,) = assign(seed, "--node", "kube-node-1", "--handle", "b", "--pool", "rack-0-ippool")  # no labels now
-    seed("delete", "node", "kube-node-1")
+    remove_node_record(raw, "kube-node-1")
     second = tmp_path / "2.json"
     seed("ipam", "check", "-o", str(second))
     r = seed("ipam", "release", "--from-report", str(first), "--from-report", str(second))
