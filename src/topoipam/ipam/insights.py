@@ -62,11 +62,12 @@ class World:
         self.affine: dict[tuple[str, str], list[int]] = {}  # (pool, node) -> [affine blocks, their free]
         self.reclaim: dict[tuple[str, str | None], int] = {}  # (pool, holder or None: all) -> free in them
         self._free: dict[object, int] = {}
+        self.pool_of: dict[object, object] = {}  # block network -> the pool it lies in (None: in none wholly)
         for b in self.blocks:
             node = affinity_node(b.affinity)
             if node is not None:
                 self.node_blocks.setdefault(node, []).append(b)
-            pool = pool_containing(self.pools, b.cidr)
+            pool = self.pool_of[b.cidr] = pool_containing(self.pools, b.cidr)
             if pool is None:
                 continue
             self.pool_blocks[pool.name].append(b)
@@ -521,29 +522,54 @@ class Drift:
 def drift(store, progress=None, world: World | None = None) -> list[Drift]:
     """Workload addresses (handle, node attribute, no ``type``: not tunnel addresses) outside every
     pool that now selects their node. Addresses of Manual pools (requested by name) and of nodes
-    no longer registered (``ipam check``'s node-missing) are left out."""
+    no longer registered (``ipam check``'s node-missing) are left out.
+
+    Decided per block and node where the block lies wholly in or wholly out of the pools selecting
+    the node (the usual case: 100,000 addresses are 2,000 blocks), per address otherwise."""
     world = world or World(store, None)
     nodes = {n.name: n for n in world.nodes}
-    selecting: dict[tuple, list] = {}
+    selecting: dict[tuple, list] = {}  # (version, label set) -> the enabled Automatic pools selecting it
     out = []
     tick = _ticker(progress, sum(b.in_use for b in world.blocks))
-    for b, o in world.held():
-        tick()
-        attrs, handle = world.attrs_of(b, o), b.handle_of(o)
-        name = attrs.get("node")
-        if handle is None or not name or attrs.get("type") or name not in nodes:
+    for b in world.blocks:
+        whole = world.pool_of[b.cidr]  # None: the block is not wholly in one pool
+        if whole is not None and whole.spec.assignment_mode != ASSIGN_AUTOMATIC:
+            for _ in range(b.in_use):
+                tick()
             continue
-        ip = b.address(o)
-        pool = pool_containing(world.pools, ip)
-        if pool is not None and pool.spec.assignment_mode != ASSIGN_AUTOMATIC:
-            continue
-        if (name, ip.version) not in selecting:
-            selecting[(name, ip.version)] = [p for p in world.pools if p.version == ip.version
-                                             and core.node_selected(p, nodes[name].labels)]
-        now = selecting[(name, ip.version)]
-        if any(ip in p.network for p in now):
-            continue
-        out.append(Drift(attrs.get("namespace", ""), attrs.get("pod") or handle, handle, name, str(ip),
-                         pool.name if pool else None, [p.name for p in now]))
+        placed: dict[str, bool | None] = {}  # node -> block inside (True), outside (False) its pools, or across
+        for o in b.allocated_ordinals():
+            tick()
+            attrs, handle = world.attrs_of(b, o), b.handle_of(o)
+            name = attrs.get("node")
+            if handle is None or not name or attrs.get("type") or name not in nodes:
+                continue
+            now = _selecting(selecting, world.pools, nodes[name].labels, b.cidr.version)
+            if name not in placed:
+                placed[name] = _placed(b.cidr, now)
+            ip = b.address(o)
+            pool = whole or pool_containing(world.pools, ip)
+            if whole is None and pool is not None and pool.spec.assignment_mode != ASSIGN_AUTOMATIC:
+                continue
+            inside = placed[name] if placed[name] is not None else any(ip in p.network for p in now)
+            if not inside:
+                out.append(Drift(attrs.get("namespace", ""), attrs.get("pod") or handle, handle, name, str(ip),
+                                 pool.name if pool else None, [p.name for p in now]))
     out.sort(key=lambda d: (d.namespace, d.workload, d.ip))
     return out
+
+
+def _selecting(memo: dict, pools, labels, version: int) -> list:
+    key = (version, tuple(sorted(labels.items())))
+    if key not in memo:
+        memo[key] = [p for p in pools if p.version == version and core.node_selected(p, labels)]
+    return memo[key]
+
+
+def _placed(net, pools) -> bool | None:
+    """True: ``net`` lies wholly in one of ``pools``; False: it meets none of them; None: partly."""
+    if any(net.subnet_of(p.network) for p in pools):
+        return True
+    if not any(net.overlaps(p.network) for p in pools):
+        return False
+    return None

@@ -52,7 +52,7 @@ def changes(before: dict, after: dict) -> list[ResourceChange]:
     return out
 
 
-def _field_changes(old, new, prefix: str) -> list[FieldChange]:
+def _field_changes(old: dict, new: dict, prefix: str) -> list[FieldChange]:
     """Leaf differences of two JSON documents; lists compare whole (a selector list, CIDRs)."""
     out = []
     for k in sorted(set(old) | set(new), key=str):
@@ -61,8 +61,6 @@ def _field_changes(old, new, prefix: str) -> list[FieldChange]:
             continue
         if isinstance(a, dict) and isinstance(b, dict):
             out += _field_changes(a, b, path + ".")
-        elif isinstance(a, dict) or isinstance(b, dict):
-            out += _field_changes(a if isinstance(a, dict) else {}, b if isinstance(b, dict) else {}, path + ".")
         else:
             out.append(FieldChange(path, a, b))
     return out
