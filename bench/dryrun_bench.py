@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -71,16 +72,20 @@ def build(url: str, nodes: int, per_node: int) -> None:
         store.close()
 
 
-def timed(url: str, argv: list[str], runs: int, expect: int) -> float:
-    """Median wall-clock seconds of the CLI command (fresh interpreter each run)."""
-    times = []
+def timed(url: str, argv: list[str], runs: int, expect: int) -> tuple[float, float]:
+    """Median (wall-clock, CPU) seconds of the CLI command, a fresh interpreter each run. The machine
+    is shared: CPU time (user + system of the child) is the steadier figure."""
+    walls, cpus = [], []
     for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
         r = subprocess.run([PYTHON, "-m", "topoipam.cli.main", "--datastore", url, *argv], capture_output=True)
-        times.append(time.perf_counter() - t)
+        walls.append(time.perf_counter() - t)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         if r.returncode != expect:
             raise SystemExit(f"{' '.join(argv)}: exit {r.returncode}, expected {expect}: {r.stderr.decode()[:500]}")
-    return statistics.median(times)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def main() -> None:
@@ -109,10 +114,11 @@ def main() -> None:
         after = os.stat(path)
         if (after.st_size, after.st_mtime_ns) != (stat.st_size, stat.st_mtime_ns):
             raise SystemExit("a dry run changed the datastore file")
-        base = figures["ipam coverage -o json"] + figures["ipam drift -o json"]
-        print(f"median of {args.runs} runs, wall clock, fresh interpreter each ({PYTHON}):")
-        for name, seconds in figures.items():
-            print(f"  {name:<44} {seconds:6.2f} s   {seconds / base:4.2f} x (coverage + drift)")
+        base = figures["ipam coverage -o json"][1] + figures["ipam drift -o json"][1]
+        print(f"median of {args.runs} runs, fresh interpreter each ({PYTHON}); load average "
+              f"{os.getloadavg()[0]:.1f}:")
+        for name, (wall, cpu) in figures.items():
+            print(f"  {name:<44} wall {wall:6.2f} s   CPU {cpu:6.2f} s   {cpu / base:4.2f} x (coverage + drift CPU)")
 
 
 if __name__ == "__main__":
