@@ -22,7 +22,7 @@ keeps the full answers, which are what ``coverage`` and ``drift`` print once the
 from __future__ import annotations
 
 from topoipam.core.block import affinity_node
-from topoipam.core.pools import pool_containing, selects_node
+from topoipam.core.pools import selects_node
 from topoipam.ipam.insights import Drift, World, coverage, drift
 from topoipam.structs import dataclass, field
 
@@ -76,15 +76,14 @@ def observe(store, now: float) -> Observation:
     obs.unused_pools = list(report.unused_pools)
     obs.drift = {(d.handle, d.ip): d for d in drift(store, world=world)}
     nodes = {n.name: n for n in world.nodes}
-    enabled = [p for p in world.pools if not p.spec.disabled]
     for b in world.blocks:
         obs.blocks[str(b.cidr)] = b.in_use
         name = affinity_node(b.affinity)
         if name is None:
             continue
-        pool = pool_containing(world.pools, b.cidr)
+        pool = world.pool_of[b.cidr]
         obs.affine[str(b.cidr)] = (name, b.in_use, pool.name if pool else None)
-        selecting = pool_containing(enabled, b.cidr)
+        selecting = pool if pool is not None and not pool.spec.disabled else None  # pools do not overlap
         node = nodes.get(name)
         # The allocator's own test (assign._drop_unselected); a node not registered is left to cleanup.
         if node is not None and (selecting is None or not selects_node(selecting, node.labels)):
@@ -97,7 +96,7 @@ def observe(store, now: float) -> Observation:
 
 def compare(before: Observation, after: Observation) -> Impact:
     lost = []
-    for cidr, (node, in_use, pool) in before.affine.items():
+    for cidr, (node, _in_use, pool) in before.affine.items():
         now = after.affine.get(cidr)
         if now is not None and now[0] == node:
             continue
