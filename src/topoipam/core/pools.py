@@ -15,6 +15,7 @@ import json
 from topoipam.structs import dataclass, field
 from collections.abc import Mapping, Sequence
 
+from topoipam.core.affinity import affinity_label
 from topoipam.errors import NoQualifiedPoolError, ValidationError
 from topoipam.model.types import ASSIGN_AUTOMATIC, IPPool
 from topoipam.selector import parse
@@ -57,6 +58,15 @@ def _selector_reason(pool: IPPool, node: str, node_labels, namespace_labels) -> 
     ns_text = pool.spec.namespace_selector
     if ns_text and not parse(ns_text).evaluate(namespace_labels or {}):
         return f"namespace selector {ns_text} does not match namespace labels {_labels(namespace_labels)}"
+    return _domain_reason(pool, node, node_labels)
+
+
+def _domain_reason(pool: IPPool, node: str, node_labels) -> str | None:
+    """Why a pool with an affinity label cannot serve a node that does not carry it (its blocks are
+    affine to a value of that label: a node without one has no blocks to use; see core.affinity)."""
+    label = affinity_label(pool)
+    if label is not None and label not in (node_labels or {}):
+        return f"blocks are affine to a {label} domain and node {node} has no label {label}"
     return None
 
 
@@ -102,7 +112,12 @@ def rank_pools(pools: Sequence[IPPool], version: int, node: str, node_labels: Ma
     if requested:
         picked = [_match_requested(t, enabled, pools, version) for t in requested]
         names = list(dict.fromkeys(p.name for p in picked))  # request order, duplicates once
-        choice.matched = [next(p for p in picked if p.name == n) for n in names]
+        for p in (next(p for p in picked if p.name == n) for n in names):
+            reason = _domain_reason(p, node, node_labels)
+            if reason is None:
+                choice.matched.append(p)
+            else:
+                choice.rejected.append(Rejection(p, reason))
         choice.rejected += [Rejection(p, "not requested") for p in enabled if p.name not in names]
     else:
         for p in enabled:

@@ -23,14 +23,15 @@ ever decided on a fresh listing.
 from __future__ import annotations
 
 
-from topoipam.core.block import Block, affinity_node, host_affinity
+from topoipam.core.affinity import holder_of
+from topoipam.core.block import Block
 from topoipam.core.pools import choose_pools, pool_containing, selects_node
 from topoipam.ipam import keys
 from topoipam.ipam.blocks import (StoredBlock, affinity_hint_op, affinity_value, claim_ops, find_unclaimed_block,
-                                  list_affine_nets, load_block, pool_check, release_affinity_ops, reserved_in,
+                                  list_holder_nets, load_block, pool_check, release_affinity_ops, reserved_in,
                                   scan_pool_blocks)
-from topoipam.ipam.kept import (Choice, HandleState, assignment_ops, choice_key, kept_plan, plan_blocks,
-                                take_kept_block)
+from topoipam.ipam.kept import (AffineGroup, Choice, HandleState, affine_groups, assignment_ops, choice_key,
+                                kept_plan, plan_blocks, take_kept_block)
 from topoipam.store.retry import Plan, rerun, run_cas
 from topoipam.ipam.topology import TopologyMoved
 from topoipam.resources import repo
@@ -67,7 +68,6 @@ class FamilyAssigner:
         self.tried: set = set()  # key suffixes of blocks that gave nothing in this request
         self.known: set = set()  # key suffixes of the node's affine blocks seen
         self.last_revision = 0  # of this assigner's last landed commit
-        self.prefix = keys.affinity_prefix(self.name, version)
         self.raced = raced  # assign_kept's commit lost its race: the first read takes the fences too
 
     @property
@@ -86,7 +86,21 @@ class FamilyAssigner:
 
     def _run(self) -> None:
         choice = self._choose()
-        self.pools, self.contains = choice.pools, choice.contains
+        for group in choice.groups:  # one group unless the chosen pools mix host and domain affinity
+            self._use(group)
+            self._assign_affine()
+            if self.need == 0:
+                return
+        if not self.snap.config.strict_affinity and not self.block_limit_hit:
+            self.pools = choice.pools
+            self._borrow()
+
+    def _use(self, group: AffineGroup) -> None:
+        """Assign from (and claim for) ``group``'s holder next: the node, or its domain (core.affinity)."""
+        self.holder, self.pools, self.contains, self.prefix = group.holder, group.pools, group.contains, group.prefix
+
+    def _assign_affine(self) -> None:
+        """Steps 1-3 for the current holder: its blocks, a new block, a reclaimed one."""
         records, kept = self._affinities(fresh=False)
         queue, owned = self._plan(records, kept)
         config = self.snap.config
@@ -103,8 +117,9 @@ class FamilyAssigner:
                 queue, owned = self._plan(records, kept)
                 continue
             if owned >= limit:
+                whose = f"domain {self.holder.display}" if self.holder.is_domain else "this node"
                 self.messages.append(
-                    f"Need to allocate an IPAM block but could not - limit of {limit} blocks reached for this node")
+                    f"Need to allocate an IPAM block but could not - limit of {limit} blocks reached for {whose}")
                 self.block_limit_hit = True
                 break
             if not config.auto_allocate_blocks:
@@ -120,8 +135,6 @@ class FamilyAssigner:
             if config.strict_affinity:
                 self.messages.append("No more free affine blocks and strict affinity enabled")
             break
-        if self.need > 0 and not config.strict_affinity and not self.block_limit_hit:
-            self._borrow()
 
     # -- helpers ------------------------------------------------------------------
     def _choose(self):
@@ -133,7 +146,7 @@ class FamilyAssigner:
         if hit is None:
             choice = choose_pools(self.snap.pools, self.version, self.name, self.node.labels,
                                   requested=self.requested, namespace_labels=ns, use=self.req.use)
-            hit = Choice(choice.chosen, {})
+            hit = Choice(choice.chosen, affine_groups(choice.chosen, self.name, self.node.labels, self.version))
             if memo is not None:
                 if len(memo) >= MEMO_LIMIT:  # many nodes x namespaces: start again rather than grow
                     memo.clear()
@@ -163,7 +176,7 @@ class FamilyAssigner:
             return list(planned.queue), planned.owned
         queue, owned, unselected = plan_blocks(records, self.prefix, self.version, self.pools, self.contains,
                                                self.tried)
-        if kept is None:
+        if kept is None and not self.holder.is_domain:  # a domain's other nodes may still be selected
             self._drop_unselected(unselected)
         return queue, owned
 
@@ -206,13 +219,13 @@ class FamilyAssigner:
         reserved = self.snap.reserved
 
         def attempt(n):
-            kept = take_kept_block(self.cache, bkey, akey, self.prefix, self.name, self.need, self.hstate,
-                                   reserved) if n == 0 and not self.raced else None
+            kept = take_kept_block(self.cache, bkey, akey, self.prefix, self.holder.affinity, self.need,
+                                   self.hstate, reserved) if n == 0 and not self.raced else None
             if kept is None:  # nothing kept, or it gave nothing: decide on fresh reads
                 recs = self._fresh_reads([bkey, *([akey] if akey else [])], n)
                 stored, arec = load_block(recs.get(bkey), self.cache), recs.get(akey)
-                if stored is None or (require_affinity and stored.block.affinity != host_affinity(self.name)):
-                    # a stale affinity (its block is gone or belongs to another host now): drop it, as Calico does
+                if stored is None or (require_affinity and stored.block.affinity != self.holder.affinity):
+                    # a stale affinity (its block is gone or belongs to another holder now): drop it, as Calico does
                     ops = [Delete(akey, arec.revision)] if arec is not None else []
                     return Plan(ops, None, lambda rev: self.cache.committed(ops, rev), lambda: self.cache.forget(ops))
                 ords = stored.block.auto_assign(self.need, self.req.handle, self.hstate.block_attrs(),
@@ -237,23 +250,25 @@ class FamilyAssigner:
         def attempt(n):
             if n > 0:
                 self._fresh_reads([], n)
-                fresh = [keys.net_suffix(x) for x in list_affine_nets(self.store, self.name, self.version)
+                fresh = [keys.net_suffix(x) for x in list_holder_nets(self.store, self.holder, self.version)
                          if keys.net_suffix(x) not in self.known and pool_containing(self.pools, x) is not None]
                 if fresh:
                     self.known.update(fresh)
                     return Plan(result="affine")
                 self._refresh_pools()
             for pool in self.pools:
-                found = find_unclaimed_block(self.store, pool, self.name, self.snap.reserved)
+                found = find_unclaimed_block(self.store, pool, self.holder.display, self.snap.reserved)
                 if found:
                     break
             else:
                 return Plan()
             net, chunk_record = found
-            block = Block.new(net, host_affinity(self.name), self.svc.claim_time(), self.svc.initial_sequence())
+            block = Block.new(net, self.holder.affinity, self.svc.claim_time(), self.svc.initial_sequence())
             ords = block.auto_assign(self.need, self.req.handle, self.hstate.block_attrs(), reserved_in(block, self.snap.reserved))
             hops, hvalue = self.hstate.op(block.cidr_text, len(ords))
-            ops = claim_ops(self.store, block, self.name, chunk_record, read_chunk=False)
+            # A domain's affinity key is the same for every node of the domain: two of them claiming at
+            # once race on one Create (and on the block's), so the loser retries and finds it "affine".
+            ops = claim_ops(self.store, block, self.holder, chunk_record, read_chunk=False)
             return self._commit_plan([*ops, *pool_check(pool), *hops], (block, ords),
                                      {keys.block_key(net): block}, hvalue)
 
@@ -279,16 +294,16 @@ class FamilyAssigner:
         """Take over one empty block another host has held for over a minute (Calico's reclaim)."""
         now = self.svc.clock()
         for pool in self.pools:
-            for stored in scan_pool_blocks(self.store, pool, self.name):
+            for stored in scan_pool_blocks(self.store, pool, self.holder.display):
                 b = stored.block
-                if b.is_empty() and affinity_node(b.affinity) != self.name and _age(b.claim_time, now) >= \
+                if b.is_empty() and b.affinity != self.holder.affinity and _age(b.claim_time, now) >= \
                         EMPTY_BLOCK_MIN_RECLAIM_AGE and self._take_over(stored):
                     return True
         return False
 
     def _take_over(self, seen: StoredBlock) -> bool:
-        old_node = affinity_node(seen.block.affinity)
-        old_key = keys.affinity_key(old_node, seen.block.cidr) if old_node else None
+        old_holder = holder_of(seen.block.affinity)
+        old_key = keys.holder_key(old_holder, seen.block.cidr) if old_holder else None
 
         def attempt(n):
             recs = self._fresh_reads([seen.key, *([old_key] if old_key else [])], max(n, 1))
@@ -296,11 +311,11 @@ class FamilyAssigner:
             if rec is None or rec.revision != seen.revision:
                 return Plan()  # changed since we judged it reclaimable: leave it
             block = Block.from_json(rec.value)
-            block.affinity, block.claim_time = host_affinity(self.name), self.svc.claim_time()
+            block.affinity, block.claim_time = self.holder.affinity, self.svc.claim_time()
             ords = block.auto_assign(self.need, self.req.handle, self.hstate.block_attrs(), reserved_in(block, self.snap.reserved))
             block.sequence_number += 1
             ops = [Update(seen.key, block.to_json(), rec.revision),
-                   Create(keys.affinity_key(self.name, block.cidr), affinity_value(block))]
+                   Create(keys.holder_key(self.holder, block.cidr), affinity_value(block))]
             if old_key and old_key in recs:
                 ops.append(Delete(old_key, recs[old_key].revision))
             hops, hvalue = self.hstate.op(block.cidr_text, len(ords))
@@ -342,7 +357,7 @@ class FamilyAssigner:
             stored = load_block(recs.get(bkey))
             if stored is None:
                 ops = [Delete(akey, recs[akey].revision)] if akey in recs else []
-            elif not stored.block.is_empty() or stored.block.affinity != host_affinity(self.name):
+            elif not stored.block.is_empty() or stored.block.affinity != self.holder.affinity:
                 return Plan(result=False)
             else:
                 ops = release_affinity_ops(self.store, stored, recs.get(akey))

@@ -15,6 +15,7 @@ from topoipam.structs import dataclass
 from collections.abc import Iterator, Mapping
 
 from topoipam.core import blockgen
+from topoipam.core.affinity import host_holder
 from topoipam.core.block import Block, dumps_compact, dumps_str, reserved_ordinals
 from topoipam.core.summary import CHUNK_BITS, Chunk, chunk_of, global_block_index
 from topoipam.ipam import keys
@@ -82,12 +83,17 @@ def candidate_keys(ip) -> list[str]:
 
 def list_affine_nets(store: Store, node: str, version: int) -> list:
     """Networks of the node's affine blocks of one family, in address order (one read)."""
-    return [net for net, _ in list_affinities(store, node, version)]
+    return list_holder_nets(store, host_holder(node), version)
 
 
-def list_affinities(store: Store, node: str, version: int) -> list[tuple]:
-    """(network, full-hint) of the node's affine blocks of one family, in address order (one read)."""
-    prefix = keys.affinity_prefix(node, version)
+def list_holder_nets(store: Store, holder, version: int) -> list:
+    """Networks of the blocks affine to ``holder`` (a ``core.affinity.Holder``), in address order."""
+    return [net for net, _ in list_affinities(store, holder, version)]
+
+
+def list_affinities(store: Store, holder, version: int) -> list[tuple]:
+    """(network, full-hint) of ``holder``'s affine blocks of one family, in address order (one read)."""
+    prefix = keys.holder_prefix(holder, version)
     return [(keys.parse_suffix(r.key[len(prefix):], version), affinity_is_full(r)) for r in store.list(prefix)]
 
 
@@ -330,9 +336,9 @@ def release_affinity_ops(store: Store, stored: StoredBlock, affinity_record: Rec
     return ops
 
 
-def claim_ops(store: Store, block: Block, node: str, chunk_record: Record | None, *, read_chunk: bool) -> list[Op]:
-    """Create the affinity and the block (and set its summary bit) in one commit."""
-    ops: list[Op] = [Create(keys.affinity_key(node, block.cidr), affinity_value(block)),
+def claim_ops(store: Store, block: Block, holder, chunk_record: Record | None, *, read_chunk: bool) -> list[Op]:
+    """Create ``holder``'s affinity and the block (and set its summary bit) in one commit."""
+    ops: list[Op] = [Create(keys.holder_key(holder, block.cidr), affinity_value(block)),
                      Create(keys.block_key(block.cidr), block.to_json())]
     bit = chunk_bit_op(store, block.cidr, True, chunk_record, read=read_chunk)
     ops.append(bit)

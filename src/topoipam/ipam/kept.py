@@ -11,7 +11,7 @@ handle's record, shared by both.
 
 from __future__ import annotations
 
-from topoipam.core.block import host_affinity
+from topoipam.core.affinity import Holder, holder_for
 from topoipam.core.pools import pool_containing
 from topoipam.ipam import keys
 from topoipam.ipam.blocks import (StoredBlock, affinity_hint_op, affinity_is_full, entry_attrs, handle_op,
@@ -22,12 +22,36 @@ from topoipam.structs import dataclass
 
 
 @dataclass(frozen=True, slots=True)
-class Choice:
-    """A request's pool choice, kept in the snapshot's memo, and what is derived from it: per key
-    suffix of the node's affinities, (network, whether the chosen pools hold it), and the plans."""
+class AffineGroup:
+    """The chosen pools whose blocks are affine to one ``holder`` (the node itself, or a domain such
+    as rack=0: core.affinity), with its affinity-key ``prefix``. ``contains`` memoises, per key suffix
+    of the holder's affinities, (network, whether these pools hold it), and the kept plan."""
 
+    holder: Holder
     pools: list
     contains: dict
+    prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """A request's pool choice, kept in the snapshot's memo: every chosen pool (in order, for
+    borrowing) and the same pools grouped by affinity holder, in the order of their first pool."""
+
+    pools: list
+    groups: list
+
+
+def affine_groups(pools, node: str, labels, version: int) -> list[AffineGroup]:
+    """``pools`` (chosen: each has a holder for this node) grouped by ``core.affinity.holder_for``."""
+    groups: dict = {}
+    for pool in pools:
+        holder = holder_for(node, labels, pool)
+        group = groups.get(holder)
+        if group is None:
+            group = groups[holder] = AffineGroup(holder, [], {}, keys.holder_prefix(holder, version))
+        group.pools.append(pool)
+    return list(groups.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,14 +112,14 @@ def kept_plan(contains: dict, prefix: str, version: int, pools, kept: tuple) -> 
     return planned
 
 
-def take_kept_block(cache, bkey: str, akey: str | None, prefix: str, node: str, need: int, hstate: "HandleState",
-                    reserved) -> TakenBlock | None:
+def take_kept_block(cache, bkey: str, akey: str | None, prefix: str, affinity: str, need: int,
+                    hstate: "HandleState", reserved) -> TakenBlock | None:
     """Up to ``need`` ordinals assigned in the block kept for ``bkey`` (taken out of the cache: the
-    landed commit puts it back). None when nothing is kept, the block is not ``node``'s (``akey``, its
-    affinity key, given), it gave nothing, or it fills and its affinity's hint is not kept: the
-    caller reads."""
+    landed commit puts it back). None when nothing is kept, the block is not affine to ``affinity``
+    (``akey``, its affinity key, given), it gave nothing, or it fills and its affinity's hint is not
+    kept: the caller reads."""
     newest = cache.take(bkey)
-    if newest is None or (akey and newest[1].affinity != host_affinity(node)):
+    if newest is None or (akey and newest[1].affinity != affinity):
         return None
     block = newest[1]
     ords = block.auto_assign(need, hstate.handle, hstate.block_attrs(), reserved_in(block, reserved))
@@ -134,14 +158,16 @@ def assign_kept(svc, snap, req, version: int, num: int, requested: tuple, hstate
     choice = memo.get(choice_key(req, version, requested)) if memo is not None else None
     if choice is None:
         return None
-    cache, prefix = svc.cache, keys.affinity_prefix(req.node, version)
+    group = choice.groups[0]  # the holder FamilyAssigner tries first: the node, or its domain
+    cache, prefix = svc.cache, group.prefix
     kept = cache.affinities(prefix)
-    queue = kept_plan(choice.contains, prefix, version, choice.pools, kept).queue if kept is not None else None
+    queue = kept_plan(group.contains, prefix, version, group.pools, kept).queue if kept is not None else None
     if not queue:
         return None
     suffix = queue[0][1]
     bkey = keys.block_prefix(version) + suffix
-    taken = take_kept_block(cache, bkey, prefix + suffix, prefix, req.node, num, hstate, snap.reserved)
+    taken = take_kept_block(cache, bkey, prefix + suffix, prefix, group.holder.affinity, num, hstate,
+                            snap.reserved)
     if taken is None or len(taken.ordinals) < num:  # a block taken and changed is not put back: read next
         return None
     stored, ords = taken.stored, taken.ordinals

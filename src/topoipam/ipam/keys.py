@@ -2,8 +2,14 @@
 
     /topoipam/ipam/v2/assignment/ipv4/block/0a000000-26     block 10.0.0.0/26 (value: core.block.Block JSON)
     /topoipam/ipam/v2/host/<node>/ipv4/block/0a000000-26    affinity of that block to <node>
+    /topoipam/ipam/v2/domain/rack=0/ipv4/block/0a000000-26  affinity to the domain rack=0 (core.affinity)
     /topoipam/ipam/v2/handle/<handle id>                    {"block": {"10.0.0.0/26": count}, "deleted": false}
     /topoipam/ipam/v2/summary/ipv4/26/00000028              claimed-block bitmap of chunk 0x28 (core.summary)
+
+A domain's affinity key depends only on (label, value), never on the node claiming: two nodes
+of one rack claiming at once Create the same key, so one wins the CAS and the other retries
+with the block in view (one race, never two blocks). A label's "/" is written "%2F" (label
+keys have no "%" and no "=", values no "/"), so a holder's prefix is never another's prefix.
 
 Networks are written as fixed-width hex (8 digits IPv4, 32 IPv6) so that key
 order is address order: a pool's blocks are one key range, and a host's
@@ -55,6 +61,17 @@ def affinity_prefix(node: str, version: int) -> str:
 
 def affinity_key(node: str, net) -> str:
     return affinity_prefix(node, net.version) + net_suffix(net)
+
+
+def holder_prefix(holder, version: int) -> str:
+    """The affinity-key prefix of a ``core.affinity.Holder`` (a host's is ``affinity_prefix``)."""
+    if holder.node is not None:
+        return affinity_prefix(holder.node, version)
+    return f"{ROOT}domain/{holder.label.replace('/', '%2F')}={holder.name}/ipv{version}/block/"
+
+
+def holder_key(holder, net) -> str:
+    return holder_prefix(holder, net.version) + net_suffix(net)
 
 
 def handle_key(handle: str) -> str:

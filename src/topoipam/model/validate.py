@@ -223,9 +223,21 @@ def _pool_spec_rules(pool: IPPool) -> list[str]:
 def _check_pool(pool: IPPool, old) -> None:
     errors = _pool_defaults_and_client_rules(pool, old)
     if not errors:
-        errors = _name_errors(pool) + _pool_struct_rules(pool)
+        errors = _name_errors(pool) + _pool_struct_rules(pool) + _affinity_label_errors(pool)
     if errors:
         raise validation_error(errors)
+
+
+def _affinity_label_errors(pool: IPPool) -> list[str]:
+    """topoipam's own annotation (core.affinity): its value must be a node label key."""
+    from topoipam.core.affinity import AFFINITY_LABEL_ANNOTATION
+
+    annotations = pool.metadata.annotations
+    if AFFINITY_LABEL_ANNOTATION not in annotations:
+        return []
+    value = annotations[AFFINITY_LABEL_ANNOTATION]
+    return [field_error(f"Metadata.Annotations ({AFFINITY_LABEL_ANNOTATION})", value,
+                        f"the affinity label must be a node label key: {e}") for e in qualified_name_errors(value)]
 
 
 # ---------------------------------------------------------------- other kinds

@@ -31,6 +31,7 @@ from topoipam.structs import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Protocol, Sequence, TypeVar
 
+from topoipam.core.affinity import AFFINITY_LABEL_ANNOTATION, affinity_label
 from topoipam.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -410,13 +411,22 @@ class ResourceService:
 
         return _cas(self.store, attempt, f"patch of {ident(kind, name)}")
 
-    @staticmethod
-    def _plan_update(current, changed, revision: int):
+    def _plan_update(self, current, changed, revision: int):
         stored = validate(changed, old=current)
+        if stored.kind == "IPPool" and affinity_label(stored) != affinity_label(current):
+            self._check_affinity_label_change(current)
         stored.metadata.uid = current.metadata.uid
         stored.metadata.creation_timestamp = current.metadata.creation_timestamp
         stored.metadata.resource_version = ""
         return [Update(resource_key(stored.kind, stored.name), to_storage(stored), revision)], stored
+
+    def _check_affinity_label_change(self, pool) -> None:
+        """The affinity label says to whom the pool's blocks are affine (core.affinity): changing it
+        under existing blocks would orphan their affinities, so it is fixed while the pool has any."""
+        if self._pool_blocks("change the affinity label of").block_sizes_in(pool.network):
+            raise ValidationError(
+                f"IPPool {pool.name}: the annotation {AFFINITY_LABEL_ANNOTATION} cannot be changed while the pool "
+                f"has blocks in {pool.spec.cidr}; release its blocks first (topoipam ipam show --show-blocks)")
 
     def label(self, kind: str, name: str, key: str, value: str, *, overwrite: bool = False,
               typed_kind: str | None = None) -> str:
