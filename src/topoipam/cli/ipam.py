@@ -165,15 +165,23 @@ def run_show(args, ctx) -> int:
 
     svc = _service(ctx)
     blocks = svc.block_usage()
+    # calicoctl's table, plus an AFFINITY column (node, or domain such as rack=0) once a block is
+    # affine to a domain: without domain pools the output stays calicoctl's.
+    domains = args.show_blocks and any(b.holder is not None and b.holder.is_domain for b in blocks)
     rows = []
     for pool in svc.pool_usage(blocks):  # the same read: pool rows add up their block rows
-        rows.append(usage_row("IP Pool", pool.cidr, pool))
+        rows.append(usage_row("IP Pool", pool.cidr, pool) + ([""] if domains else []))
         if args.show_blocks:
-            rows += [usage_row("Block", b.cidr, b) for b in blocks if b.pool == pool.name]
+            rows += [_block_row(b, domains) for b in blocks if b.pool == pool.name]
     if args.show_blocks:  # calicoctl's hidden "orphaned allocation blocks" pool: block rows only
-        rows += [usage_row("Block", b.cidr, b) for b in blocks if b.pool is None]
-    ctx.out.write(render(SHOW_HEADERS, rows))
+        rows += [_block_row(b, domains) for b in blocks if b.pool is None]
+    ctx.out.write(render(SHOW_HEADERS + (["AFFINITY"] if domains else []), rows))
     return 0
+
+
+def _block_row(b, domains: bool) -> list[str]:
+    row = usage_row("Block", b.cidr, b)
+    return row + [b.holder.display if b.holder else ""] if domains else row
 
 
 def _show_ip(ctx, ip) -> int:
@@ -193,17 +201,21 @@ def _show_ip(ctx, ip) -> int:
     return 0
 
 
-def borrowed(allocations) -> tuple[list[list[str]], int]:
-    """calicoctl's borrowed rows (node attribute differs from the block's owner) and the unclassified count."""
+def borrowed(allocations, node_labels=None) -> tuple[list[list[str]], int]:
+    """calicoctl's borrowed rows (node attribute not of the block's holder: another host, or a node
+    outside the block's domain; ``node_labels``: name -> labels of the registered nodes) and the
+    unclassified count."""
+    from topoipam.ipam.check import is_borrowed
+
     rows, unclassified = [], 0
     for a in allocations:
         node = a.attrs.get("node")
         if not node:
             unclassified += 1
             continue
-        owner = a.node or ""
-        if node == owner:
+        if not is_borrowed(a, node_labels or {}):
             continue
+        owner = a.holder.display if a.holder else ""
         ns = a.attrs.get("namespace", "")
         if "pod" in a.attrs:
             kind, to = "pod", f"{ns}/{a.attrs['pod']}"
@@ -216,7 +228,10 @@ def borrowed(allocations) -> tuple[list[list[str]], int]:
 def _show_borrowed(ctx) -> int:
     from topoipam.cli.tables import render
 
-    rows, unclassified = borrowed(_service(ctx).allocations())
+    from topoipam.resources import repo
+
+    labels = {n.name: n.labels for n in repo.list_nodes(ctx.store)}
+    rows, unclassified = borrowed(_service(ctx).allocations(), labels)
     ctx.out.write(render(["IP", "BORROWING-NODE", "BLOCK", "BLOCK OWNER", "TYPE", "ALLOCATED-TO"], rows))
     if unclassified:
         print(f"\nNote: found {unclassified} IP allocations without an explicit node association. "

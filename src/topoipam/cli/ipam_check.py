@@ -31,7 +31,7 @@ from topoipam.errors import EXIT_CHECK_PROBLEMS, TopoipamError, ValidationError
 
 TOP_NODES = 20
 _SERVICE_KINDS = ("affinity-without-block", "block-without-affinity-record", "summary-mismatch",
-                  "block-inconsistent")
+                  "block-inconsistent", "domain-without-node")
 
 
 def register(sub) -> None:
@@ -73,7 +73,8 @@ class _Checker:
             bar.stage(f"check: {len(self.allocations):,} allocations; looking for inconsistencies")
             self.findings = check.check(store, snap, listing, self.handles).findings
             self.pools = repo.list_pools(store)
-            self.nodes = {n.name for n in repo.list_nodes(store)}
+            self.node_labels = {n.name: n.labels for n in repo.list_nodes(store)}
+            self.nodes = set(self.node_labels)
         self.problems = 0
         self.not_in_use: set = set()
         self.leaked_handles: list = []
@@ -83,6 +84,11 @@ class _Checker:
 
     def owner(self, a) -> str:
         return a.attrs.get("node") or a.node or ""
+
+    def borrowed(self, a) -> bool:
+        from topoipam.ipam.check import is_borrowed
+
+        return is_borrowed(a, self.node_labels)
 
     def run(self) -> int:
         self.say("Checking IPAM for inconsistencies...")
@@ -140,11 +146,11 @@ class _Checker:
         self._scan("Scanning for IPs in blocks outside every IP pool...", outside,
                    "Found {n} IPs that are allocated in blocks outside every IP pool.",
                    lambda a: f"  {a.ip.ip} in block {a.block} is not in any IP pool; attrs {_attr_string(a)}")
-        lent = [a for a in self.allocations if a.attrs.get("node") and a.attrs["node"] != (a.node or "")]
+        lent = [a for a in self.allocations if self.borrowed(a)]
         self._scan("Scanning for borrowed IPs...", lent,
                    "Found {n} IPs borrowed from blocks affine to another node (or to none).",
                    lambda a: f"  {a.ip.ip} of node {a.attrs['node']} is borrowed from block {a.block} "
-                             f"(affinity {('host:' + a.node) if a.node else '<none>'}); attrs {_attr_string(a)}")
+                             f"(affinity {a.holder.affinity if a.holder else '<none>'}); attrs {_attr_string(a)}")
         self.say()
 
     def scan_handles(self) -> None:
@@ -187,7 +193,7 @@ class _Checker:
                 if a.attrs.get(attr):
                     entry[key] = a.attrs[attr]
             entry["inUse"] = ip not in self.not_in_use
-            if a.attrs.get("node") and a.attrs["node"] != (a.node or ""):
+            if self.borrowed(a):
                 entry["borrowed"] = True
             entry["owners"] = None  # topoipam sees no live workloads
             allocations.setdefault(ip, []).append(entry)

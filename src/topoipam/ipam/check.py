@@ -10,7 +10,8 @@ from __future__ import annotations
 from topoipam.structs import dataclass, field
 from collections.abc import Iterator
 
-from topoipam.core.block import affinity_node, reserved_ordinals
+from topoipam.core.affinity import holder_of
+from topoipam.core.block import reserved_ordinals
 from topoipam.core.insights import reserved_count
 from topoipam.core.pools import pool_containing
 from topoipam.core.summary import Chunk, chunk_of, global_block_index
@@ -19,7 +20,8 @@ from topoipam.ipam.blocks import candidate_keys, handle_attrs, load_block
 from topoipam.ipam.leaks import handle_records
 
 PROBLEM_KINDS = ("handle-without-address", "address-without-handle", "outside-pools", "node-missing",
-                 "affinity-without-block", "block-without-affinity-record", "summary-mismatch", "block-inconsistent")
+                 "affinity-without-block", "block-without-affinity-record", "summary-mismatch", "block-inconsistent",
+                 "domain-without-node")
 INFO_KINDS = ("borrowed",)
 
 
@@ -29,8 +31,29 @@ class Allocation:
     handle: str | None
     attrs: dict
     block: object  # block network
-    node: str | None  # the block's affine node (None: no affinity)
+    node: str | None  # the block's affine node (None: no affinity, or affine to a domain)
     sequence_number: int | None
+    holder: object = None  # the block's core.affinity.Holder (host or domain; None: no affinity)
+
+
+def is_borrowed(a: Allocation, node_labels) -> bool:
+    """Whether ``a``'s node (its ``node`` attribute) is not of the block's holder (``node_labels``:
+    node name -> labels, of the registered nodes). A node gone is not counted: it is a leak, reported
+    as such; with host affinity it is judged by its name alone, as Calico does."""
+    node = a.attrs.get("node")
+    if not node:
+        return False
+    if a.holder is None:
+        return True
+    if a.holder.is_domain and node not in node_labels:
+        return False
+    return not a.holder.carried_by(node_labels.get(node, {}), node)
+
+
+def _allocation(b, o, on_handle) -> Allocation:
+    holder = holder_of(b.affinity)
+    return Allocation(b.interface(o), b.handle_of(o), b.attrs_of(o, on_handle), b.cidr,
+                      holder.node if holder else None, b.seq_for_allocation.get(o), holder)
 
 
 @dataclass(frozen=True)
@@ -43,6 +66,7 @@ class BlockUsage:
     in_use: int
     reserved: int = 0  # addresses an IPReservation covers (Calico's IPS RESERVED)
     reserved_in_use: int = 0  # of those, allocated anyway (allocated before the reservation was made)
+    holder: object = None  # core.affinity.Holder (None: no affinity)
 
     @property
     def free(self) -> int:
@@ -115,8 +139,7 @@ def allocations(store, prefix_handle: str | None = None, blocks=None, handles=No
             handle = b.handle_of(o)
             if prefix_handle is not None and not (handle or "").startswith(prefix_handle):
                 continue
-            out.append(Allocation(b.interface(o), handle, b.attrs_of(o, on_handle), b.cidr, affinity_node(b.affinity),
-                                  b.seq_for_allocation.get(o)))
+            out.append(_allocation(b, o, on_handle))
     return out
 
 
@@ -133,8 +156,7 @@ def allocation_of(store, ip) -> Allocation | None:
             handle, entry = b.handle_of(o), b.entry(o)
             on_handle = {} if handle is None or "secondary" in entry else \
                 {handle: handle_attrs(store.get(keys.handle_key(handle)))}
-            return Allocation(b.interface(o), handle, b.attrs_of(o, on_handle), b.cidr, affinity_node(b.affinity),
-                              b.seq_for_allocation.get(o))
+            return _allocation(b, o, on_handle)
     return None
 
 
@@ -145,8 +167,9 @@ def block_usage(store, snap, blocks=None) -> list[BlockUsage]:
         b = stored.block
         pool = pool_containing(snap.pools, b.cidr)
         held = reserved_ordinals(b.cidr, reserved) if reserved else frozenset()
-        out.append(BlockUsage(b.cidr, b.affinity, affinity_node(b.affinity), pool.name if pool else None,
-                              b.size, b.in_use, len(held), len(held.intersection(b.allocated_ordinals()))))
+        holder = holder_of(b.affinity)
+        out.append(BlockUsage(b.cidr, b.affinity, holder.node if holder else None, pool.name if pool else None,
+                              b.size, b.in_use, len(held), len(held.intersection(b.allocated_ordinals())), holder))
     return out
 
 
@@ -171,34 +194,38 @@ def check(store, snap, blocks=None, handles=None) -> CheckReport:
     handles = {h.handle: h.counts for h in records}
     on_handle = {h.handle: h.attrs for h in records}
     blocks = list(iter_blocks(store)) if blocks is None else blocks
-    affinities = {r.key for r in store.list(keys.ROOT + "host/")}
+    affinities = {r.key for prefix in ("host/", "domain/") for r in store.list(keys.ROOT + prefix)}
     report.blocks, report.handles = len(blocks), len(handles)
     seen_counts: dict[str, dict[str, int]] = {}
     add = report.findings.append
     for stored in blocks:
         b = stored.block
-        node = affinity_node(b.affinity)
-        if node is not None:
-            akey = keys.affinity_key(node, b.cidr)
+        holder = holder_of(b.affinity)
+        if holder is not None:
+            akey = keys.holder_key(holder, b.cidr)
             if akey not in affinities:
-                add(Finding("block-without-affinity-record", f"block {b.cidr} is affine to {node} "
+                add(Finding("block-without-affinity-record", f"block {b.cidr} is affine to {holder.display} "
                             f"but the affinity record {akey} is missing"))
             affinities.discard(akey)
+            if holder.is_domain and not snap.carries(holder):
+                add(Finding("domain-without-node", f"block {b.cidr} is affine to {holder.display}, which no "
+                            f"registered node carries ({b.in_use} addresses in use)"))
         dangling = _check_block(b, add)
         in_pool = pool_containing(snap.pools, b.cidr) is not None
         for o in b.allocated_ordinals():
             if o in dangling:
                 continue
             report.allocations += 1
-            _check_allocation(b, o, node, in_pool, handles, on_handle, seen_counts, snap, add)
+            _check_allocation(b, o, holder, in_pool, handles, on_handle, seen_counts, snap, add)
     for akey in sorted(affinities):
-        add(Finding("affinity-without-block", f"affinity record {akey} has no block affine to its node"))
+        add(Finding("affinity-without-block", f"affinity record {akey} has no block affine to its holder"))
     _check_handles(handles, seen_counts, add)
     _check_summaries(store, blocks, add)
     return report
 
 
-def _check_allocation(b, o, node, in_pool, handles, on_handle, seen_counts, snap, add) -> None:
+def _check_allocation(b, o, holder, in_pool, handles, on_handle, seen_counts, snap, add) -> None:
+    node = holder.node if holder is not None else None
     ip, handle, attrs = b.address(o), b.handle_of(o), b.attrs_of(o, on_handle)
     if handle is not None:
         seen_counts.setdefault(handle, {}).setdefault(str(b.cidr), 0)
@@ -211,9 +238,11 @@ def _check_allocation(b, o, node, in_pool, handles, on_handle, seen_counts, snap
     owner = attrs.get("node") or node
     if owner and snap.node(owner) is None:
         add(Finding("node-missing", f"{ip} is allocated to node {owner}, which no longer exists", ip, handle))
-    if attrs.get("node") and node and attrs["node"] != node:
-        add(Finding("borrowed", f"{ip} of node {attrs['node']} is borrowed from block {b.cidr} affine to {node}",
-                    ip, handle))
+    user = snap.node(attrs["node"]) if attrs.get("node") and holder is not None else None
+    if user is not None and not holder.carried_by(user.labels, user.name) or \
+            (attrs.get("node") and node and attrs["node"] != node):
+        add(Finding("borrowed", f"{ip} of node {attrs['node']} is borrowed from block {b.cidr} affine to "
+                    f"{holder.display}", ip, handle))
 
 
 def _check_block(b, add) -> set[int]:

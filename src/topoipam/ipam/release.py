@@ -4,19 +4,21 @@ Each public function plans from fresh reads and commits once per decision
 through ``retry.run_cas``: a block update together with the handle counts it
 changes. A block left empty and without affinity is deleted; a block left
 empty whose pool no longer selects its affine node loses its affinity (and is
-deleted) in the same commit (Calico's ensureConsistentAffinity).
+deleted) in the same commit (Calico's ensureConsistentAffinity). A domain block
+(core.affinity) left empty is deleted once no registered node carries its domain.
 """
 
 from __future__ import annotations
 
 import ipaddress
 
-from topoipam.core.block import Block, affinity_node, host_affinity
+from topoipam.core.affinity import Holder, affinity_label, holder_for, holder_of, host_holder
+from topoipam.core.block import Block
 from topoipam.core.pools import pool_containing, selects_node
 from topoipam.errors import NotFoundError, ValidationError
 from topoipam.ipam import keys
 from topoipam.ipam.blocks import (AFFINITY_VALUE, ChunkEdits, StoredBlock, affinity_hint_op, candidate_keys,
-                                  chunk_bit_op, delete_block_ops, handle_counts, handle_ops, list_affine_nets,
+                                  chunk_bit_op, delete_block_ops, handle_counts, handle_ops, list_holder_nets,
                                   load_block, pool_check, pool_key, pool_now, release_affinity_ops, scan_pool_blocks)
 from topoipam.store.retry import Plan, run_cas
 from topoipam.resources.keys import resource_key
@@ -40,21 +42,29 @@ def _settle_block(store, snap, stored: StoredBlock, chunks: ChunkEdits, was_full
     (or its pool no longer selects its node: that decision rests on the topology read, so the
     commit carries Checks on what it read). A block that was full clears its affinity's full-hint."""
     block = stored.block
+    holder = holder_of(block.affinity)
     if block.is_empty():
-        node = affinity_node(block.affinity)
         if block.affinity is None:
             return delete_block_ops(store, stored, None, chunks)
-        fences = _pool_dropped_node(snap, block.cidr, node) if node is not None else None
+        fences = _holder_dropped(snap, block.cidr, holder) if holder is not None else None
         if fences is not None:
-            return [*delete_block_ops(store, stored, store.get(keys.affinity_key(node, block.cidr)), chunks), *fences]
+            return [*delete_block_ops(store, stored, store.get(keys.holder_key(holder, block.cidr)), chunks), *fences]
     block.sequence_number += 1
     ops = [Update(stored.key, block.to_json(), stored.revision)]
-    node = affinity_node(block.affinity)
-    if was_full and node is not None:
-        hint = affinity_hint_op(store.get(keys.affinity_key(node, block.cidr)), block)
+    if was_full and holder is not None:
+        hint = affinity_hint_op(store.get(keys.holder_key(holder, block.cidr)), block)
         if hint is not None:
             ops.append(hint)
     return ops
+
+
+def _holder_dropped(snap, net, holder: Holder) -> list | None:
+    """None if the empty block ``net`` stays ``holder``'s; else the fences of letting it go. A domain's
+    block goes once no registered node carries the domain (nothing to fence: an empty block deleted
+    is only claimed again by the next node of the domain)."""
+    if holder.node is not None:
+        return _pool_dropped_node(snap, net, holder.node)
+    return None if snap.carries(holder) else []
 
 
 def _pool_dropped_node(snap, net, node_name: str) -> list | None:
@@ -150,8 +160,8 @@ def unclaim_blocks(svc, claimed: dict, handle: str | None) -> set:
             stored = load_block(recs.get(bkey))
             if stored is None or stored.revision != revision:
                 return Plan(result=False)
-            node = affinity_node(stored.block.affinity)
-            ops = delete_block_ops(store, stored, store.get(keys.affinity_key(node, net)) if node else None)
+            holder = holder_of(stored.block.affinity)
+            ops = delete_block_ops(store, stored, store.get(keys.holder_key(holder, net)) if holder else None)
             held = len(stored.block.allocated_ordinals())
             if handle:
                 ops += handle_ops(recs, {handle: {str(net): -held}})
@@ -229,13 +239,17 @@ def _block_nets(snap, cidr_text: str):
 
 
 def claim_affinity(svc, cidr_text: str, node: str):
-    """Claim every block of ``cidr`` for ``node``: returns (claimed, held by another host) networks."""
+    """Claim every block of ``cidr`` for ``node`` (for its domain in a pool with an affinity label):
+    returns (claimed, held by another holder) networks."""
     snap, store = svc.snapshot(), svc.store
-    snap.require_node(node)
+    registered = snap.require_node(node)
     claimed, failed = [], []
     pool, nets = _block_nets(snap, cidr_text)
+    holder = holder_for(node, registered.labels, pool)
+    if holder is None:
+        raise ValidationError(f"node {node} does not carry the affinity label of pool {pool.name}")
     for net in nets:
-        bkey, akey = keys.block_key(net), keys.affinity_key(node, net)
+        bkey, akey = keys.block_key(net), keys.holder_key(holder, net)
 
         def attempt(n, net=net, bkey=bkey, akey=akey):
             nonlocal pool
@@ -247,12 +261,12 @@ def claim_affinity(svc, cidr_text: str, node: str):
             fence = pool_check(pool)
             stored = load_block(recs.get(bkey))
             if stored is None:
-                block = Block.new(net, host_affinity(node), svc.claim_time(), svc.initial_sequence())
+                block = Block.new(net, holder.affinity, svc.claim_time(), svc.initial_sequence())
                 ops = [Create(bkey, block.to_json()), chunk_bit_op(store, net, True), *fence]
                 if akey not in recs:
                     ops.insert(0, Create(akey, AFFINITY_VALUE))
                 return Plan(ops, True)
-            if stored.block.affinity != host_affinity(node):
+            if stored.block.affinity != holder.affinity:
                 return Plan(result=False)
             return Plan([] if akey in recs else [Create(akey, AFFINITY_VALUE), *fence], True)
 
@@ -260,16 +274,18 @@ def claim_affinity(svc, cidr_text: str, node: str):
     return claimed, failed
 
 
-def release_affinity(svc, net, node: str, must_be_empty: bool = False) -> bool:
-    """Release ``node``'s affinity to block ``net``: an empty block is deleted, a non-empty one keeps its
-    allocations without affinity (unless ``must_be_empty``). False if the block is not ``node``'s."""
+def release_affinity(svc, net, holder: Holder | str, must_be_empty: bool = False) -> bool:
+    """Release ``holder``'s affinity (a node name: its host's) to block ``net``: an empty block is deleted,
+    a non-empty one keeps its allocations without affinity (unless ``must_be_empty``). False if the block
+    is not ``holder``'s."""
     store = svc.store
-    bkey, akey = keys.block_key(net), keys.affinity_key(node, net)
+    holder = host_holder(holder) if isinstance(holder, str) else holder
+    bkey, akey = keys.block_key(net), keys.holder_key(holder, net)
 
     def attempt(_n):
         recs = store.get_many([bkey, akey])
         stored = load_block(recs.get(bkey))
-        if stored is None or stored.block.affinity != host_affinity(node):
+        if stored is None or stored.block.affinity != holder.affinity:
             return Plan([Delete(akey, recs[akey].revision)], stored is None) if akey in recs else Plan(result=False)
         if must_be_empty and not stored.block.is_empty():
             return Plan(result=False)
@@ -281,11 +297,32 @@ def release_affinity(svc, net, node: str, must_be_empty: bool = False) -> bool:
 
 def release_host_affinities(svc, node: str, must_be_empty: bool = False) -> list:
     """Release all of ``node``'s affinities (both families); returns the blocks released."""
+    return _release_holder(svc, host_holder(node), must_be_empty)
+
+
+def _release_holder(svc, holder: Holder, must_be_empty: bool) -> list:
     done = []
     for version in (4, 6):
-        for net in list_affine_nets(svc.store, node, version):
-            if release_affinity(svc, net, node, must_be_empty):
+        for net in list_holder_nets(svc.store, holder, version):
+            if release_affinity(svc, net, holder, must_be_empty):
                 done.append(net)
+    return done
+
+
+def release_orphan_domains(svc) -> list:
+    """Release the empty blocks of every domain (core.affinity) no registered node carries any more,
+    e.g. after the last node of a rack was deleted; blocks still holding addresses stay (drift shows
+    them). Returns the blocks released."""
+    snap, done, seen = svc.snapshot(), [], set()
+    for pool in snap.pools:
+        if affinity_label(pool) is None:
+            continue
+        for stored in scan_pool_blocks(svc.store, pool):
+            holder = holder_of(stored.block.affinity)
+            if holder is None or not holder.is_domain or holder in seen or snap.carries(holder):
+                continue
+            seen.add(holder)
+            done += _release_holder(svc, holder, must_be_empty=True)
     return done
 
 
@@ -293,8 +330,8 @@ def release_pool_affinities(svc, pool) -> list:
     """Reference 1.3 step 2: every affine block of the pool loses its affinity (empty ones are deleted)."""
     done = []
     for stored in scan_pool_blocks(svc.store, pool):
-        node = affinity_node(stored.block.affinity)
-        if node is not None and release_affinity(svc, stored.block.cidr, node):
+        holder = holder_of(stored.block.affinity)
+        if holder is not None and release_affinity(svc, stored.block.cidr, holder):
             done.append(stored.block.cidr)
     return done
 

@@ -20,10 +20,11 @@ import time
 from topoipam.structs import dataclass, field
 from collections.abc import Callable, Mapping, Sequence
 
-from topoipam.core.block import Block, host_affinity
+from topoipam.core.affinity import Holder, affinity_label, holder_for, host_holder
+from topoipam.core.block import Block
 from topoipam.core.pools import pool_containing
-from topoipam.errors import (AllocationError, BlockLimitError, ExhaustedError, NotInPoolError, TopoipamError,
-                             ValidationError)
+from topoipam.errors import (AllocationError, BlockLimitError, ExhaustedError, NoQualifiedPoolError, NotInPoolError,
+                             TopoipamError, ValidationError)
 from topoipam.ipam import keys, release
 from topoipam.ipam.assign import FamilyAssigner
 from topoipam.ipam.kept import HandleState, KeptPlanStale, assign_kept
@@ -73,12 +74,22 @@ def shortfall_message(version: int, got: int, wanted: int, messages: Sequence[st
     return "; ".join([f"Assigned {got} out of {wanted} requested IPv{version} addresses", *messages])
 
 
-def _check_strict(block: Block, node: str) -> None:
+def _check_strict(block: Block, holder: Holder) -> None:
     if block.affinity is None:
         raise AllocationError(f"Attempt to assign from block {block.cidr} with no affinity")
-    if block.affinity != host_affinity(node):
+    if block.affinity != holder.affinity:
         raise AllocationError(f"Block host affinity does not match: block {block.cidr} is affine to "
-                              f"{block.affinity}, not host:{node} (strict affinity is enabled)")
+                              f"{block.affinity}, not {holder.affinity} (strict affinity is enabled)")
+
+
+def node_holder(node, pool) -> Holder:
+    """``holder_for`` for a registered ``node``, or NoQualifiedPoolError naming the missing label."""
+    holder = holder_for(node.name, node.labels, pool)
+    if holder is None:
+        label = affinity_label(pool)
+        raise NoQualifiedPoolError(f"pool {pool.name} ({pool.spec.cidr}): blocks are affine to a {label} domain "
+                                   f"and node {node.name} has no label {label}")
+    return holder
 
 
 class IpamService:
@@ -181,12 +192,13 @@ class IpamService:
                      moved=TopologyMoved, what=lambda: f"assign {addr} on node {node}")
 
     def _assign_ip(self, snap: Snapshot, addr, handle: str | None, attrs, node: str):
-        snap.require_node(node)
+        registered = snap.require_node(node)
         pool = pool_containing(snap.enabled_pools, addr)
         if pool is None:
             raise NotInPoolError(f"The provided IP address {addr} is not in a configured pool")
+        holder = node_holder(registered, pool)
         net = block_net_of(addr, pool.spec.block_size)
-        bkey, akey = keys.block_key(net), keys.affinity_key(node, net)
+        bkey, akey = keys.block_key(net), keys.holder_key(holder, net)
         hkeys = [keys.handle_key(handle)] if handle else []
         strict = snap.config.strict_affinity
 
@@ -201,10 +213,10 @@ class IpamService:
                 if pool is None:
                     raise NotInPoolError(f"The provided IP address {addr} is not in a configured pool")
             stored = load_block(recs.get(bkey))
-            block = stored.block if stored else Block.new(net, host_affinity(node), self.claim_time(),
+            block = stored.block if stored else Block.new(net, holder.affinity, self.claim_time(),
                                                           self.initial_sequence())
             if stored is not None and strict:
-                _check_strict(block, node)
+                _check_strict(block, holder)
             ordinal = block.ordinal(addr)
             block.assign(ordinal, handle, entry_attrs(handle, recs.get(hkeys[0]) if hkeys else None, attrs))
             arec = recs.get(akey)
@@ -214,7 +226,7 @@ class IpamService:
             else:
                 block.sequence_number += 1
                 ops = [Update(bkey, block.to_json(), stored.revision),
-                       affinity_hint_op(arec, block) if block.affinity == host_affinity(node) else None]
+                       affinity_hint_op(arec, block) if block.affinity == holder.affinity else None]
             ops = [op for op in ops if op is not None]
             if handle:
                 ops += handle_ops(recs, {handle: {str(net): 1}}, attrs)
@@ -243,13 +255,20 @@ class IpamService:
         pool = pool_containing(snap.pools, nets)
         size = pool.spec.block_size if pool else nets.prefixlen
         subnets = nets.subnets(new_prefix=size) if nets.prefixlen < size else [nets]
-        return [n for n in subnets if release.release_affinity(self, n, node, must_be_empty)]
+        registered = snap.node(node)
+        holder = holder_for(node, registered.labels, pool) if registered is not None and pool else None
+        holder = holder or host_holder(node)
+        return [n for n in subnets if release.release_affinity(self, n, holder, must_be_empty)]
 
     def release_host_affinities(self, node: str, must_be_empty: bool = False) -> list:
         return release.release_host_affinities(self, node, must_be_empty)
 
     def release_pool_affinities(self, pool) -> list:
         return release.release_pool_affinities(self, pool)
+
+    def release_orphan_domains(self) -> list:
+        """Empty blocks of domains no registered node carries any more, released (core.affinity)."""
+        return release.release_orphan_domains(self)
 
     # -- reporting (see ipam/check.py) ------------------------------------------
     def allocations(self, prefix_handle: str | None = None):

@@ -40,6 +40,7 @@ class Topology:
 
     def pools(self) -> list[IPPool]: ...
     def node(self, name: str) -> Node | None: ...
+    def all_nodes(self) -> list[Node]: ...
     def ipam_config(self) -> IPAMConfig: ...
     def reservations(self) -> list[IPReservation]: ...
 
@@ -53,6 +54,9 @@ class StoreTopology:
 
     def node(self, name: str) -> Node | None:
         return repo.get_node(self.store, name)
+
+    def all_nodes(self) -> list[Node]:
+        return repo.list_nodes(self.store)
 
     def ipam_config(self) -> IPAMConfig:
         return repo.get_ipam_config(self.store)
@@ -73,6 +77,9 @@ class StaticTopology:
 
     def node(self, name: str) -> Node | None:
         return self.nodes.get(name)
+
+    def all_nodes(self) -> list[Node]:
+        return list(self.nodes.values())
 
     def ipam_config(self) -> IPAMConfig:
         return self.config
@@ -103,6 +110,17 @@ class Snapshot:
     @cached_property
     def reserved(self) -> list:
         return list(_reserved_networks(self._t.reservations()))
+
+    @cached_property
+    def all_nodes(self) -> list[Node]:
+        """Every registered node (read once; only for decisions about domains, never per assignment)."""
+        return self._t.all_nodes()
+
+    def carries(self, holder) -> bool:
+        """Whether any registered node belongs to ``holder`` (a ``core.affinity.Holder``)."""
+        if holder.node is not None:
+            return self.node(holder.node) is not None
+        return any(holder.carried_by(n.labels) for n in self.all_nodes)
 
     def node(self, name: str) -> Node | None:
         if name not in self._nodes:
