@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from topoipam.core import insights as core
-from topoipam.core.block import affinity_node, reserved_ordinals
+from topoipam.core.affinity import holder_for, holder_of, host_holder
+from topoipam.core.block import reserved_ordinals
 from topoipam.core.pools import pool_containing, rank_pools
 from topoipam.errors import NotFoundError
 from topoipam.ipam.assign import EMPTY_BLOCK_MIN_RECLAIM_AGE, block_limit
@@ -57,16 +58,17 @@ class World:
         self.blocks = [s.block for s in iter_blocks(store)]
         # Indexes so that a question per node costs no scan of every block (10,000 nodes x blocks).
         self.pool_blocks: dict[str, list] = {p.name: [] for p in self.pools}
-        self.node_blocks: dict[str, list] = {}  # node -> its affine blocks (any pool, both families)
+        # holder (core.affinity: a node, or a domain such as rack=0) -> its blocks (any pool, both families)
+        self.holder_blocks: dict[object, list] = {}
         self.pool_free: dict[str, int] = {p.name: 0 for p in self.pools}  # free in claimed blocks
-        self.affine: dict[tuple[str, str], list[int]] = {}  # (pool, node) -> [affine blocks, their free]
-        self.reclaim: dict[tuple[str, str | None], int] = {}  # (pool, holder or None: all) -> free in them
+        self.affine: dict[tuple, list[int]] = {}  # (pool, holder) -> [affine blocks, their free]
+        self.reclaim: dict[tuple, int] = {}  # (pool, holder or None: all) -> free in them
         self._free: dict[object, int] = {}
         self.pool_of: dict[object, object] = {}  # block network -> the pool it lies in (None: in none wholly)
         for b in self.blocks:
-            node = affinity_node(b.affinity)
+            node = holder_of(b.affinity)  # the block's holder
             if node is not None:
-                self.node_blocks.setdefault(node, []).append(b)
+                self.holder_blocks.setdefault(node, []).append(b)
             pool = self.pool_of[b.cidr] = pool_containing(self.pools, b.cidr)
             if pool is None:
                 continue
@@ -135,18 +137,23 @@ class World:
             self._chosen[key] = self.choice(node, labels, version).chosen
         return self._chosen[key]
 
-    def rules(self, node: str, chosen) -> core.ClaimRules:
-        owned = sum(self.affine.get((p.name, node), (0, 0))[0] for p in chosen)
+    def rules(self, node: str, labels: Mapping[str, str], chosen) -> core.ClaimRules:
+        """The claim rules for the holder of the first chosen pool (the node, or its domain: the block
+        limit counts per holder, as the allocator does)."""
+        first = holder_for(node, labels, chosen[0]) if chosen else None
+        owned = sum(self.affine.get((p.name, first), (0, 0))[0] for p in chosen
+                    if holder_for(node, labels, p) == first)
         return core.ClaimRules(owned, block_limit(0, self.config.max_blocks_per_host),
                                self.config.auto_allocate_blocks, self.config.strict_affinity)
 
-    def rooms(self, node: str, chosen) -> list[core.Room]:
+    def rooms(self, node: str, labels: Mapping[str, str], chosen) -> list[core.Room]:
         """What ``node`` can still get from each chosen pool, in the chosen order."""
-        rules = self.rules(node, chosen)
+        rules = self.rules(node, labels, chosen)
         out = []
         for p in chosen:
-            mine = self.affine.get((p.name, node), (0, 0))[1]
-            reclaim = self.reclaim.get((p.name, None), 0) - self.reclaim.get((p.name, node), 0)
+            holder = holder_for(node, labels, p)
+            mine = self.affine.get((p.name, holder), (0, 0))[1]
+            reclaim = self.reclaim.get((p.name, None), 0) - self.reclaim.get((p.name, holder), 0)
             out.append(core.room(p.name, mine, self.unclaimed(p).addresses, reclaim, self.pool_free[p.name] - mine,
                                  rules))
         return out
@@ -225,7 +232,7 @@ def _node_coverage(world: World, node, version: int) -> NodeCoverage:
         else:
             reason = f"no pool selects it: {choice.reasons()}"
         return NodeCoverage(node.name, version, False, [], reason, limited)
-    rooms = world.rooms(node.name, chosen)
+    rooms = world.rooms(node.name, node.labels, chosen)
     with_room = [r for r in rooms if r.total > 0]
     if not with_room:
         full = "; ".join(f"{r.pool} is full ({r.describe()})" for r in rooms)
@@ -277,63 +284,79 @@ def explain(store, now: float, node: str | None = None, labels: Mapping[str, str
     out = []
     for version in world.families(family):
         choice = world.choice(name, node_labels, version, namespace_labels)
-        rooms = world.rooms(name, choice.chosen) if choice.chosen else []
+        rooms = world.rooms(name, node_labels, choice.chosen) if choice.chosen else []
         rejected = [(r.pool.name, r.pool.spec.cidr, r.reason) for r in choice.rejected]
         rejected += [(r.pool, next(p.spec.cidr for p in choice.chosen if p.name == r.pool),
                       f"full: {r.describe()}") for r in rooms if r.total == 0]
         out.append(Explanation(name, node_labels, found is not None, version, namespace, rooms, rejected,
                                [r.pool.name for r in core.namespace_limited(choice, node_labels)],
-                               _next_block(world, name, choice.chosen, version)))
+                               _next_block(world, name, node_labels, choice.chosen, version)))
     return out
 
 
-def _next_block(world: World, node: str, chosen, version: int) -> NextBlock:
-    """The allocator's order (ipam/assign.py): the node's affine blocks of the chosen pools in address
-    order, then the first unclaimed block in the node's order of the first pool that has one, then an
-    empty block another node has held for over a minute (taken over), then (strict affinity off)
-    borrowing in the node's order. Claims and take-overs stop at the per-host block limit."""
+def _next_block(world: World, node: str, labels: Mapping[str, str], chosen, version: int) -> NextBlock:
+    """The allocator's order (ipam/assign.py): the holder's affine blocks of the chosen pools in address
+    order (the holder: the node, or its domain such as rack=0, see core.affinity), then the first
+    unclaimed block in the holder's order of the first pool that has one, then an empty block another
+    holder has held for over a minute (taken over), then (strict affinity off) borrowing in the
+    holder's order. Claims and take-overs stop at the per-holder block limit."""
     if not chosen:
         return NextBlock("none", f"no IPv{version} pool is used for this node: an assignment fails with "
                                  f"'no configured Calico pools for node {node}'")
-    affine = sorted((b for b in world.node_blocks.get(node, ()) if b.cidr.version == version
-                     and pool_containing(chosen, b.cidr) is not None),
+    holders = {p.name: holder_for(node, labels, p) for p in chosen}
+    affine = sorted((b for h in dict.fromkeys(holders.values()) for b in world.holder_blocks.get(h, ())
+                     if b.cidr.version == version and _pool_of(chosen, b.cidr, holders, h)),
                     key=lambda b: int(b.cidr.network_address))
     for b in affine:
         free = world.free(b)
         if free:
             pool = pool_containing(chosen, b.cidr)
-            return NextBlock("affine", f"block {b.cidr} of {pool.name}, affine to {node}, with {free} free",
-                             str(b.cidr), pool.name, free)
-    rules = world.rules(node, chosen)
+            return NextBlock("affine", f"block {b.cidr} of {pool.name}, affine to {holders[pool.name].display}, "
+                                       f"with {free} free", str(b.cidr), pool.name, free)
+    rules = world.rules(node, labels, chosen)
     if rules.may_claim:
         for pool in chosen:
-            found = find_unclaimed_block(world.store, pool, node, world.reserved)
+            who = holders[pool.name].display
+            found = find_unclaimed_block(world.store, pool, who, world.reserved)
             if found:
                 net = found[0]
                 return NextBlock("claim", f"new block {net} of {pool.name} (the first unclaimed block in "
-                                          f"{node}'s order), claimed for {node}", str(net), pool.name,
+                                          f"{who}'s order), claimed for {who}", str(net), pool.name,
                                  net.num_addresses - len(reserved_ordinals(net, world.reserved)))
     if rules.may_claim:
         for pool in chosen:
-            for stored in scan_pool_blocks(world.store, pool, node):
+            holder = holders[pool.name]
+            for stored in scan_pool_blocks(world.store, pool, holder.display):
                 b = stored.block
-                if affinity_node(b.affinity) != node and world.reclaimable(b):
+                if b.affinity != holder.affinity and world.reclaimable(b):
                     return NextBlock("reclaim", f"empty block {b.cidr} of {pool.name}, held by "
-                                                f"{affinity_node(b.affinity) or 'no node'} since {b.claim_time}, "
-                                                f"taken over for {node}", str(b.cidr), pool.name, world.free(b))
+                                                f"{_owner(b)} since {b.claim_time}, "
+                                                f"taken over for {holder.display}", str(b.cidr), pool.name,
+                                     world.free(b))
     if rules.may_borrow:
         for pool in chosen:
-            for stored in scan_pool_blocks(world.store, pool, node):
+            for stored in scan_pool_blocks(world.store, pool, holders[pool.name].display):
                 free = world.free(stored.block)
                 if free:
-                    owner = affinity_node(stored.block.affinity) or "no node"
                     return NextBlock("borrow", f"borrowed from block {stored.block.cidr} of {pool.name} "
-                                               f"(affine to {owner}), {free} free", str(stored.block.cidr),
-                                     pool.name, free)
+                                               f"(affine to {_owner(stored.block)}), {free} free",
+                                     str(stored.block.cidr), pool.name, free)
     why = "; ".join(rules.notes()) or ("strict affinity is on, so nothing is borrowed" if rules.strict
                                       else "every block of the pools is full")
-    return NextBlock("none", f"no block: no free address in {node}'s affine blocks, no unclaimed block "
+    whose = "/".join(dict.fromkeys(h.display for h in holders.values()))
+    return NextBlock("none", f"no block: no free address in {whose}'s affine blocks, no unclaimed block "
                              f"usable ({why}); an assignment fails")
+
+
+def _pool_of(chosen, net, holders: dict, holder) -> bool:
+    """Whether ``net`` lies in a chosen pool whose blocks are ``holder``'s for this node."""
+    pool = pool_containing(chosen, net)
+    return pool is not None and holders[pool.name] == holder
+
+
+def _owner(block) -> str:
+    holder = holder_of(block.affinity)
+    return holder.display if holder is not None else "no node"
 
 
 # ------------------------------------------------------------------ headroom
@@ -412,13 +435,13 @@ def headroom(store, label: str, now: float, family: int | None = None, progress=
         for value, pools in chosen.items():
             for p in pools:
                 pool_domains.setdefault(p.name, []).append(value)
-        shared = _split_shared(world, pool_domains, node_domain)
+        shared = _split_shared(world, pool_domains, node_domain, label)
         for value, pools in chosen.items():
             nodes = domains[value]
             report.domains.append(_domain(world, value, version, nodes, pools, shared, times))
             tick()
             for n in nodes:
-                mine = [b for b in world.node_blocks.get(n.name, ()) if b.cidr.version == version]
+                mine = [b for b in world.holder_blocks.get(host_holder(n.name), ()) if b.cidr.version == version]
                 report.nodes.append(NodeHeadroom(n.name, value, version, len(mine), sum(b.in_use for b in mine),
                                                  sum(world.free(b) for b in mine)))
         for p in world.pools:
@@ -456,15 +479,17 @@ def _space(world: World, row: DomainHeadroom, blocks, unclaimed, usable, times) 
     return row
 
 
-def _split_shared(world: World, pool_domains: dict[str, list], node_domain: dict[str, str]) -> dict[str, dict]:
-    """Pools used by several domains -> {domain holding the block (its affine node's), or None: [blocks]}."""
+def _split_shared(world: World, pool_domains: dict[str, list], node_domain: dict[str, str],
+                  label: str) -> dict[str, dict]:
+    """Pools used by several domains -> {domain holding the block (its affine node's, or the value of
+    its affinity domain of ``label``), or None: [blocks]}."""
     out: dict[str, dict] = {}
     for name, users in pool_domains.items():
         if len(users) < 2:
             continue
         parts: dict = {}
         for b in world.pool_blocks[name]:
-            holder = node_domain.get(affinity_node(b.affinity))
+            holder = _holding_domain(b, label, node_domain)
             parts.setdefault(holder if holder in users else None, []).append(b)
         out[name] = parts
     return out
@@ -479,7 +504,7 @@ def _domain(world: World, value: str, version: int, nodes, pools, shared, times)
     row = DomainHeadroom(value, version, sorted(names), [p.name for p in pools], total, 0, 0, 0, 0, 0)
     strict = world.config.strict_affinity
     return _space(world, row, blocks + mine_in_shared, [world.unclaimed(p) for p in own],
-                  lambda b: not strict or affinity_node(b.affinity) in names, times)
+                  lambda b: not strict or _held_by(b, nodes), times)
 
 
 def _shared(world: World, pool, users: list[str], nodes, parts: dict, times) -> DomainHeadroom:
@@ -492,6 +517,22 @@ def _shared(world: World, pool, users: list[str], nodes, parts: dict, times) -> 
     row = DomainHeadroom(shared_row_name(pool.name), pool.version, sorted(names), [pool.name], total, 0, 0, 0, 0, 0,
                          shared_by=list(users))
     return _space(world, row, blocks, [world.unclaimed(pool)], lambda b: not world.config.strict_affinity, times)
+
+
+def _held_by(block, nodes) -> bool:
+    """Whether ``block`` is affine to one of ``nodes``, or to a domain one of them carries."""
+    holder = holder_of(block.affinity)
+    return holder is not None and any(holder.carried_by(n.labels, n.name) for n in nodes)
+
+
+def _holding_domain(block, label: str, node_domain: dict[str, str]) -> str | None:
+    """The value of ``label`` whose domain holds ``block``: its affine node's, or its own domain's."""
+    holder = holder_of(block.affinity)
+    if holder is None:
+        return None
+    if holder.is_domain:
+        return holder.name if holder.label == label else None
+    return node_domain.get(holder.node)
 
 
 def _allocation_times(world: World) -> dict:
@@ -538,6 +579,7 @@ def drift(store, progress=None, world: World | None = None) -> list[Drift]:
                 tick()
             continue
         placed: dict[str, bool | None] = {}  # node -> block inside (True), outside (False) its pools, or across
+        holder = holder_of(b.affinity)  # a domain block is outside for a node that left the domain
         for o in b.allocated_ordinals():
             tick()
             attrs, handle = world.attrs_of(b, o), b.handle_of(o)
@@ -546,7 +588,8 @@ def drift(store, progress=None, world: World | None = None) -> list[Drift]:
                 continue
             now = _selecting(selecting, world.pools, nodes[name].labels, b.cidr.version)
             if name not in placed:
-                placed[name] = _placed(b.cidr, now)
+                left = holder is not None and holder.is_domain and not holder.carried_by(nodes[name].labels)
+                placed[name] = False if left else _placed(b.cidr, now)
             ip = b.address(o)
             pool = whole or pool_containing(world.pools, ip)
             if whole is None and pool is not None and pool.spec.assignment_mode != ASSIGN_AUTOMATIC:
