@@ -28,15 +28,13 @@ HOST, DOMAIN = "host", "domain"
 
 @dataclass(frozen=True, slots=True)
 class Holder:
-    """An affinity holder: ``kind`` HOST with ``name`` the node, or DOMAIN with ``label`` and ``value``."""
+    """An affinity holder: ``kind`` HOST with ``name`` the node, or DOMAIN with ``label`` and ``value``.
+    Made by ``host_holder`` / ``domain_holder`` (or ``holder_for``, ``holder_of``)."""
 
     kind: str
     name: str  # the node name (HOST) or the label's value (DOMAIN)
     label: str = ""  # the node label of a DOMAIN
-
-    @property
-    def affinity(self) -> str:
-        return f"host:{self.name}" if self.kind == HOST else f"domain:{self.label}={self.name}"
+    affinity: str = ""  # the block's stored field, made once (it is compared on every assignment)
 
     @property
     def display(self) -> str:
@@ -58,11 +56,11 @@ class Holder:
 
 
 def host_holder(node: str) -> Holder:
-    return Holder(HOST, node)
+    return Holder(HOST, node, "", f"host:{node}")
 
 
 def domain_holder(label: str, value: str) -> Holder:
-    return Holder(DOMAIN, value, label)
+    return Holder(DOMAIN, value, label, f"domain:{label}={value}")
 
 
 def affinity_label(pool) -> str | None:
