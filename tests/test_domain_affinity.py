@@ -228,3 +228,17 @@ def test_the_affinity_label_is_fixed_while_the_pool_has_blocks(racks, sqlite_url
     # a pool without blocks may change it
     assert racks("apply", "-f", "-", stdin=pool_doc(1, "10.0.1.0/24", label="zone")).code == 0
     assert racks("apply", "-f", "-", stdin=pool_doc(1, "10.0.1.0/24", label=None)).code == 0
+
+
+def test_a_domain_has_no_default_block_limit_but_a_configured_one(cli):
+    """Calico's default of 20 blocks per host is no bound for a rack sharing its blocks: without a
+    configured limit a domain claims what it needs; a configured one counts per domain."""
+    assert cli("create", "-f", "-", stdin=node_doc("a", 0) + node_doc("b", 0)).code == 0
+    assert cli("create", "-f", "-", stdin=pool_doc(0, "10.4.0.0/24", block_size=30)).code == 0
+    for node in ("a", "b"):
+        assert len(assign(cli, node, 44)) == 44  # 88 addresses: 22 blocks of 4
+    rows = block_rows(cli)
+    assert len(rows) == 22 and {aff for _, _, aff in rows} == {"rack=0"}
+    assert cli("ipam", "configure", "--strictaffinity=true", "--max-blocks-per-host=22").code == 0
+    r = cli("ipam", "assign", "--node", "a")
+    assert r.code == 1 and "limit of 22 blocks reached for domain rack=0" in r.err, r

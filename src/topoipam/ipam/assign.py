@@ -42,12 +42,14 @@ MEMO_LIMIT = 4096  # pool choices kept per topology snapshot
 EMPTY_BLOCK_MIN_RECLAIM_AGE = 60.0  # seconds
 
 
-def block_limit(requested: int, configured: int) -> int:
-    """Calico's rule: the request's cap, lowered to the config's; 20 when neither gives one."""
+def block_limit(requested: int, configured: int, domain: bool = False) -> int | float:
+    """Calico's rule: the request's cap, lowered to the config's; 20 when neither gives one. For a
+    domain (core.affinity) the configured or requested cap counts per domain, and without one there
+    is none: 20 blocks per host is no bound for a rack of 40 nodes sharing its blocks."""
     limit = requested
     if configured > 0 and (limit == 0 or limit > configured):
         limit = configured
-    return limit or DEFAULT_BLOCK_LIMIT
+    return limit or (float("inf") if domain else DEFAULT_BLOCK_LIMIT)
 
 
 class FamilyAssigner:
@@ -104,7 +106,7 @@ class FamilyAssigner:
         records, kept = self._affinities(fresh=False)
         queue, owned = self._plan(records, kept)
         config = self.snap.config
-        limit = block_limit(self.req.max_blocks_per_host, config.max_blocks_per_host)
+        limit = block_limit(self.req.max_blocks_per_host, config.max_blocks_per_host, self.holder.is_domain)
         while self.need > 0:
             if queue:
                 net, suffix = queue[0]

@@ -143,7 +143,8 @@ class World:
         first = holder_for(node, labels, chosen[0]) if chosen else None
         owned = sum(self.affine.get((p.name, first), (0, 0))[0] for p in chosen
                     if holder_for(node, labels, p) == first)
-        return core.ClaimRules(owned, block_limit(0, self.config.max_blocks_per_host),
+        limit = block_limit(0, self.config.max_blocks_per_host, first is not None and first.is_domain)
+        return core.ClaimRules(owned, limit,
                                self.config.auto_allocate_blocks, self.config.strict_affinity)
 
     def rooms(self, node: str, labels: Mapping[str, str], chosen) -> list[core.Room]:
