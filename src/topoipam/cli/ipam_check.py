@@ -9,14 +9,14 @@ sees no live workloads, so it checks what the datastore itself can tell
   the only addresses a report marks ``"inUse": false``, so the only ones
   ``release --from-report`` frees;
 * addresses in blocks outside every IP pool;
-* borrowed addresses (allocated to a node from a block affine to another node
-  or to none): legal in Calico with strict affinity off, but such an address
+* borrowed addresses (allocated to a node from a block affine to another node,
+  to a domain the node is not in, or to none): legal in Calico with strict affinity off, but such an address
   lies outside the routes its node's rack announces, so topoipam counts it;
 * handles with no address (leaked; the report lists them with their revision);
 * handles named by blocks with no handle record (calicoctl prints this count but
   does not add it to the problems; topoipam does);
 * handle counts, affinity records and claimed-block summaries that disagree
-  with the blocks (``IpamService.check``).
+  with the blocks, and blocks affine to a domain no node carries (``IpamService.check``).
 
 Exit 0 when clean, 4 when problems were found. The report is calicoctl's JSON
 (2-space indent, keys of ``allocations`` sorted).
