@@ -16,7 +16,8 @@ import subprocess
 
 import pytest
 
-from netns import IP, Netns, VENV_BIN, addresses, cni_bin_dir, cni_env, netns_unavailable_reason, run_plugin
+from netns import IP, Netns, addresses, cni_bin_dir, cni_env, netns_unavailable_reason, run_plugin
+from test_cni_netns import spaces, topoipam  # noqa: F401 (spaces: the namespaces fixture)
 from topoipam.ipam import IpamService
 from topoipam.store import open_store
 
@@ -27,11 +28,6 @@ RACK_NET = ipaddress.ip_network("10.20.0.0/24")
 NODES = ["rack0-a", "rack0-b", "rack0-c"]
 NETWORK = "rack-underlay"
 BUSYBOX = "/usr/bin/busybox"
-
-
-def topoipam(url, *args, stdin=None):
-    return subprocess.run([str(VENV_BIN / "topoipam"), "--datastore", url, *args], input=stdin,
-                          capture_output=True, text=True, check=True).stdout
 
 
 @pytest.fixture
@@ -45,15 +41,6 @@ def rack(tmp_path):
         f"    topoipam.io/affinity-label: rack\nspec:\n  cidr: {RACK_NET}\n  blockSize: 26\n"
         "  nodeSelector: rack == \"0\"\n"))
     return url
-
-
-@pytest.fixture
-def spaces():
-    ns = Netns()
-    try:
-        yield ns
-    finally:
-        ns.close()
 
 
 def conf(url, node):
