@@ -22,6 +22,7 @@ from topoipam.structs import dataclass, field
 from functools import lru_cache
 from collections.abc import Iterable, Mapping
 
+from topoipam.core.affinity import holder_of, host_holder
 from topoipam.errors import AlreadyExistsError, ValidationError
 
 #: Handle of Windows' host-reserved addresses; a block holding only these counts as empty.
@@ -32,14 +33,14 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def host_affinity(node: str) -> str:
-    return f"host:{node}"
+    return host_holder(node).affinity
 
 
 def affinity_node(affinity: str | None) -> str | None:
-    """``"host:kube-node-0"`` -> ``"kube-node-0"``; anything else -> None."""
-    if affinity and affinity.startswith("host:"):
-        return affinity[5:]
-    return None
+    """``"host:kube-node-0"`` -> ``"kube-node-0"``; anything else (a domain, none) -> None. The
+    affinity's holder is ``core.affinity.holder_of``."""
+    holder = holder_of(affinity)
+    return holder.node if holder is not None else None
 
 
 @dataclass
