@@ -242,3 +242,34 @@ def test_a_domain_has_no_default_block_limit_but_a_configured_one(cli):
     assert cli("ipam", "configure", "--strictaffinity=true", "--max-blocks-per-host=22").code == 0
     r = cli("ipam", "assign", "--node", "a")
     assert r.code == 1 and "limit of 22 blocks reached for domain rack=0" in r.err, r
+
+
+def test_a_claim_landing_after_the_label_check_fails_the_change(cli, sqlite_url):
+    """The label is checked against the pool's blocks, then written: a block claimed in between
+    moves the claimed-block summary the change's commit Checks, so the change is re-planned and
+    refused instead of landing on a pool that now has blocks."""
+    from topoipam.ipam import AssignRequest, IpamService
+    from topoipam.ipam.pool_blocks import PoolBlocks
+    from topoipam.resources.service import ResourceService
+    from topoipam.model.codec import decode_documents
+
+    assert cli("create", "-f", "-", stdin=node_doc("a", 0)).code == 0
+    assert cli("create", "-f", "-", stdin=pool_doc(0, "10.5.0.0/24", label=None)).code == 0
+    store = open_store(sqlite_url)
+    try:
+        class ClaimInBetween(PoolBlocks):
+            claimed = False
+
+            def block_sizes_in(self, net):  # the check finds no block; then a node claims one
+                sizes = super().block_sizes_in(net)
+                if not self.claimed:
+                    self.claimed = True
+                    IpamService(self.store).auto_assign(AssignRequest(node="a", handle="late"))
+                return sizes
+
+        [changed] = decode_documents(pool_doc(0, "10.5.0.0/24", label="rack"), "test")
+        with pytest.raises(Exception, match="cannot be changed while the pool has blocks"):
+            ResourceService(store, ClaimInBetween(store)).apply([changed])
+    finally:
+        store.close()
+    assert "topoipam.io/affinity-label" not in cli("get", "ippool", "rack-0", "-o", "yaml").out

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from topoipam.core.summary import chunk_of, global_block_index
 from topoipam.ipam import keys
 from topoipam.ipam.blocks import block_records_from
-from topoipam.store.base import Store
+from topoipam.store.base import Check, Store
 
 
 class PoolBlocks:
@@ -32,6 +33,17 @@ class PoolBlocks:
                 break  # key order is address order: past the pool's end
             sizes.add(block.prefixlen)
         return sizes
+
+    def claims_fence(self, pool) -> list[Check]:
+        """Checks on the claimed-block summaries covering ``pool`` as they are now (absent: revision 0).
+        Every block claim changes its summary record in the claim's commit, so a commit carrying these
+        fails if a block of the pool was claimed since: read them BEFORE deciding on the pool's blocks."""
+        net, size = pool.network, pool.spec.block_size
+        lo = chunk_of(global_block_index(int(net.network_address), net.max_prefixlen, size))
+        hi = chunk_of(global_block_index(int(net.broadcast_address), net.max_prefixlen, size))
+        wanted = [keys.chunk_key(net.version, size, c) for c in range(lo, hi + 1)]
+        found = self.store.get_many(wanted)
+        return [Check(key, found[key].revision if key in found else 0) for key in wanted]
 
     def release_pool_affinities(self, pool) -> list:
         """Release the affinities of the pool's empty blocks (the pool is disabled already)."""

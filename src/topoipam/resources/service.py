@@ -118,6 +118,8 @@ class PoolIpamSide(Protocol):
 
     def block_sizes_in(self, net) -> set[int]: ...
 
+    def claims_fence(self, pool) -> list: ...
+
     def release_pool_affinities(self, pool) -> object: ...
 
     def release_node(self, name: str) -> object: ...
@@ -211,7 +213,7 @@ class ResourceService:
 
     def _plan(self, resources: Sequence, mode: str, skip_exists: bool) -> tuple[BatchResult, list[Op]]:
         """Validate every resource against fresh reads; the ops that write them all."""
-        result, ops = BatchResult(), []
+        result, ops, planned_keys = BatchResult(), [], set()
         # The guard is read BEFORE the pools: a create committed after this read moves the guard,
         # so our commit fails and re-plans with that pool in view.
         guard = self._pool_guard_op() if mode != REPLACE and any(r.kind == "IPPool" for r in resources) else None
@@ -222,18 +224,21 @@ class ResourceService:
                 current, revision = self._read(res.kind, res.name)
                 if current is None and res.kind == "IPPool" and mode != REPLACE and pools is None:
                     pools = self.list("IPPool")
-                op, stored = self._plan_one(res, mode, current, revision, (pools or []) + new_pools)
+                planned, stored = self._plan_one(res, mode, current, revision, (pools or []) + new_pools)
             except TopoipamError as err:
                 raise tag_document(err, index, res)
-            if op is None:
+            if planned is None:
                 if not skip_exists:
                     raise tag_document(AlreadyExistsError(f"resource already exists: {ident(res.kind, res.name)}"),
                                        index, res)
                 result.skipped.append(current)
                 continue
-            if isinstance(op, Create) and res.kind == "IPPool":
+            if isinstance(planned[0], Create) and res.kind == "IPPool":
                 new_pools.append(stored)
-            ops.append(op)
+            for op in planned:
+                if op.key not in planned_keys:  # two pools' label changes may share a summary fence
+                    planned_keys.add(op.key)
+                    ops.append(op)
             result.written.append(stored)
         if new_pools:
             ops.append(guard)
@@ -244,21 +249,21 @@ class ResourceService:
         return guard_op(self.store, POOL_GUARD_KEY)
 
     def _plan_one(self, res, mode: str, current, revision: int, other_pools: list):
-        """``(op, resource as stored)``; ``(None, None)`` when a create finds it present."""
+        """``([ops], resource as stored)``; ``(None, None)`` when a create finds it present."""
         if res.kind == "IPAMConfiguration" and res.name != IPAM_CONFIG_NAME:
             raise ValidationError('Cannot create an IPAMConfiguration resource with a name other than "default"')
         if current is None:
             if mode == REPLACE:
                 raise not_found(res.kind, res.name)
-            return self._plan_create(res, other_pools)
+            op, stored = self._plan_create(res, other_pools)
+            return [op], stored
         if mode == CREATE:
             return None, None
         wanted = res.metadata.resource_version
         if wanted and wanted != str(revision):
             # The user's copy is stale: someone changed the resource since it was read.
             raise StaleVersionError(res.kind, res.name)
-        [op], stored = self._plan_update(current, res, revision)
-        return op, stored
+        return self._plan_update(current, res, revision)
 
     def _plan_create(self, res, other_pools: list):
         stored = validate(res)
@@ -413,20 +418,25 @@ class ResourceService:
 
     def _plan_update(self, current, changed, revision: int):
         stored = validate(changed, old=current)
+        fence = []
         if stored.kind == "IPPool" and affinity_label(stored) != affinity_label(current):
-            self._check_affinity_label_change(current)
+            fence = self._check_affinity_label_change(current)
         stored.metadata.uid = current.metadata.uid
         stored.metadata.creation_timestamp = current.metadata.creation_timestamp
         stored.metadata.resource_version = ""
-        return [Update(resource_key(stored.kind, stored.name), to_storage(stored), revision)], stored
+        return [Update(resource_key(stored.kind, stored.name), to_storage(stored), revision), *fence], stored
 
-    def _check_affinity_label_change(self, pool) -> None:
+    def _check_affinity_label_change(self, pool) -> list:
         """The affinity label says to whom the pool's blocks are affine (core.affinity): changing it
-        under existing blocks would orphan their affinities, so it is fixed while the pool has any."""
-        if self._pool_blocks("change the affinity label of").block_sizes_in(pool.network):
+        under existing blocks would orphan their affinities, so it is fixed while the pool has any.
+        Returns the Checks that make the change fail if a block is claimed meanwhile."""
+        pool_blocks = self._pool_blocks("change the affinity label of")
+        fence = pool_blocks.claims_fence(pool)  # read before the blocks: a claim after it moves a Check
+        if pool_blocks.block_sizes_in(pool.network):
             raise ValidationError(
                 f"IPPool {pool.name}: the annotation {AFFINITY_LABEL_ANNOTATION} cannot be changed while the pool "
                 f"has blocks in {pool.spec.cidr}; release its blocks first (topoipam ipam show --show-blocks)")
+        return fence
 
     def label(self, kind: str, name: str, key: str, value: str, *, overwrite: bool = False,
               typed_kind: str | None = None) -> str:
