@@ -213,7 +213,7 @@ def borrowed(allocations, node_labels=None) -> tuple[list[list[str]], int]:
         if not node:
             unclassified += 1
             continue
-        if not is_borrowed(a, node_labels or {}):
+        if not is_borrowed(a, (node_labels or {}).get):
             continue
         owner = a.holder.display if a.holder else ""
         ns = a.attrs.get("namespace", "")

@@ -88,7 +88,7 @@ class _Checker:
     def borrowed(self, a) -> bool:
         from topoipam.ipam.check import is_borrowed
 
-        return is_borrowed(a, self.node_labels)
+        return is_borrowed(a, self.node_labels.get)
 
     def run(self) -> int:
         self.say("Checking IPAM for inconsistencies...")

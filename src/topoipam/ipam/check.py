@@ -36,18 +36,21 @@ class Allocation:
     holder: object = None  # the block's core.affinity.Holder (host or domain; None: no affinity)
 
 
-def is_borrowed(a: Allocation, node_labels) -> bool:
-    """Whether ``a``'s node (its ``node`` attribute) is not of the block's holder (``node_labels``:
-    node name -> labels, of the registered nodes). A node gone is not counted: it is a leak, reported
-    as such; with host affinity it is judged by its name alone, as Calico does."""
+def is_borrowed(a: Allocation, labels_of) -> bool:
+    """Whether ``a``'s node (its ``node`` attribute) is not of its block's holder, or the block has
+    none (``labels_of``: node name -> its labels, None if not registered)."""
     node = a.attrs.get("node")
-    if not node:
-        return False
-    if a.holder is None:
-        return True
-    if a.holder.is_domain and node not in node_labels:
-        return False
-    return not a.holder.carried_by(node_labels.get(node, {}), node)
+    return bool(node) and (a.holder is None or borrows(node, a.holder, labels_of))
+
+
+def borrows(node: str, holder, labels_of) -> bool:
+    """Whether ``node`` is not of ``holder`` (a ``core.affinity.Holder``). With host affinity it is
+    judged by name alone, as Calico does; a node no longer registered is not counted against a
+    domain (it is a leak, reported as such)."""
+    if not holder.is_domain:
+        return node != holder.node
+    labels = labels_of(node)
+    return labels is not None and not holder.carried_by(labels)
 
 
 def _allocation(b, o, on_handle) -> Allocation:
@@ -238,11 +241,14 @@ def _check_allocation(b, o, holder, in_pool, handles, on_handle, seen_counts, sn
     owner = attrs.get("node") or node
     if owner and snap.node(owner) is None:
         add(Finding("node-missing", f"{ip} is allocated to node {owner}, which no longer exists", ip, handle))
-    user = snap.node(attrs["node"]) if attrs.get("node") and holder is not None else None
-    if user is not None and not holder.carried_by(user.labels, user.name) or \
-            (attrs.get("node") and node and attrs["node"] != node):
+    if attrs.get("node") and holder is not None and borrows(attrs["node"], holder, lambda n: _labels(snap, n)):
         add(Finding("borrowed", f"{ip} of node {attrs['node']} is borrowed from block {b.cidr} affine to "
                     f"{holder.display}", ip, handle))
+
+
+def _labels(snap, name: str):
+    node = snap.node(name)
+    return node.labels if node is not None else None
 
 
 def _check_block(b, add) -> set[int]:
