@@ -97,3 +97,38 @@ def test_four_processes_of_one_rack_claim_one_block(tmp_path, request, backend):
             assert IpamService(store).check().ok
         finally:
             store.close()
+
+
+def test_a_claim_landing_between_the_listing_and_the_block_choice_makes_no_second_block(tmp_path):
+    """The interleaving the processes above hit only sometimes, made to happen: node B lists its
+    domain's blocks (none), then node A's claim lands, then B looks for an unclaimed block and finds
+    the next one free. B's claim commit moves the domain's claim guard on the revision B read before
+    its listing, so it fails; B's retry lists again and assigns from A's block."""
+    from topoipam.ipam import AssignRequest
+    from topoipam.store.counting import CountingStore
+
+    url = f"sqlite://{tmp_path}/interleave.db"
+    first, second = _setup(url, 9)[:2]
+    store_a, inner_b = open_store(url), open_store(url)
+    try:
+        node_a = IpamService(store_a)
+
+        class ClaimOfAInBetween(CountingStore):
+            done = False
+
+            def list(self, prefix, *, start=None, limit=None):
+                if not self.done and "/summary/" in prefix:  # B is choosing its block: A claims first
+                    self.done = True
+                    node_a.auto_assign(AssignRequest(node=first, handle="a", attrs={"node": first}))
+                return super().list(prefix, start=start, limit=limit)
+
+        store_b = ClaimOfAInBetween(inner_b)
+        [ip_b] = IpamService(store_b).auto_assign(AssignRequest(node=second, handle="b", attrs={"node": second})).ipv4
+        assert store_b.done
+        blocks = [b for b in IpamService(store_a).block_usage() if b.pool == "rack-r9"]
+        assert [(b.holder.display, b.in_use) for b in blocks] == [("rack=r9", 2)]
+        assert ip_b.network == blocks[0].cidr
+        assert store_b.counts().failed_writes == 1  # B's first claim lost on the guard, then used A's block
+    finally:
+        store_a.close()
+        inner_b.close()

@@ -250,13 +250,15 @@ class FamilyAssigner:
 
     def _claim_new(self):
         def attempt(n):
+            guard = self._domain_guard()  # read before the listing that decides a claim is needed
             if n > 0:
                 self._fresh_reads([], n)
-                fresh = [keys.net_suffix(x) for x in list_holder_nets(self.store, self.holder, self.version)
-                         if keys.net_suffix(x) not in self.known and pool_containing(self.pools, x) is not None]
+            if n > 0 or guard:
+                fresh = self._new_affine()
                 if fresh:
                     self.known.update(fresh)
                     return Plan(result="affine")
+            if n > 0:
                 self._refresh_pools()
             for pool in self.pools:
                 found = find_unclaimed_block(self.store, pool, self.holder.display, self.snap.reserved)
@@ -268,10 +270,8 @@ class FamilyAssigner:
             block = Block.new(net, self.holder.affinity, self.svc.claim_time(), self.svc.initial_sequence())
             ords = block.auto_assign(self.need, self.req.handle, self.hstate.block_attrs(), reserved_in(block, self.snap.reserved))
             hops, hvalue = self.hstate.op(block.cidr_text, len(ords))
-            # A domain's affinity key is the same for every node of the domain: two of them claiming at
-            # once race on one Create (and on the block's), so the loser retries and finds it "affine".
             ops = claim_ops(self.store, block, self.holder, chunk_record, read_chunk=False)
-            return self._commit_plan([*ops, *pool_check(pool), *hops], (block, ords),
+            return self._commit_plan([*ops, *guard, *pool_check(pool), *hops], (block, ords),
                                      {keys.block_key(net): block}, hvalue)
 
         outcome = run_cas(self.store, attempt, "claim a block")
@@ -282,6 +282,23 @@ class FamilyAssigner:
         self.claimed[block.cidr] = self.last_revision
         self._landed(*outcome)
         return True
+
+    def _new_affine(self) -> list[str]:
+        """Key suffixes of the holder's blocks in the chosen pools not seen yet (one listing)."""
+        return [keys.net_suffix(x) for x in list_holder_nets(self.store, self.holder, self.version)
+                if keys.net_suffix(x) not in self.known and pool_containing(self.pools, x) is not None]
+
+    def _domain_guard(self) -> list:
+        """For a domain: the op moving its claim guard, on the revision read now (host: none). Nodes of
+        one domain claim for it in parallel; each decides that it needs a new block on a listing read
+        AFTER this guard, and commits the claim with this op. So two claims planned on the same listing
+        race on the guard: one lands, the other retries, lists again and uses the block that landed
+        (a claim of another block, found free after the first landed, can never make a second block)."""
+        if not self.holder.is_domain:
+            return []
+        key = keys.claim_guard_key(self.holder, self.version)
+        rec = self.store.get(key)
+        return [Create(key, b"{}")] if rec is None else [Update(key, rec.value, rec.revision)]
 
     def _refresh_pools(self) -> None:
         """After a lost claim race: re-read the chosen pools, dropping any disabled or deleted since."""
@@ -300,7 +317,7 @@ class FamilyAssigner:
                 b = stored.block
                 if b.is_empty() and b.affinity != self.holder.affinity and _age(b.claim_time, now) >= \
                         EMPTY_BLOCK_MIN_RECLAIM_AGE and self._take_over(stored):
-                    return True
+                    return True  # taken over, or (a domain) another node's claim landed: the loop looks again
         return False
 
     def _take_over(self, seen: StoredBlock) -> bool:
@@ -308,6 +325,9 @@ class FamilyAssigner:
         old_key = keys.holder_key(old_holder, seen.block.cidr) if old_holder else None
 
         def attempt(n):
+            guard = self._domain_guard()
+            if guard and self._new_affine():  # another node of the domain claimed meanwhile: use that
+                return Plan(result="affine")
             recs = self._fresh_reads([seen.key, *([old_key] if old_key else [])], max(n, 1))
             rec = recs.get(seen.key)
             if rec is None or rec.revision != seen.revision:
@@ -321,9 +341,11 @@ class FamilyAssigner:
             if old_key and old_key in recs:
                 ops.append(Delete(old_key, recs[old_key].revision))
             hops, hvalue = self.hstate.op(block.cidr_text, len(ords))
-            return self._commit_plan([*ops, *hops], (block, ords), {seen.key: block}, hvalue)
+            return self._commit_plan([*ops, *guard, *hops], (block, ords), {seen.key: block}, hvalue)
 
         landed = run_cas(self.store, attempt, f"reclaim block {seen.block.cidr}")
+        if landed == "affine":
+            return True
         if landed:
             self.known.add(keys.net_suffix(landed[0].cidr))
             self._landed(*landed)

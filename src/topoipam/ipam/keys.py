@@ -3,12 +3,14 @@
     /topoipam/ipam/v2/assignment/ipv4/block/0a000000-26     block 10.0.0.0/26 (value: core.block.Block JSON)
     /topoipam/ipam/v2/host/<node>/ipv4/block/0a000000-26    affinity of that block to <node>
     /topoipam/ipam/v2/domain/rack=0/ipv4/block/0a000000-26  affinity to the domain rack=0 (core.affinity)
+    /topoipam/ipam/v2/guard/domain/rack=0/ipv4              moved by every claim for rack=0 (one race per claim)
     /topoipam/ipam/v2/handle/<handle id>                    {"block": {"10.0.0.0/26": count}, "deleted": false}
     /topoipam/ipam/v2/summary/ipv4/26/00000028              claimed-block bitmap of chunk 0x28 (core.summary)
 
-A domain's affinity key depends only on (label, value), never on the node claiming: two nodes
-of one rack claiming at once Create the same key, so one wins the CAS and the other retries
-with the block in view (one race, never two blocks). A label's "/" is written "%2F" (label
+A domain's keys depend only on (label, value), never on the node claiming: two nodes of one
+rack claiming at once both move the domain's claim guard (and Create the same affinity key when
+they pick the same block), so one wins the CAS and the other retries with the block in view
+(one race, never two blocks). A label's "/" is written "%2F" (label
 keys have no "%" and no "=", values no "/"), so a holder's prefix is never another's prefix.
 
 Networks are written as fixed-width hex (8 digits IPv4, 32 IPv6) so that key
@@ -72,6 +74,11 @@ def holder_prefix(holder, version: int) -> str:
 
 def holder_key(holder, net) -> str:
     return holder_prefix(holder, net.version) + net_suffix(net)
+
+
+def claim_guard_key(holder, version: int) -> str:
+    """The key every claim of a new block for a domain moves (``assign.FamilyAssigner._domain_guard``)."""
+    return f"{ROOT}guard/domain/{holder.label.replace('/', '%2F')}={holder.name}/ipv{version}"
 
 
 def handle_key(handle: str) -> str:
