@@ -59,7 +59,7 @@ def block_rows(cli):
     for line in r.out.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
         if cells[0] == "Block":
-            rows.append((cells[1], int(cells[3].split()[0]), cells[5]))
+            rows.append((cells[1], int(cells[3].split()[0]), cells[-1]))
     return rows
 
 
@@ -273,3 +273,22 @@ def test_a_claim_landing_after_the_label_check_fails_the_change(cli, sqlite_url)
     finally:
         store.close()
     assert "topoipam.io/affinity-label" not in cli("get", "ippool", "rack-0", "-o", "yaml").out
+
+
+def test_the_map_shows_domain_blocks_held_by_the_rack_and_not_borrowed(racks, sqlite_url, tmp_path):
+    from topoipam.ipam.addrmap import address_map
+
+    for n in RACK0[:3]:
+        assign(racks, n, 2)
+    out = tmp_path / "map.svg"
+    r = racks("ipam", "map", "-o", str(out), "--by", "rack")
+    assert r.code == 0, r
+    svg = out.read_text()
+    assert "rack=0" in svg and "borrowed by other nodes" not in svg
+    store = open_store(sqlite_url)
+    try:
+        pools = {p.name: p for p in address_map(store, "rack")}
+    finally:
+        store.close()
+    [block] = pools["rack-0"].blocks
+    assert (block.holder, block.domain, block.in_use, block.borrowed) == ("rack=0", "0", 6, 0)

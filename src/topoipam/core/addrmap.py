@@ -34,7 +34,7 @@ LEGEND_MAX = 48  # legend entries; the rest are summed in one line
 @dataclass
 class MapBlock:
     cidr: object  # ipaddress network of the block
-    holder: str | None  # affine node, None without affinity
+    holder: str | None  # affine node, or domain such as rack=0 (core.affinity Holder.display); None without affinity
     domain: str  # what colours it: the holder's label value, or the holder
     size: int
     in_use: int

@@ -6,10 +6,10 @@ The picture itself is ``core.addrmap`` (pure)."""
 from __future__ import annotations
 
 from topoipam.core.addrmap import NO_HOLDER, MapBlock, MapPool
-from topoipam.core.block import affinity_node
+from topoipam.core.affinity import holder_of
 from topoipam.core.pools import pool_containing
 from topoipam.ipam.blocks import reserved_in
-from topoipam.ipam.check import iter_blocks
+from topoipam.ipam.check import borrows, iter_blocks
 from topoipam.ipam.leaks import handle_records
 from topoipam.ipam.topology import Snapshot, StoreTopology
 from topoipam.resources import repo
@@ -31,12 +31,10 @@ def address_map(store, label: str | None = None, progress=None) -> list[MapPool]
     orphans = []
     for done, s in enumerate(stored, 1):
         b = s.block
-        holder = affinity_node(b.affinity)
-        if holder is None:
-            domain = NO_HOLDER
-        else:
-            domain = labels.get(holder, {}).get(label, NO_LABEL) if label else holder
-        entry = MapBlock(b.cidr, holder, domain, b.size, b.in_use, _borrowed(b, holder, on_handle),
+        h = holder_of(b.affinity)  # core.affinity: a node, or a domain such as rack=0
+        holder = h.display if h is not None else None
+        domain = NO_HOLDER if h is None else _domain(h, label, labels)
+        entry = MapBlock(b.cidr, holder, domain, b.size, b.in_use, _borrowed(b, h, on_handle, labels),
                          len(reserved_in(b, reserved)))
         pool = pool_containing(snap.pools, b.cidr)
         if pool is None:
@@ -48,11 +46,20 @@ def address_map(store, label: str | None = None, progress=None) -> list[MapPool]
     return list(pools.values()) + orphans
 
 
-def _borrowed(block, holder: str | None, on_handle) -> int:
-    """Addresses of ``block`` allocated to a node other than its holder (``ipam show --show-borrowed``'s rule)."""
+def _domain(holder, label: str | None, labels: dict) -> str:
+    """What colours a block: its holder (no ``label``), else the label's value of its node, or of its domain."""
+    if not label:
+        return holder.display
+    if holder.is_domain:
+        return holder.name if holder.label == label else NO_LABEL
+    return labels.get(holder.node, {}).get(label, NO_LABEL)
+
+
+def _borrowed(block, holder, on_handle, labels: dict) -> int:
+    """Addresses of ``block`` allocated to a node not of its holder (``ipam show --show-borrowed``'s rule)."""
     n = 0
     for o in block.allocated_ordinals():
         node = block.attrs_of(o, on_handle).get("node")
-        if node and node != holder:
+        if node and (holder is None or borrows(node, holder, labels.get)):
             n += 1
     return n

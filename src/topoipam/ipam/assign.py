@@ -374,7 +374,7 @@ class FamilyAssigner:
     def _release_if_empty(self, net) -> bool:
         """Release this node's affinity to the block ``net`` if the block is empty (deleting it); the
         decision rests on the topology, so the commit carries its fences."""
-        bkey, akey = keys.block_key(net), keys.affinity_key(self.name, net)
+        bkey, akey = keys.block_key(net), keys.holder_key(self.holder, net)
 
         def attempt(n):
             recs = self._fresh_reads([bkey, akey], n)
