@@ -292,3 +292,16 @@ def test_the_map_shows_domain_blocks_held_by_the_rack_and_not_borrowed(racks, sq
         store.close()
     [block] = pools["rack-0"].blocks
     assert (block.holder, block.domain, block.in_use, block.borrowed) == ("rack=0", "0", 6, 0)
+
+
+def test_headroom_gives_a_shared_pools_domain_blocks_to_their_domain(cli):
+    assert cli("create", "-f", "-", stdin=node_doc("a", 0) + node_doc("b", 1)).code == 0
+    doc = pool_doc(0, "10.6.0.0/24", name="all-racks").replace('nodeSelector: rack == "0"', "nodeSelector: all()")
+    assert cli("create", "-f", "-", stdin=doc).code == 0
+    assign(cli, "a", 3)
+    assign(cli, "b", 1)
+    r = cli("ipam", "headroom", "--by", "rack", "-o", "json")
+    assert r.code == 0, r
+    rows = {d["domain"]: d for d in json.loads(r.out)["domains"]}
+    assert (rows["0"]["in_use"], rows["0"]["blocks_claimed"], rows["0"]["total"]) == (3, 1, 64)
+    assert (rows["1"]["in_use"], rows["1"]["blocks_claimed"], rows["1"]["total"]) == (1, 1, 64)
