@@ -154,20 +154,30 @@ def test_deleting_the_last_node_of_a_domain_releases_its_empty_blocks(racks, sql
     assert racks("ipam", "release", "--ip", str(ips[0])).code == 0
     assert [aff for _, _, aff in block_rows(racks)] == ["rack=1"]  # empty, but rack 1 has nodes: kept
     r = racks("delete", "node", "r1-node-0")
-    assert r.code == 0 and "Released" not in r.out
+    assert r.code == 0 and "Released empty block" not in r.out
     assert [aff for _, _, aff in block_rows(racks)] == ["rack=1"]  # r1-node-1 still carries rack=1
     r = racks("delete", "node", "r1-node-1")
-    assert r.code == 0 and "Released 1 empty block(s) of domains no node carries any more: 10.0.1" in r.out
+    assert r.code == 0 and "Released empty block 10.0.1." in r.out and "of a domain no other node carries" in r.out
     assert block_rows(racks) == []
     assert affinity_keys(sqlite_url) == []
     assert racks("ipam", "check").code == 0
 
 
+def test_decommissioning_the_last_node_releases_its_addresses_then_the_domains_blocks(racks):
+    assign(racks, "r1-node-0", 2)
+    assert racks("delete", "node", "r1-node-1").code == 0
+    r = racks("delete", "node", "r1-node-0")  # Calico's decommission: its workloads, then the rack's block
+    assert r.code == 0, r
+    assert "Released empty block 10.0.1." in r.out
+    assert all(not cidr.startswith("10.0.1.") for cidr, _, _ in block_rows(racks))
+
+
 def test_a_domain_block_with_addresses_outlives_its_nodes_and_check_says_so(racks):
     [ip] = assign(racks, "r1-node-0")
-    for n in ("r1-node-0", "r1-node-1"):
-        assert racks("delete", "node", n).code == 0
-    assert [aff for _, _, aff in block_rows(racks)] == ["rack=1"]  # it holds an address: never released
+    assert racks("label", "nodes", "r1-node-0", "rack=0", "--overwrite").code == 0  # leaves rack 1, keeps ip
+    r = racks("delete", "node", "r1-node-1")  # rack 1's last node: its block still holds ip
+    assert r.code == 0 and "Released empty block" not in r.out
+    assert [aff for _, _, aff in block_rows(racks)] == ["rack=1"]
     check = racks("ipam", "check", "--show-problem-ips")
     assert check.code == 4
     assert "affine to rack=1, which no registered node carries (1 addresses in use)" in check.out

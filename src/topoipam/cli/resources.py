@@ -175,25 +175,12 @@ def run_delete(args, ctx) -> int:
     code = dry.finish() if dry else 0
     if deleted and not dry:
         print(f"Successfully deleted {deleted} {kind_word}resource(s)", file=ctx.out)
-    if any(kind == "Node" and err is None for kind, _, err in results):
-        _release_orphan_domains(ctx)
     failures = [err for _, _, err in results if err is not None]
     if failures:
         first = failures[0]
         first.message = "\n".join(f"Failed to delete {kind_word}resource: {e.message}" for e in failures)
         raise first
     return code
-
-
-def _release_orphan_domains(ctx) -> None:
-    """After a node delete: the empty blocks of a domain (pool affinity label, docs/domain-affinity.md)
-    that no registered node carries any more are released; blocks still holding addresses stay."""
-    from topoipam.ipam import IpamService
-
-    released = IpamService(ctx.store).release_orphan_domains()
-    if released:
-        print(f"Released {len(released)} empty block(s) of domains no node carries any more: "
-              f"{' '.join(str(n) for n in released)}", file=ctx.out)
 
 
 def run_get(args, ctx) -> int:

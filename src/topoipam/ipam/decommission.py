@@ -99,6 +99,8 @@ def release_node(svc, node: str, report: Callable[[str], None]) -> NodeHoldings:
         for net in found.blocks:
             report(f"Released affinity of block {net}: {_release_block(svc, net, node)}")
             done.append(pending.pop(0))
+        for net in svc.release_orphan_domains(leaving=node):  # the last node of a rack: its empty blocks
+            report(f"Released empty block {net} of a domain no other node carries (docs/domain-affinity.md)")
     except TopoipamError as err:
         err.message = (f"{err.message}; decommission of node {node} stopped half way: released "
                        f"{len(done)} ({'; '.join(done) or 'nothing'}), still held {len(pending)} "

@@ -309,17 +309,17 @@ def _release_holder(svc, holder: Holder, must_be_empty: bool) -> list:
     return done
 
 
-def release_orphan_domains(svc) -> list:
-    """Release the empty blocks of every domain (core.affinity) no registered node carries any more,
-    e.g. after the last node of a rack was deleted; blocks still holding addresses stay (drift shows
-    them). Returns the blocks released."""
+def release_orphan_domains(svc, leaving: str | None = None) -> list:
+    """Release the empty blocks of every domain (core.affinity) no registered node (other than
+    ``leaving``, a node being decommissioned) carries any more; blocks still holding addresses stay
+    (drift and ipam check show them). Returns the blocks released."""
     snap, done, seen = svc.snapshot(), [], set()
     for pool in snap.pools:
         if affinity_label(pool) is None:
             continue
         for stored in scan_pool_blocks(svc.store, pool):
             holder = holder_of(stored.block.affinity)
-            if holder is None or not holder.is_domain or holder in seen or snap.carries(holder):
+            if holder is None or not holder.is_domain or holder in seen or snap.carries(holder, leaving):
                 continue
             seen.add(holder)
             done += _release_holder(svc, holder, must_be_empty=True)

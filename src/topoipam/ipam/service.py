@@ -266,9 +266,9 @@ class IpamService:
     def release_pool_affinities(self, pool) -> list:
         return release.release_pool_affinities(self, pool)
 
-    def release_orphan_domains(self) -> list:
-        """Empty blocks of domains no registered node carries any more, released (core.affinity)."""
-        return release.release_orphan_domains(self)
+    def release_orphan_domains(self, leaving: str | None = None) -> list:
+        """Empty blocks of domains no registered node (but ``leaving``) carries any more, released (core.affinity)."""
+        return release.release_orphan_domains(self, leaving)
 
     # -- reporting (see ipam/check.py) ------------------------------------------
     def allocations(self, prefix_handle: str | None = None):

@@ -116,11 +116,11 @@ class Snapshot:
         """Every registered node (read once; only for decisions about domains, never per assignment)."""
         return self._t.all_nodes()
 
-    def carries(self, holder) -> bool:
-        """Whether any registered node belongs to ``holder`` (a ``core.affinity.Holder``)."""
+    def carries(self, holder, leaving: str | None = None) -> bool:
+        """Whether any registered node (other than ``leaving``) belongs to ``holder`` (a ``core.affinity.Holder``)."""
         if holder.node is not None:
-            return self.node(holder.node) is not None
-        return any(holder.carried_by(n.labels) for n in self.all_nodes)
+            return holder.node != leaving and self.node(holder.node) is not None
+        return any(holder.carried_by(n.labels) for n in self.all_nodes if n.name != leaving)
 
     def node(self, name: str) -> Node | None:
         if name not in self._nodes:
