@@ -141,3 +141,33 @@ def test_first_seen_ages_holders_without_timestamp_between_passes(seed, raw):
     assert len(gc.read_and_judge(raw, 1060.0, 60.0, first_seen=seen).due) == 1
     IpamService(raw).release_by_handle("quiet")
     assert not gc.read_and_judge(raw, 1061.0, 60.0, first_seen=seen).due and seen == {}
+
+
+def test_the_agent_collects_garbage_periodically_and_logs_who_and_why(tmp_path):
+    from agent_proc import AgentProc
+    from test_agent import POOLS, create, wait_for
+    from topoipam.agent.node import register_node
+    from topoipam.ipam import AssignRequest
+    from topoipam.store import open_store
+
+    url = f"sqlite://{tmp_path}/agent.db"
+    store = open_store(url)
+    agent = AgentProc(tmp_path, url, "node-a", {"rack": "0"}, extra_args=("--gc-interval", "0.2s", "--gc-grace", "0s"))
+    try:
+        create(store, POOLS)
+        register_node(store, "node-b", {"rack": "0"})
+        svc = IpamService(store)
+        res = svc.auto_assign(AssignRequest(node="node-b", handle="net.c-b", attrs={"node": "node-b", "pod": "db-0"}))
+        agent.start()
+        live = svc.auto_assign(AssignRequest(node="node-a", handle="net.c-live", attrs={"node": "node-a"}))
+        vanish_node(store, "node-b")
+        ip = res.ipv4[0].ip
+        wait_for(lambda: svc.allocation_of(ip) is None, what=f"the agent's gc releasing {ip}")
+        wait_for(lambda: f"gc released: address {ip} held by handle net.c-b, node node-b, pod db-0, first seen"
+                 in agent.log(), what="the release in the agent's log")
+        assert "node-gone, node node-b no longer exists" in agent.log()
+        assert svc.allocation_of(live.ipv4[0].ip).handle == "net.c-live"
+        assert agent.stop() == 0
+    finally:
+        agent.kill()
+        store.close()
