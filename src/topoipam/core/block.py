@@ -6,8 +6,14 @@ allocatable as in Calico). It records which ordinals are allocated and to
 which attribute entry (handle and secondary attributes; identical entries are
 shared), the ordered list of free ordinals (``unallocated``: lowest first in a
 fresh block, released ordinals appended so that they are reused last), a
-sequence number that grows on every update, and the sequence number at which
-each ordinal was allocated (the fence a late release must present).
+sequence number that grows on every update, the sequence number at which
+each ordinal was allocated (the fence a late release must present), and when
+each recently freed ordinal was released (``released_at``, stored as
+``"releasedAt": {ordinal: unix seconds}``, only while non-empty): auto-assign
+passes over an ordinal released less than ``cooldown`` seconds ago (the
+service gives such ordinals out only when the node's blocks have nothing else
+free), so that a stale ARP/conntrack entry or a holder a
+slow GC misjudged cannot meet a new holder of the same address at once.
 
 No I/O, clock or environment: the service passes claim times and initial
 sequence numbers in. ``to_json``/``from_json`` are the stored form
@@ -60,6 +66,7 @@ class Block:
     attributes: list[dict]
     sequence_number: int
     seq_for_allocation: dict[int, int]
+    released_at: dict = field(default_factory=dict)  # ordinal -> release time, whole unix seconds (rounded up)
     # Encoded forms kept so that to_json, run on every assignment, re-encodes nothing that did not
     # change. ``allocations``, ``unallocated``, ``attributes`` and ``seq_for_allocation`` are changed
     # only by the methods below, which keep these in step (or clear them: encoded again when needed).
@@ -74,6 +81,7 @@ class Block:
     _unalloc_json: list = field(default_factory=list, compare=False, repr=False)
     _cidr_json: str = field(default="", compare=False, repr=False)
     _head_json: list = field(default_factory=list, compare=False, repr=False)  # [affinity, claim_time, text]
+    _rel_json: list = field(default_factory=list, compare=False, repr=False)  # [text] of released_at; empty: not built
 
     @classmethod
     def new(cls, cidr: Network, affinity: str | None, claim_time: str | None, sequence_number: int) -> "Block":
@@ -193,8 +201,14 @@ class Block:
         return "[" + ",".join(cache) + "]"
 
     def auto_assign(self, n: int, handle: str | None, attrs: Mapping[str, str] | None,
-                    reserved: Iterable[int] = ()) -> list[int]:
-        """Take up to ``n`` ordinals from the front of ``unallocated``; reserved ones stay in place."""
+                    reserved: Iterable[int] = (), now: float | None = None, cooldown: float = 0.0) -> list[int]:
+        """Take up to ``n`` ordinals from the front of ``unallocated``; reserved ones stay in place, and
+        so do ordinals released less than ``cooldown`` seconds before ``now``."""
+        rel = self.released_at
+        if rel and now is not None and cooldown > 0:
+            # Released ordinals are appended to the free list, so the front is rarely one: check it first.
+            if reserved or any(o in rel for o in self.unallocated[:n]):
+                reserved = self._with_cooling(reserved, now, cooldown)
         if not reserved:
             chosen = self.unallocated[:n]
             del self.unallocated[:n]
@@ -220,7 +234,19 @@ class Block:
                 if parts:
                     parts[o] = text
                 self._set_seq(o)
+            if rel:
+                self._forget_released(chosen)
         return chosen
+
+    def _with_cooling(self, reserved: Iterable[int], now: float, cooldown: float) -> frozenset[int]:
+        """``reserved`` plus the ordinals released less than ``cooldown`` seconds before ``now``."""
+        return frozenset(reserved).union([o for o, t in self.released_at.items() if now - t < cooldown])
+
+    def _forget_released(self, ordinals: Iterable[int]) -> None:
+        rel = self.released_at
+        for o in ordinals:
+            if rel.pop(o, None) is not None:
+                self._rel_json.clear()
 
     def _set_seq(self, ordinal: int) -> None:
         """Record the sequence number ``ordinal`` is allocated at, and its encoding when that is an append."""
@@ -239,14 +265,19 @@ class Block:
                 f"resource already exists: {self.address(ordinal)} (address already assigned in block {self.cidr})")
         self.unallocated.remove(ordinal)
         self._unalloc_json.clear()
+        if self.released_at:
+            self._forget_released((ordinal,))
         self.allocations[ordinal] = self._attribute_index(handle, attrs)
         if self._alloc_json:
             self._alloc_json[ordinal] = str(self.allocations[ordinal])
         self._set_seq(ordinal)
 
-    def release(self, ordinals: Iterable[int], handle: str | None = None, seq: int | None = None) -> ReleaseOutcome:
+    def release(self, ordinals: Iterable[int], handle: str | None = None, seq: int | None = None,
+                now: float | None = None, keep: float = 0.0) -> ReleaseOutcome:
         """Free ``ordinals``. With ``handle``/``seq``, an ordinal held under another handle or allocated
-        at another sequence number is left alone (a late release must not free a reused address)."""
+        at another sequence number is left alone (a late release must not free a reused address).
+        With ``now``, each freed ordinal's release time is recorded (for the cooldown) and records
+        older than ``keep`` seconds are dropped (at most one per ordinal is kept either way)."""
         out = ReleaseOutcome()
         for o in dict.fromkeys(ordinals):  # de-duplicated, order kept
             if self.allocations[o] is None:
@@ -269,7 +300,17 @@ class Block:
         if out.released:
             self._seq_json.clear()
             self._compact_attributes()
+            if now is not None:
+                self._record_released(out.released, now, keep)
         return out
+
+    def _record_released(self, ordinals: list[int], now: float, keep: float) -> None:
+        rel, stamp = self.released_at, -int(-now // 1)  # rounded up: the cooldown is never shortened
+        for o in [o for o, t in rel.items() if now - t >= keep]:
+            del rel[o]
+        for o in ordinals:
+            rel[o] = stamp
+        self._rel_json.clear()
 
     def _compact_attributes(self) -> None:
         """Drop attribute entries no ordinal refers to; renumber the rest in order."""
@@ -288,8 +329,8 @@ class Block:
         """An independent copy (attribute entries are never changed in place, so they are shared)."""
         return Block(self.cidr, self.affinity, self.claim_time, list(self.allocations), list(self.unallocated),
                      list(self.attributes), self.sequence_number, dict(self.seq_for_allocation),
-                     list(self._attr_json), dict(self._attr_keys), list(self._seq_json), list(self._alloc_json),
-                     list(self._unalloc_json), self._cidr_json)
+                     dict(self.released_at), list(self._attr_json), dict(self._attr_keys), list(self._seq_json), list(self._alloc_json),
+                     list(self._unalloc_json), self._cidr_json, list(self._head_json), list(self._rel_json))
 
     # -- stored form --------------------------------------------------------------
     def _encoded_seq(self) -> str:
@@ -320,7 +361,17 @@ class Block:
         return (f'{head[2]}"allocations":[{self._encoded_allocations()}],'
                 f'"unallocated":[{self._encoded_unallocated()}],"attributes":{self._encoded_attributes()},'
                 f'"sequenceNumber":{int(self.sequence_number)},'
-                f'"sequenceNumberForAllocation":{{{self._encoded_seq()}}},"deleted":false}}').encode()
+                f'"sequenceNumberForAllocation":{{{self._encoded_seq()}}},{self._encoded_released()}"deleted":false}}'
+                ).encode()
+
+    def _encoded_released(self) -> str:
+        """``"releasedAt":{...},`` while any release time is kept, else nothing (Calico's form)."""
+        if not self.released_at:
+            return ""
+        cache = self._rel_json
+        if not cache:
+            cache.append('"releasedAt":{' + ",".join([f'"{o}":{t}' for o, t in self.released_at.items()]) + "},")
+        return cache[0]
 
     @classmethod
     def from_json(cls, data: bytes) -> "Block":
@@ -334,6 +385,7 @@ class Block:
             attributes=list(d.get("attributes") or []),
             sequence_number=int(d.get("sequenceNumber", 0)),
             seq_for_allocation={int(k): int(v) for k, v in (d.get("sequenceNumberForAllocation") or {}).items()},
+            released_at={int(k): int(v) for k, v in (d.get("releasedAt") or {}).items()},
         )
 
 

@@ -69,6 +69,11 @@ class FamilyAssigner:
         self.last_revision = 0  # of this assigner's last landed commit
         self.prefix = keys.affinity_prefix(self.name, version)
         self.raced = raced  # assign_kept's commit lost its race: the first read takes the fences too
+        # Addresses released less than this long ago are passed over while the node's blocks have
+        # others; ``cooling``: [(network, key suffix)] of affine blocks that had only such addresses.
+        self.cooldown = snap.cooldown
+        self.cooling: list = []
+        self.cooled = False  # the cooling addresses are given out now (cooldown 0 from here on)
 
     @property
     def need(self) -> int:
@@ -83,6 +88,8 @@ class FamilyAssigner:
         """A fence moved: read the topology again and go on with what is left to assign."""
         self.snap = self.svc.assign_snapshot(self.name)
         self.node = self.snap.require_node(self.name)
+        if not self.cooled:
+            self.cooldown = self.snap.cooldown
 
     def _run(self) -> None:
         choice = self._choose()
@@ -101,6 +108,9 @@ class FamilyAssigner:
             if kept is not None:  # decide about new blocks only on a fresh listing (the kept one may lag)
                 records, kept = self._affinities(fresh=True)
                 queue, owned = self._plan(records, kept)
+                continue
+            if self.cooling:  # nothing else free in the node's blocks: the cooling addresses after all
+                queue, self.cooling, self.cooldown, self.cooled = self.cooling, [], 0.0, True
                 continue
             if owned >= limit:
                 self.messages.append(
@@ -206,8 +216,9 @@ class FamilyAssigner:
         reserved = self.snap.reserved
 
         def attempt(n):
+            now, cooldown = self.svc.clock(), self.cooldown
             kept = take_kept_block(self.cache, bkey, akey, self.prefix, self.name, self.need, self.hstate,
-                                   reserved) if n == 0 and not self.raced else None
+                                   reserved, now, cooldown) if n == 0 and not self.raced else None
             if kept is None:  # nothing kept, or it gave nothing: decide on fresh reads
                 recs = self._fresh_reads([bkey, *([akey] if akey else [])], n)
                 stored, arec = load_block(recs.get(bkey), self.cache), recs.get(akey)
@@ -216,10 +227,13 @@ class FamilyAssigner:
                     ops = [Delete(akey, arec.revision)] if arec is not None else []
                     return Plan(ops, None, lambda rev: self.cache.committed(ops, rev), lambda: self.cache.forget(ops))
                 ords = stored.block.auto_assign(self.need, self.req.handle, self.hstate.block_attrs(),
-                                                reserved_in(stored.block, reserved))
+                                                reserved_in(stored.block, reserved), now, cooldown)
             else:
                 stored, ords, arec = kept.stored, kept.ordinals, kept.affinity
             block = stored.block
+            if not ords and cooldown and require_affinity and block.free_count(reserved_in(block, reserved)):
+                self.cooling.append((net, suffix))  # free, but only addresses released moments ago
+                return Plan(result=None)
             if not ords:  # full: fix a stale hint so that later requests skip it unread
                 hint = affinity_hint_op(arec, block) if akey else None
                 ops = [hint] if hint else []
@@ -297,7 +311,8 @@ class FamilyAssigner:
                 return Plan()  # changed since we judged it reclaimable: leave it
             block = Block.from_json(rec.value)
             block.affinity, block.claim_time = host_affinity(self.name), self.svc.claim_time()
-            ords = block.auto_assign(self.need, self.req.handle, self.hstate.block_attrs(), reserved_in(block, self.snap.reserved))
+            ords = block.auto_assign(self.need, self.req.handle, self.hstate.block_attrs(),
+                                     reserved_in(block, self.snap.reserved))
             block.sequence_number += 1
             ops = [Update(seen.key, block.to_json(), rec.revision),
                    Create(keys.affinity_key(self.name, block.cidr), affinity_value(block))]
@@ -313,6 +328,8 @@ class FamilyAssigner:
         return bool(landed)
 
     def _borrow(self) -> None:
+        # the cooldown keeps to the node's own blocks: borrowing is the last resort
+        self.cooldown, self.cooled = 0.0, True
         exhausted = []
         for pool in self.pools:
             for stored in scan_pool_blocks(self.store, pool, self.name):

@@ -35,12 +35,12 @@ passes, so it releases it once it has stayed unchanged for the grace.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 
 from topoipam.core.block import affinity_node
+from topoipam.core.duration import parse_duration  # noqa: F401 - re-exported for the edges
 from topoipam.core.insights import parse_go_timestamp
-from topoipam.errors import TopoipamError, ValidationError
+from topoipam.errors import TopoipamError
 from topoipam.ipam import keys
 from topoipam.ipam.check import iter_blocks
 from topoipam.ipam.leaks import delete_handle_if_unchanged, handle_records
@@ -83,22 +83,6 @@ class Attachments:
 
     network: str
     valid: frozenset
-
-
-def parse_duration(text: str) -> float:
-    """Seconds of a Go-style duration (``0s``, ``90s``, ``15m``, ``1h30m``, ``500ms``; a bare number is
-    seconds); ValidationError naming the text otherwise."""
-    text = str(text).strip()
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    try:
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            return float(text)
-        parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            raise ValueError(text)
-        return sum(float(n) * units[u] for n, u in parts)
-    except ValueError:
-        raise ValidationError(f"invalid duration {text!r}: use e.g. 0s, 30s, 15m, 1h30m") from None
 
 
 def judge(handles, blocks, nodes: set[str] | None, now: float, grace: float, *,

@@ -98,6 +98,7 @@ def release_ips(svc, ips, handle=None, seq=None) -> list:
         if n:  # the commit may have lost on a topology fence: decide on the topology as it is now
             snap = svc.snapshot()
         found = store.get_many([k for ip in addrs for k in candidate_keys(ip)])
+        now, keep = svc.clock(), svc.release_memory()
         blocks: dict[str, StoredBlock] = {}
         unallocated, deltas, changed, was_full = [], {}, {}, set()
         for ip in addrs:
@@ -110,7 +111,7 @@ def release_ips(svc, ips, handle=None, seq=None) -> list:
                 if not blocks[key].block.unallocated:
                     was_full.add(key)
             stored = blocks[key]
-            out = stored.block.release([stored.block.ordinal(ip)], handle=handle, seq=seq)
+            out = stored.block.release([stored.block.ordinal(ip)], handle=handle, seq=seq, now=now, keep=keep)
             unallocated += [stored.block.address(o) for o in out.not_allocated + out.fenced]
             if out.released:
                 changed[key] = stored
@@ -187,7 +188,8 @@ def release_by_handle(svc, handle: str) -> list:
         for rec in found.values():
             stored = load_block(rec)
             was_full = not stored.block.unallocated
-            out = stored.block.release(stored.block.ordinals_of_handle(handle))
+            out = stored.block.release(stored.block.ordinals_of_handle(handle), now=svc.clock(),
+                                       keep=svc.release_memory())
             released += [stored.block.address(o) for o in out.released]
             if out.released:
                 ops += _settle_block(store, snap, stored, chunks, was_full)

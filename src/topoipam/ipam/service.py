@@ -35,6 +35,9 @@ from topoipam.ipam.topology import FencedSnapshot, Snapshot, StoreTopology, Topo
 from topoipam.model.types import USE_WORKLOAD
 from topoipam.store.base import Create, Store, Update
 
+MIN_RELEASE_MEMORY = 60.0  # seconds: cooldowns up to this are honoured even by a process that read no config
+
+
 @dataclass
 class AssignRequest:
     node: str
@@ -115,6 +118,12 @@ class IpamService:
 
     def claim_time(self) -> str:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
+
+    def release_memory(self) -> float:
+        """How long a block keeps release times (for the cooldown): at least ``MIN_RELEASE_MEMORY``,
+        and at least the cooldown of the kept topology (a release reads no configuration)."""
+        snap = self._snap if self.fenced else Snapshot(self.topology)
+        return max(MIN_RELEASE_MEMORY, snap.cooldown if snap is not None else 0.0)
 
     def initial_sequence(self) -> int:
         return int(self.clock() * 1e9)  # Calico: time.Now().UnixNano() for a new block
