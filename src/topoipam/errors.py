@@ -118,6 +118,17 @@ class DatastoreUnavailableError(TopoipamError):
     cni_code = CNI_TRY_AGAIN_LATER
 
 
+class DamagedRecordError(TopoipamError):
+    """A stored record does not decode, or contradicts itself (a block's ordinals not accounted for
+    exactly once): the operation that needed it fails (exit 1); ``ipam check`` names it and its repair.
+    ``key`` and ``revision`` say which record."""
+
+    def __init__(self, key: str, revision: int, why: str) -> None:
+        super().__init__(f"record {key} is damaged: {why}",
+                         details="run 'topoipam ipam check' for how to repair it")
+        self.key, self.revision, self.why = key, revision, why
+
+
 class RetriesExhaustedError(TopoipamError):
     """Too many compare-and-swap conflicts in a row (heavy contention)."""
 

@@ -146,6 +146,22 @@ class Block:
             return dict(entry["secondary"] or {})
         return dict((on_handle or {}).get(entry.get("handle_id"), {}))
 
+    def damage(self) -> str:
+        """Why this block cannot be assigned from ("" if it can): every ordinal must be allocated to
+        an attribute entry that exists, or free exactly once (``ipam check`` names each ordinal)."""
+        size, allocs, n_attrs = self.size, self.allocations, len(self.attributes)
+        if size != self.cidr.num_addresses:
+            return f"it lists {size} allocations for the {self.cidr.num_addresses} addresses of {self.cidr}"
+        for idx in allocs:
+            if idx is not None and (type(idx) is not int or not 0 <= idx < n_attrs):
+                return "an allocation names an attribute entry that does not exist"
+        free = self.unallocated
+        if any(type(o) is not int or not 0 <= o < size for o in free) or len(set(free)) != len(free):
+            return "its free list holds ordinals outside the block or more than once"
+        if len(free) + sum(1 for idx in allocs if idx is not None) != size or any(allocs[o] is not None for o in free):
+            return "its free list and its allocations do not account for each ordinal exactly once"
+        return ""
+
     def allocated_ordinals(self) -> list[int]:
         return [o for o, idx in enumerate(self.allocations) if idx is not None]
 

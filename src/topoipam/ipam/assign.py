@@ -31,6 +31,7 @@ from topoipam.ipam.blocks import (StoredBlock, affinity_hint_op, affinity_value,
                                   scan_pool_blocks)
 from topoipam.ipam.kept import (Choice, HandleState, assignment_ops, choice_key, kept_plan, plan_blocks,
                                 take_kept_block)
+from topoipam.errors import DamagedRecordError
 from topoipam.store.retry import Plan, rerun, run_cas
 from topoipam.ipam.topology import TopologyMoved
 from topoipam.resources import repo
@@ -221,7 +222,11 @@ class FamilyAssigner:
                                    reserved, now, cooldown) if n == 0 and not self.raced else None
             if kept is None:  # nothing kept, or it gave nothing: decide on fresh reads
                 recs = self._fresh_reads([bkey, *([akey] if akey else [])], n)
-                stored, arec = load_block(recs.get(bkey), self.cache), recs.get(akey)
+                try:
+                    stored, arec = load_block(recs.get(bkey), self.cache), recs.get(akey)
+                except DamagedRecordError as exc:  # the rest of the address space keeps working
+                    self.messages.append(f"passed over damaged block {net}: {exc.why}")
+                    return Plan(result=None)
                 if stored is None or (require_affinity and stored.block.affinity != host_affinity(self.name)):
                     # a stale affinity (its block is gone or belongs to another host now): drop it, as Calico does
                     ops = [Delete(akey, arec.revision)] if arec is not None else []

@@ -35,6 +35,7 @@ passes, so it releases it once it has stayed unchanged for the grace.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 
 from topoipam.core.block import affinity_node
@@ -86,15 +87,18 @@ class Attachments:
 
 
 def judge(handles, blocks, nodes: set[str] | None, now: float, grace: float, *,
-          attachments: Attachments | None = None, first_seen: dict | None = None) -> Verdict:
+          attachments: Attachments | None = None, first_seen: dict | None = None, damaged=()) -> Verdict:
     """The decision on already-read data: ``handles`` (``leaks.handle_records``, read first),
     ``blocks`` (``check.iter_blocks``), ``nodes`` (names, read last; None with ``attachments``).
     With ``attachments`` only that network's attachments are judged (the CNI GC command); else the
     datastore's own evidence (nodes, handles). ``first_seen`` (key -> time) ages holders without a
-    timestamp; it is updated in place and pruned to what this pass saw."""
+    timestamp; it is updated in place and pruned to what this pass saw. ``damaged``: the
+    DamagedRecordErrors of the records the reads left out; a damaged block, and a handle counting
+    addresses in one or whose record is damaged, are not judged at all (``ipam check`` reports them)."""
+    blocks, handles, unknown = _trusted(blocks, handles, damaged)
     seen = {} if first_seen is None else first_seen
     found = list(_attachment_garbage(blocks, handles, attachments) if attachments is not None
-                 else _datastore_garbage(handles, blocks, nodes))
+                 else _datastore_garbage(handles, blocks, nodes, unknown))
     verdict, keep = Verdict(), set()
     for g in found:
         keep.add(g.key)
@@ -122,7 +126,27 @@ def _allocation(kind, reason, b, o, handle, attrs, node) -> Garbage:
                    since is not None)
 
 
-def _datastore_garbage(handles, blocks, nodes: set[str]) -> Iterable[Garbage]:
+def _trusted(blocks, handles, damaged) -> tuple[list, list, set]:
+    """(blocks, handles) without the damaged ones and handles counting on them, and the names of
+    handles whose record is damaged (an address under one is not judged handle-less)."""
+    blocks = list(blocks)
+    bad = {d.key for d in damaged} | {s.key for s in blocks if s.block.damage()}
+    unknown = {d.key[len(keys.HANDLE_PREFIX):] for d in damaged if d.key.startswith(keys.HANDLE_PREFIX)}
+    blocks = [s for s in blocks if s.key not in bad]
+    kept = []
+    for h in handles:
+        try:
+            nets = [keys.block_key(ipaddress.ip_network(c)) for c in h.counts]
+        except ValueError:
+            nets = None
+        if nets is None or bad.intersection(nets):
+            unknown.add(h.handle)
+        else:
+            kept.append(h)
+    return blocks, kept, unknown
+
+
+def _datastore_garbage(handles, blocks, nodes: set[str], unknown: set[str]) -> Iterable[Garbage]:
     records = {h.handle: h for h in handles}
     on_handle = {h.handle: h.attrs for h in handles}
     holding: set[str] = set()
@@ -135,11 +159,11 @@ def _datastore_garbage(handles, blocks, nodes: set[str]) -> Iterable[Garbage]:
             node = attrs.get("node") or affinity_node(b.affinity)
             if node and node not in nodes:
                 yield _allocation("node-gone", f"node {node} no longer exists", b, o, handle, attrs, node)
-            elif handle is not None and handle not in records:
+            elif handle is not None and handle not in records and handle not in unknown:
                 yield _allocation("address-without-handle", f"its handle {handle} does not exist", b, o, handle,
                                   attrs, node)
     for h in handles:
-        if h.handle not in holding:
+        if h.handle not in holding and h.handle not in unknown:
             since = _stamp(h.attrs)
             yield Garbage("handle-without-address", "no block holds an address of it", h.handle, None, None,
                           h.revision, h.attrs.get("node"), dict(h.attrs), since, since is not None)
@@ -174,10 +198,12 @@ def read_and_judge(store, now: float, grace: float, *, attachments: Attachments 
     from topoipam.resources import repo
 
     prefix = f"{attachments.network}." if attachments is not None else ""
-    handles = handle_records(store, prefix)
-    blocks = list(iter_blocks(store))
+    damaged: list = []
+    handles = handle_records(store, prefix, damaged)
+    blocks = list(iter_blocks(store, damaged))
     nodes = None if attachments is not None else {n.name for n in repo.list_nodes(store)}
-    return judge(handles, blocks, nodes, now, grace, attachments=attachments, first_seen=first_seen)
+    return judge(handles, blocks, nodes, now, grace, attachments=attachments, first_seen=first_seen,
+                 damaged=damaged)
 
 
 def release(svc, g: Garbage) -> str:
