@@ -101,3 +101,27 @@ def test_block_cooldown_value_semantics():
     b.release([0], now=200, keep=60)
     b.release([1], now=270, keep=60)
     assert b.released_at == {1: 270}  # records older than ``keep`` go at the next release
+
+
+def test_churn_in_a_block_with_only_cooling_addresses_stays_at_no_read_and_one_commit(tmp_path):
+    """ADD/DEL churn faster than the cooldown in the node's only block with room: the kept path sees,
+    from the kept blocks alone, that nothing else is free, so it needs no read (as without cooldown)."""
+    from topoipam.store.counting import CountingStore
+
+    inner = open_store(f"sqlite://{tmp_path}/churn.db")
+    try:
+        ResourceService(inner, PoolBlocks(inner)).create(decode_documents(SETUP, "test"))
+        store, clock = CountingStore(inner), [1_800_000_000.0]
+        svc = IpamService(store, clock=lambda: clock[0])
+        first = fill_first_block(svc)
+        svc.release_by_handle("h3")
+        one(svc, "warm")  # reads once: the cooling address, as nothing else is free in the node's blocks
+        svc.release_by_handle("warm")
+        for i in range(5):
+            before = store.counts()
+            assert one(svc, f"c{i}") == first[3]
+            c = store.counts() - before
+            assert (c.reads, c.writes, c.failed_writes) == (0, 1, 0)
+            svc.release_by_handle(f"c{i}")
+    finally:
+        inner.close()

@@ -148,17 +148,18 @@ class Block:
 
     def damage(self) -> str:
         """Why this block cannot be assigned from ("" if it can): every ordinal must be allocated to
-        an attribute entry that exists, or free exactly once (``ipam check`` names each ordinal)."""
-        size, allocs, n_attrs = self.size, self.allocations, len(self.attributes)
-        if size != self.cidr.num_addresses:
-            return f"it lists {size} allocations for the {self.cidr.num_addresses} addresses of {self.cidr}"
-        for idx in allocs:
-            if idx is not None and (type(idx) is not int or not 0 <= idx < n_attrs):
-                return "an allocation names an attribute entry that does not exist"
-        free = self.unallocated
-        if any(type(o) is not int or not 0 <= o < size for o in free) or len(set(free)) != len(free):
+        an attribute entry that exists, or free exactly once (``ipam check`` names each ordinal).
+        Run on every decode off the kept path, so written with builtins rather than Python loops."""
+        size, allocs, free = self.cidr.num_addresses, self.allocations, self.unallocated
+        if len(allocs) != size:
+            return f"it lists {len(allocs)} allocations for the {size} addresses of {self.cidr}"
+        used = [idx for idx in allocs if idx is not None]
+        if used and (set(map(type, used)) != {int} or min(used) < 0 or max(used) >= len(self.attributes)):
+            return "an allocation names an attribute entry that does not exist"
+        if free and (set(map(type, free)) != {int} or min(free) < 0 or max(free) >= size
+                     or len(set(free)) != len(free)):
             return "its free list holds ordinals outside the block or more than once"
-        if len(free) + sum(1 for idx in allocs if idx is not None) != size or any(allocs[o] is not None for o in free):
+        if len(free) + len(used) != size or [allocs[o] for o in free].count(None) != len(free):
             return "its free list and its allocations do not account for each ordinal exactly once"
         return ""
 

@@ -141,8 +141,9 @@ def assign_kept(svc, snap, req, version: int, num: int, requested: tuple, hstate
         return None
     suffix = queue[0][1]
     bkey = keys.block_prefix(version) + suffix
-    taken = take_kept_block(cache, bkey, prefix + suffix, prefix, req.node, num, hstate, snap.reserved, svc.clock(),
-                            snap.cooldown)
+    now = svc.clock()
+    cooldown = _cooldown_here(cache, keys.block_prefix(version), queue, now, snap.cooldown)
+    taken = take_kept_block(cache, bkey, prefix + suffix, prefix, req.node, num, hstate, snap.reserved, now, cooldown)
     if taken is None or len(taken.ordinals) < num:  # a block taken and changed is not put back: read next
         return None
     stored, ords = taken.stored, taken.ordinals
@@ -160,6 +161,19 @@ def assign_kept(svc, snap, req, version: int, num: int, requested: tuple, hstate
 
     run_cas(svc.store, attempt, "assign from a kept block")
     return [stored.block.interface(o) for o in ords]
+
+
+def _cooldown_here(cache, block_prefix: str, queue: list, now: float, cooldown: float) -> float:
+    """The cooldown for the first block of the kept plan: none when that block has only addresses
+    released moments ago and so has every other block of the plan, all kept (nothing else is free
+    in the node's blocks: the cooling ones are used, still with no read, as ``FamilyAssigner``
+    would after reading them). Else the cooldown, and ``FamilyAssigner`` decides if it must."""
+    if not cooldown or cache.has_settled_free(block_prefix + queue[0][1], now, cooldown) is not False:
+        return cooldown
+    for _net, suffix in queue[1:]:
+        if cache.has_settled_free(block_prefix + suffix, now, cooldown) is not False:
+            return cooldown
+    return 0.0
 
 
 class HandleState:
