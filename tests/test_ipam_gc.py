@@ -95,7 +95,9 @@ def test_bad_grace_is_a_usage_error_that_changes_nothing(seed, sqlite_url):
 
 @pytest.mark.parametrize("text, seconds", [("0s", 0), ("90", 90), ("15m", 900), ("1h30m", 5400), ("500ms", 0.5)])
 def test_parse_duration(text, seconds):
-    assert gc.parse_duration(text) == seconds
+    from topoipam.core.duration import parse_duration
+
+    assert parse_duration(text) == seconds
 
 
 def test_fence_an_address_reassigned_after_the_pass_read_is_not_freed(seed, raw):

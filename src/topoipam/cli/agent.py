@@ -46,7 +46,7 @@ def run_agent(args, ctx) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), stream=ctx.err,
                         format="%(asctime)s topoipam agent %(levelname)s: %(message)s")
-    from topoipam.ipam.gc import parse_duration
+    from topoipam.core.duration import parse_duration
 
     labels = parse_labels(args.label)
     _check_node_name(args.node)

@@ -36,10 +36,10 @@ def register(sub) -> None:
 def run_gc(args, ctx) -> int:
     import time
 
-    from topoipam.ipam import IpamService
-    from topoipam.ipam import gc
+    from topoipam.core.duration import parse_duration
+    from topoipam.ipam import IpamService, gc
 
-    grace = gc.parse_duration(args.grace)
+    grace = parse_duration(args.grace)
     now = time.time()
     verdict, done = gc.collect(IpamService(ctx.store), now, grace, dry_run=args.dry_run)
     if args.output == "json":

@@ -69,14 +69,19 @@ def load_block(record: Record | None, cache=None) -> StoredBlock | None:
     return StoredBlock(block or decode_block(record), record.revision)
 
 
-def decode_block(record: Record) -> Block:
-    """The block of ``record``, checked (decoded blocks only: the kept ones were written by us);
-    DamagedRecordError when it does not decode or contradicts itself."""
+def parse_block(record: Record) -> Block:
+    """The block of ``record`` as stored, consistent or not; DamagedRecordError when it does not decode."""
     try:
-        block = Block.from_json(record.value)
+        return Block.from_json(record.value)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DamagedRecordError(record.key, record.revision, f"it does not decode ({type(exc).__name__}: {exc})") \
             from None
+
+
+def decode_block(record: Record) -> Block:
+    """The block of ``record``, checked (decoded blocks only: the kept ones were written by us);
+    DamagedRecordError when it does not decode or contradicts itself."""
+    block = parse_block(record)
     why = block.damage()
     if why:
         raise DamagedRecordError(record.key, record.revision, why)

@@ -7,18 +7,18 @@ decides how to print them (problems -> exit 4).
 
 from __future__ import annotations
 
-from topoipam.structs import dataclass, field
+import ipaddress
 from collections.abc import Iterator
 
 from topoipam.core.block import affinity_node, reserved_ordinals
 from topoipam.core.insights import reserved_count
 from topoipam.core.pools import pool_containing
 from topoipam.core.summary import Chunk, chunk_of, global_block_index
-from topoipam.ipam import keys
-from topoipam.core.block import Block
 from topoipam.errors import DamagedRecordError
-from topoipam.ipam.blocks import StoredBlock, candidate_keys, handle_attrs, load_block
+from topoipam.ipam import keys
+from topoipam.ipam.blocks import StoredBlock, candidate_keys, handle_attrs, load_block, parse_block
 from topoipam.ipam.leaks import handle_records
+from topoipam.structs import dataclass, field
 
 PROBLEM_KINDS = ("handle-without-address", "address-without-handle", "outside-pools", "node-missing",
                  "affinity-without-block", "block-without-affinity-record", "summary-mismatch", "block-inconsistent",
@@ -107,11 +107,10 @@ def iter_blocks(store, undecodable: list | None = None) -> Iterator:
     for version in (4, 6):
         for rec in store.list(keys.block_prefix(version)):
             try:
-                block = Block.from_json(rec.value)
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                block = parse_block(rec)
+            except DamagedRecordError as exc:
                 if undecodable is not None:
-                    undecodable.append(DamagedRecordError(rec.key, rec.revision, f"it does not decode "
-                                                          f"({type(exc).__name__}: {exc})"))
+                    undecodable.append(exc)
                 continue
             yield StoredBlock(block, rec.revision)
 
@@ -262,8 +261,6 @@ def _check_block(b, add) -> set[int]:
 
 
 def _block_key(cidr: str) -> str:
-    import ipaddress
-
     try:
         return keys.block_key(ipaddress.ip_network(cidr))
     except ValueError:

@@ -39,7 +39,6 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 
 from topoipam.core.block import affinity_node
-from topoipam.core.duration import parse_duration  # noqa: F401 - re-exported for the edges
 from topoipam.core.insights import parse_go_timestamp
 from topoipam.errors import TopoipamError
 from topoipam.ipam import keys

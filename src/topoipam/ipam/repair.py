@@ -19,7 +19,7 @@ import ipaddress
 from topoipam.core.block import Block
 from topoipam.errors import ConflictError, NotFoundError, ValidationError
 from topoipam.ipam import keys
-from topoipam.ipam.blocks import chunk_bit_op
+from topoipam.ipam.blocks import chunk_bit_op, parse_block
 from topoipam.store.base import Delete, Update
 
 
@@ -62,7 +62,7 @@ def rebuild_block(store, cidr_text: str) -> str:
     rec = store.get(keys.block_key(net))
     if rec is None:
         raise NotFoundError(f"there is no block {net}")
-    block = Block.from_json(rec.value)  # does not decode: DamagedRecordError's repair is delete_record
+    block = parse_block(rec)  # does not decode: DamagedRecordError (its repair is delete_record)
     if not block.damage():
         return f"block {net} is consistent: nothing to do"
     fixed = _rebuilt(block)

@@ -122,7 +122,10 @@ class IpamService:
     def release_memory(self) -> float:
         """How long a block keeps release times (for the cooldown): at least ``MIN_RELEASE_MEMORY``,
         and at least the cooldown of the kept topology (a release reads no configuration)."""
-        snap = self._snap if self.fenced else Snapshot(self.topology)
+        if self.fenced:
+            snap = self._snap
+        else:  # the caller's values: no I/O, unless they are the store's (a release reads no config)
+            snap = None if isinstance(self.topology, StoreTopology) else Snapshot(self.topology)
         return max(MIN_RELEASE_MEMORY, snap.cooldown if snap is not None else 0.0)
 
     def initial_sequence(self) -> int:
