@@ -209,7 +209,7 @@ DEFAULT_COOLDOWN = 5.0  # seconds
 
 def release_cooldown(config: IPAMConfig) -> float:
     """The configured cooldown; the default when the annotation is absent or not a duration (an
-    assignment must not fail on a bad annotation; ``ipam check`` names it, see docs/gc.md)."""
+    assignment must not fail on a bad annotation; see docs/gc.md)."""
     text = (config.metadata.annotations or {}).get(COOLDOWN_ANNOTATION)
     if text is None:
         return DEFAULT_COOLDOWN
