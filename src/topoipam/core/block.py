@@ -2,7 +2,7 @@
 
 A block is a CIDR (a /26 by default) whose addresses are numbered by *ordinal*
 (address - network address; ordinal 0, the network address itself, is
-allocatable as in Calico). It records which ordinals are allocated and to
+allocatable as in Calico, unless the request's ``L2Segment`` rule says otherwise). It records which ordinals are allocated and to
 which attribute entry (handle and secondary attributes; identical entries are
 shared), the ordered list of free ordinals (``unallocated``: lowest first in a
 fresh block, released ordinals appended so that they are reused last), a
@@ -373,4 +373,45 @@ def reserved_ordinals(cidr: Network, reserved: Iterable[Network]) -> frozenset[i
         hi = min(last, int(net.broadcast_address))
         if lo <= hi:
             out.update(range(lo - base, hi - base + 1))
+    return frozenset(out)
+
+
+#: ``L2Segment.gateway``: each block's first usable address (network address + 1) is its gateway.
+FIRST_USABLE = "first-usable"
+
+
+@dataclass(frozen=True)
+class L2Segment:
+    """A request's rule for the ordinals it may not be given: its workload sits on one L2 segment with
+    the block's prefix (a bridge, macvlan or ipvlan), so the prefix's network address, IPv4's
+    broadcast address and the segment's gateway are not host addresses (host-local's rule: IPv6
+    keeps its last address). ``gateway4``/``gateway6``: ``FIRST_USABLE`` (each block's own), an
+    address (excluded where it lies in a block), or None (no gateway). Blocks of 2 addresses or
+    fewer (/31, /32, /127, /128) are point-to-point: only an explicit gateway is excluded there.
+    Without a rule (routed main plugins, Calico's way) every ordinal is usable."""
+
+    gateway4: object = FIRST_USABLE
+    gateway6: object = FIRST_USABLE
+
+    def gateway_of(self, cidr: Network) -> Address | None:
+        """The gateway a workload with an address of ``cidr`` is given."""
+        gateway = self.gateway4 if cidr.version == 4 else self.gateway6
+        if gateway == FIRST_USABLE:
+            return cidr.network_address + 1 if cidr.num_addresses > 2 else None
+        return gateway
+
+    def unusable(self, cidr: Network) -> frozenset[int]:
+        return _segment_unusable(cidr, self.gateway_of(cidr))
+
+
+@lru_cache(maxsize=4096)
+def _segment_unusable(cidr: Network, gateway: Address | None) -> frozenset[int]:
+    size = cidr.num_addresses
+    out = set()
+    if size > 2:
+        out.add(0)
+        if cidr.version == 4:
+            out.add(size - 1)
+    if gateway is not None and gateway.version == cidr.version and gateway in cidr:
+        out.add(int(gateway) - int(cidr.network_address))
     return frozenset(out)

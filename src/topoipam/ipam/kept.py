@@ -89,16 +89,16 @@ def kept_plan(contains: dict, prefix: str, version: int, pools, kept: tuple) -> 
 
 
 def take_kept_block(cache, bkey: str, akey: str | None, prefix: str, node: str, need: int, hstate: "HandleState",
-                    reserved) -> TakenBlock | None:
+                    reserved, rule=None) -> TakenBlock | None:
     """Up to ``need`` ordinals assigned in the block kept for ``bkey`` (taken out of the cache: the
     landed commit puts it back). None when nothing is kept, the block is not ``node``'s (``akey``, its
     affinity key, given), it gave nothing, or it fills and its affinity's hint is not kept: the
-    caller reads."""
+    caller reads. ``rule``: the request's ``L2Segment`` (None: every ordinal but reserved ones is usable)."""
     newest = cache.take(bkey)
     if newest is None or (akey and newest[1].affinity != host_affinity(node)):
         return None
     block = newest[1]
-    ords = block.auto_assign(need, hstate.handle, hstate.block_attrs(), reserved_in(block, reserved))
+    ords = block.auto_assign(need, hstate.handle, hstate.block_attrs(), reserved_in(block, reserved, rule))
     # The affinity record matters only if the block fills now (its hint must say so): a block in the
     # plan's queue is one whose hint says it has room.
     arec = cache.affinity(akey, prefix) if akey and not block.unallocated else None
@@ -141,7 +141,8 @@ def assign_kept(svc, snap, req, version: int, num: int, requested: tuple, hstate
         return None
     suffix = queue[0][1]
     bkey = keys.block_prefix(version) + suffix
-    taken = take_kept_block(cache, bkey, prefix + suffix, prefix, req.node, num, hstate, snap.reserved)
+    taken = take_kept_block(cache, bkey, prefix + suffix, prefix, req.node, num, hstate, snap.reserved,
+                            req.unusable)
     if taken is None or len(taken.ordinals) < num:  # a block taken and changed is not put back: read next
         return None
     stored, ords = taken.stored, taken.ordinals
