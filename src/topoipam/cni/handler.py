@@ -126,7 +126,13 @@ def _add(req: P.CniRequest, conf: IpamConf, service: IpamService, now_ns: Callab
         else:
             addresses = _auto_assign(service, conf, handle, attrs, segment)
     except BaseException as exc:
-        landed = _resolve(service, handle, conf, args) if _outcome_unknown(exc) else None
+        if not _outcome_unknown(exc):
+            _undo(service, handle, exc)
+            raise
+        landed = _resolve(service, handle, conf, args)
+        # On stderr (the runtime's or the agent's log): what the datastore said about the unknown outcome.
+        sys.stderr.write(f"topoipam-cni: ADD {handle}: {exc}; read back: "
+                         f"{'landed, answered as a success' if landed else 'not landed or unreadable, answer 11'}\n")
         if landed:
             return _result(req, conf, landed)
         _undo(service, handle, exc)
