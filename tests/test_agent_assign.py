@@ -36,7 +36,8 @@ kind: IPPool
 metadata: {name: b-pool}
 spec: {cidr: 10.1.0.0/26}
 """
-CONF = json.dumps({"cniVersion": "1.0.0", "name": "net", "type": "bridge", "ipam": {"type": "topoipam-cni"}}).encode()
+# ptp: routed, every address of a block usable (under bridge .0, .1 and .63 would not be handed out)
+CONF = json.dumps({"cniVersion": "1.0.0", "name": "net", "type": "ptp", "ipam": {"type": "topoipam-cni"}}).encode()
 
 
 @pytest.fixture

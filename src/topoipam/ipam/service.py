@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 from topoipam.core.block import Block, L2Segment, host_affinity
 from topoipam.core.pools import pool_containing
-from topoipam.errors import (AllocationError, BlockLimitError, ExhaustedError, NotInPoolError, TopoipamError,
-                             UnusableAddressError, ValidationError)
+from topoipam.errors import (AllocationError, BlockLimitError, ExhaustedError, NoQualifiedPoolError, NotInPoolError,
+                             TopoipamError, UnusableAddressError, ValidationError)
 from topoipam.ipam import keys, release
 from topoipam.ipam.assign import FamilyAssigner
 from topoipam.ipam.kept import HandleState, KeptPlanStale, assign_kept
@@ -129,8 +129,7 @@ class IpamService:
         node = snap.require_node(req.node)
         result, hstate = AssignResult(), HandleState(req.handle, req.attrs)
         if req.num4 > 0 and req.num6 > 0:  # a family no pool serves refuses the request before any write
-            for version, pools in ((4, req.pools4), (6, req.pools6)):
-                FamilyAssigner(self, snap, req, node, version, 1, pools, hstate).choose()
+            snap, node = self._both_families_served(snap, node, req, hstate)
         started, kept_ips = [], []  # the families run by FamilyAssigner; addresses landed by assign_kept
         try:
             for version, num, pools in ((4, req.num4, req.pools4), (6, req.num6, req.pools6)):
@@ -160,6 +159,25 @@ class IpamService:
                        {net: rev for f in started for net, rev in f.claimed.items()})
             raise
         return result
+
+    def _both_families_served(self, snap, node, req: AssignRequest, hstate):
+        """Raise NoQualifiedPoolError, before anything is written, if no pool serves one of the
+        families; a refusal decided on the kept topology is decided again on a fresh read (a pool
+        created since would otherwise only show when the first family's fenced commit failed)."""
+        def check(snap, node):
+            for version, pools in ((4, req.pools4), (6, req.pools6)):
+                FamilyAssigner(self, snap, req, node, version, 1, pools, hstate).choose()
+
+        try:
+            check(snap, node)
+        except NoQualifiedPoolError:
+            if not self.fenced:
+                raise
+            self.forget_topology()
+            snap = self.assign_snapshot(req.node)
+            node = snap.require_node(req.node)
+            check(snap, node)
+        return snap, node
 
     def _undo(self, handle, interfaces, claimed) -> None:
         """Give back what a failed request had taken: the blocks it claimed (if nobody used them since)
