@@ -124,3 +124,45 @@ def test_answers_match_the_datastore_across_an_etcd_pause(tmp_path, pause):
         except (ProcessLookupError, AttributeError):
             pass
         cluster.stop()
+
+
+def test_attachments_del_and_rejections_through_the_agent(tmp_path):
+    """Through the agent (SQLite): two interfaces of one container, DEL of one, CHECK of the other;
+    DEL with configuration ADD refuses; a rejected dual-stack ADD writes nothing."""
+    url = f"sqlite://{tmp_path}/agent.db"
+    store = open_store(url)
+    try:
+        ResourceService(store, PoolBlocks(store)).create(decode_documents(POOL, "test"))
+    finally:
+        store.close()
+    agent = AgentProc(tmp_path, url, "node-t").start()
+    try:
+        def cni(command, ifname="eth0", prev=None, **ipam):
+            conf = netconf(agent.socket, **ipam)
+            if prev is not None:
+                conf["prevResult"] = prev
+            env = dict(add_env("ctr"), CNI_COMMAND=command, CNI_IFNAME=ifname)
+            code, out = agent_client.call(agent.socket, env, json.dumps(conf).encode())
+            return code, (json.loads(out) if out.strip() else None)
+
+        code, eth0 = cni("ADD")
+        assert code == 0 and eth0["ips"][0]["gateway"] == str(ipaddress.ip_interface(eth0["ips"][0]["address"]).network[1])
+        code, eth1 = cni("ADD", "eth1")
+        assert code == 0 and eth1["ips"][0]["address"] != eth0["ips"][0]["address"]
+        assert cni("DEL", "eth1", future_field=True) == (0, None)
+        assert cni("CHECK", "eth0", prev=eth0) == (0, None)
+        code, err = cni("CHECK", "eth1", prev=eth1)
+        assert code == 1 and err["code"] == 100
+        assert set(held(url)) == {"net.ctr:eth0"}
+        store = open_store(url)
+        try:
+            before = {r.key: r.revision for r in store.list("/topoipam/ipam/v2/")}
+            code, err = cni("ADD", "eth2", assign_ipv6=True)
+            assert code == 1 and err["code"] == 101 and "IPv6" in err["msg"]
+            assert {r.key: r.revision for r in store.list("/topoipam/ipam/v2/")} == before
+        finally:
+            store.close()
+        assert cni("DEL", "eth0") == (0, None) and held(url) == {}
+        assert agent.stop() == 0
+    finally:
+        agent.kill()
