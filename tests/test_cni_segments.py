@@ -36,6 +36,11 @@ apiVersion: projectcalico.org/v3
 kind: IPPool
 metadata: {name: rack-0-ippool}
 spec: {cidr: 10.0.0.0/24, nodeSelector: rack == "0"}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: rack-0-v6}
+spec: {cidr: "fd00:0:0:7::/120", nodeSelector: rack == "0"}
 """
 POOL = ipaddress.ip_network("10.0.0.0/24")
 
@@ -148,11 +153,13 @@ def test_the_shipped_conflist_as_shipped_through_the_agent(tmp_path, socket_dir)
         agent.kill()
 
 
-def test_ptp_with_the_default_netconf_routes_between_pods(tmp_path):
+@pytest.mark.parametrize("dual", [False, True], ids=["ipv4", "dual-stack"])
+def test_ptp_with_the_default_netconf_routes_between_pods(tmp_path, dual):
     url = datastore(tmp_path, node="node-p")
     bin_dir = cni_bin_dir(tmp_path / "bin")
     conf = {"cniVersion": "1.0.0", "name": "ptp-net", "type": "ptp",
-            "ipam": {"type": "topoipam-cni", "nodename": "node-p", "datastore": url}}
+            "ipam": {"type": "topoipam-cni", "nodename": "node-p", "datastore": url,
+                     **({"assign_ipv6": True} if dual else {})}}
     ns = Netns()
     try:
         host = ns.add("host")
@@ -162,13 +169,14 @@ def test_ptp_with_the_default_netconf_routes_between_pods(tmp_path):
             env = cni_env("ADD", container_id=f"ptp{i}", netns=Netns.path(pod), path=str(bin_dir))
             call = run_plugin(bin_dir / "ptp", env, conf, in_netns=host)
             assert call.returncode == 0, (call.stdout, call.stderr)
-            [ip] = call.json["ips"]
-            assert ip["gateway"] == "169.254.1.1"
-            got.append(ipaddress.ip_interface(ip["address"]))
-        # routed: every address of the block is usable, the network address first (as in Calico)
-        assert got[0].ip == got[0].network.network_address and got[1].ip == got[0].ip + 1
-        assert ping(pods[0], got[1].ip).returncode == 0
-        assert ping(pods[1], got[0].ip).returncode == 0
+            ips = call.json["ips"]
+            assert [e["gateway"] for e in ips] == ["169.254.1.1", "fe80::1"][:len(ips)]
+            got.append([ipaddress.ip_interface(e["address"]) for e in ips])
+        assert [len(g) for g in got] == [2 if dual else 1] * 2
+        for a, b in zip(got[0], got[1]):  # routed: every address usable, the network address first (Calico)
+            assert a.ip == a.network.network_address and b.ip == a.ip + 1
+            assert ping(pods[0], b.ip).returncode == 0, ping(pods[0], b.ip)
+            assert ping(pods[1], a.ip).returncode == 0
         for i, pod in enumerate(pods):
             env = cni_env("DEL", container_id=f"ptp{i}", netns=Netns.path(pod), path=str(bin_dir))
             call = run_plugin(bin_dir / "ptp", env, conf, in_netns=host)
