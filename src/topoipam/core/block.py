@@ -200,6 +200,8 @@ class Block:
             del self.unallocated[:n]
             if self._unalloc_json and chosen:  # drop the first len(chosen) numbers from the text
                 self._unalloc_json[0] = self._unalloc_json[0].split(",", len(chosen))[-1] if self.unallocated else ""
+        elif (chosen := self._take_after_reserved(n, reserved)) is not None:
+            pass
         else:
             self._unalloc_json.clear()
             reserved = set(reserved)
@@ -220,6 +222,23 @@ class Block:
                 if parts:
                     parts[o] = text
                 self._set_seq(o)
+        return chosen
+
+    def _take_after_reserved(self, n: int, reserved) -> list[int] | None:
+        """The usual case under a rule (an L2 segment's network and gateway ordinals stay free at the
+        front of ``unallocated`` for good): the ``n`` ordinals right after a leading run of reserved
+        ones, cut out of the list and its text in place. None when reserved ones are interleaved."""
+        un = self.unallocated
+        k = 0
+        while k < len(un) and un[k] in reserved:
+            k += 1
+        chosen = un[k:k + n]
+        if any(o in reserved for o in chosen):
+            return None
+        del un[k:k + n]
+        if self._unalloc_json and chosen:
+            parts = self._unalloc_json[0].split(",", k + len(chosen))
+            self._unalloc_json[0] = ",".join(parts[:k] + parts[k + len(chosen):])
         return chosen
 
     def _set_seq(self, ordinal: int) -> None:

@@ -29,7 +29,7 @@ from topoipam.ipam import keys
 from topoipam.ipam.blocks import (StoredBlock, affinity_hint_op, affinity_value, claim_ops, find_unclaimed_block,
                                   list_affine_nets, load_block, pool_check, release_affinity_ops, reserved_in,
                                   scan_pool_blocks)
-from topoipam.ipam.kept import (Choice, HandleState, assignment_ops, choice_key, kept_plan, plan_blocks,
+from topoipam.ipam.kept import (FULL_FOR_RULE, Choice, HandleState, assignment_ops, choice_key, kept_plan, plan_blocks,
                                 take_kept_block)
 from topoipam.store.retry import Plan, rerun, run_cas
 from topoipam.ipam.topology import TopologyMoved
@@ -209,6 +209,8 @@ class FamilyAssigner:
         def attempt(n):
             kept = take_kept_block(self.cache, bkey, akey, self.prefix, self.name, self.need, self.hstate,
                                    reserved, self.req.unusable) if n == 0 and not self.raced else None
+            if kept is FULL_FOR_RULE:  # kept, and nothing in it this request may have
+                return Plan([], None, lambda rev: None, lambda: None)
             if kept is None:  # nothing kept, or it gave nothing: decide on fresh reads
                 recs = self._fresh_reads([bkey, *([akey] if akey else [])], n)
                 stored, arec = load_block(recs.get(bkey), self.cache), recs.get(akey)
