@@ -38,6 +38,14 @@ spec: {cidr: 10.7.0.0/22, nodeSelector: all()}
 WORKERS = 8
 
 
+def seed(url) -> None:
+    store = open_store(url)
+    try:
+        ResourceService(store, PoolBlocks(store)).create(decode_documents(POOL, "test"))
+    finally:
+        store.close()
+
+
 def held(url) -> dict[str, list[str]]:
     store = open_store(url)
     try:
@@ -58,11 +66,7 @@ def test_answers_match_the_datastore_across_an_etcd_pause(tmp_path, pause):
     agent = None
     try:
         url = cluster.url() + "?timeout=2"
-        store = open_store(url)
-        try:
-            ResourceService(store, PoolBlocks(store)).create(decode_documents(POOL, "test"))
-        finally:
-            store.close()
+        seed(url)
         agent = AgentProc(tmp_path, url, "node-s").start()
         answers: dict[str, list[int]] = {}
         lock = threading.Lock()
@@ -130,11 +134,7 @@ def test_attachments_del_and_rejections_through_the_agent(tmp_path):
     """Through the agent (SQLite): two interfaces of one container, DEL of one, CHECK of the other;
     DEL with configuration ADD refuses; a rejected dual-stack ADD writes nothing."""
     url = f"sqlite://{tmp_path}/agent.db"
-    store = open_store(url)
-    try:
-        ResourceService(store, PoolBlocks(store)).create(decode_documents(POOL, "test"))
-    finally:
-        store.close()
+    seed(url)
     agent = AgentProc(tmp_path, url, "node-t").start()
     try:
         def cni(command, ifname="eth0", prev=None, **ipam):

@@ -86,7 +86,7 @@ def handle(req: P.CniRequest, store: Store, service: IpamService, *,
     if req.command == "VERSION":
         return P.version_object(req.version)
     if conf is None:
-        conf = parse_ipam(req.config, default_nodename)
+        conf = (parse_release if req.command == "DEL" else parse_ipam)(req.config, default_nodename)
     if req.command == "ADD":
         return _add(req, conf, service, now_ns, args)
     if req.command == "DEL":
@@ -380,8 +380,7 @@ def respond(env: Mapping[str, str], stdin: bytes, open_backend: OpenBackend, *,
         if req.command == "VERSION":
             return 0, P.dumps(P.version_object(req.version))
         # once: handed to handle(). DEL needs only the datastore: what ADD would refuse does not stop it.
-        parse = parse_release if req.command == "DEL" else parse_ipam
-        conf = parse(req.config, default_nodename)
+        conf = (parse_release if req.command == "DEL" else parse_ipam)(req.config, default_nodename)
         args = None
         if req.command in ("ADD", "CHECK"):
             args = parse_args(req.args)  # refuse bad input before the datastore is even opened
