@@ -200,20 +200,11 @@ class Block:
             del self.unallocated[:n]
             if self._unalloc_json and chosen:  # drop the first len(chosen) numbers from the text
                 self._unalloc_json[0] = self._unalloc_json[0].split(",", len(chosen))[-1] if self.unallocated else ""
-        elif (chosen := self._take_after_reserved(n, reserved)) is not None:
-            pass
         else:
-            self._unalloc_json.clear()
-            reserved = set(reserved)
-            chosen = []
-            for o in self.unallocated:
-                if len(chosen) == n:
-                    break
-                if o not in reserved:
-                    chosen.append(o)
-            if chosen:
-                taken = set(chosen)
-                self.unallocated = [o for o in self.unallocated if o not in taken]
+            reserved = reserved if isinstance(reserved, (set, frozenset)) else set(reserved)
+            chosen = self._take_after_reserved(n, reserved)
+            if chosen is None:
+                chosen = self._take_around_reserved(n, reserved)
         if chosen:
             idx = self._attribute_index(handle, attrs)
             seq, parts, text = self.seq_for_allocation, self._alloc_json, str(idx)
@@ -239,6 +230,20 @@ class Block:
         if self._unalloc_json and chosen:
             parts = self._unalloc_json[0].split(",", k + len(chosen))
             self._unalloc_json[0] = ",".join(parts[:k] + parts[k + len(chosen):])
+        return chosen
+
+    def _take_around_reserved(self, n: int, reserved) -> list[int]:
+        """The first ``n`` free ordinals not reserved, wherever reserved ones lie (the list is rebuilt)."""
+        self._unalloc_json.clear()
+        chosen = []
+        for o in self.unallocated:
+            if len(chosen) == n:
+                break
+            if o not in reserved:
+                chosen.append(o)
+        if chosen:
+            taken = set(chosen)
+            self.unallocated = [o for o in self.unallocated if o not in taken]
         return chosen
 
     def _set_seq(self, ordinal: int) -> None:
