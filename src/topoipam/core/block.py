@@ -2,7 +2,7 @@
 
 A block is a CIDR (a /26 by default) whose addresses are numbered by *ordinal*
 (address - network address; ordinal 0, the network address itself, is
-allocatable as in Calico). It records which ordinals are allocated and to
+allocatable as in Calico, unless the request's ``L2Segment`` rule says otherwise). It records which ordinals are allocated and to
 which attribute entry (handle and secondary attributes; identical entries are
 shared), the ordered list of free ordinals (``unallocated``: lowest first in a
 fresh block, released ordinals appended so that they are reused last), a
@@ -232,17 +232,10 @@ class Block:
             if self._unalloc_json and chosen:  # drop the first len(chosen) numbers from the text
                 self._unalloc_json[0] = self._unalloc_json[0].split(",", len(chosen))[-1] if self.unallocated else ""
         else:
-            self._unalloc_json.clear()
-            reserved = set(reserved)
-            chosen = []
-            for o in self.unallocated:
-                if len(chosen) == n:
-                    break
-                if o not in reserved:
-                    chosen.append(o)
-            if chosen:
-                taken = set(chosen)
-                self.unallocated = [o for o in self.unallocated if o not in taken]
+            reserved = reserved if isinstance(reserved, (set, frozenset)) else set(reserved)
+            chosen = self._take_after_reserved(n, reserved)
+            if chosen is None:
+                chosen = self._take_around_reserved(n, reserved)
         if chosen:
             idx = self._attribute_index(handle, attrs)
             seq, parts, text = self.seq_for_allocation, self._alloc_json, str(idx)
@@ -264,6 +257,37 @@ class Block:
         for o in ordinals:
             if rel.pop(o, None) is not None:
                 self._rel_json.clear()
+
+    def _take_after_reserved(self, n: int, reserved) -> list[int] | None:
+        """The usual case under a rule (an L2 segment's network and gateway ordinals stay free at the
+        front of ``unallocated`` for good): the ``n`` ordinals right after a leading run of reserved
+        ones, cut out of the list and its text in place. None when reserved ones are interleaved."""
+        un = self.unallocated
+        k = 0
+        while k < len(un) and un[k] in reserved:
+            k += 1
+        chosen = un[k:k + n]
+        if any(o in reserved for o in chosen):
+            return None
+        del un[k:k + n]
+        if self._unalloc_json and chosen:
+            parts = self._unalloc_json[0].split(",", k + len(chosen))
+            self._unalloc_json[0] = ",".join(parts[:k] + parts[k + len(chosen):])
+        return chosen
+
+    def _take_around_reserved(self, n: int, reserved) -> list[int]:
+        """The first ``n`` free ordinals not reserved, wherever reserved ones lie (the list is rebuilt)."""
+        self._unalloc_json.clear()
+        chosen = []
+        for o in self.unallocated:
+            if len(chosen) == n:
+                break
+            if o not in reserved:
+                chosen.append(o)
+        if chosen:
+            taken = set(chosen)
+            self.unallocated = [o for o in self.unallocated if o not in taken]
+        return chosen
 
     def _set_seq(self, ordinal: int) -> None:
         """Record the sequence number ``ordinal`` is allocated at, and its encoding when that is an append."""
@@ -442,4 +466,45 @@ def reserved_ordinals(cidr: Network, reserved: Iterable[Network]) -> frozenset[i
         hi = min(last, int(net.broadcast_address))
         if lo <= hi:
             out.update(range(lo - base, hi - base + 1))
+    return frozenset(out)
+
+
+#: ``L2Segment.gateway``: each block's first usable address (network address + 1) is its gateway.
+FIRST_USABLE = "first-usable"
+
+
+@dataclass(frozen=True)
+class L2Segment:
+    """A request's rule for the ordinals it may not be given: its workload sits on one L2 segment with
+    the block's prefix (a bridge, macvlan or ipvlan), so the prefix's network address, IPv4's
+    broadcast address and the segment's gateway are not host addresses (host-local's rule: IPv6
+    keeps its last address). ``gateway4``/``gateway6``: ``FIRST_USABLE`` (each block's own), an
+    address (excluded where it lies in a block), or None (no gateway). Blocks of 2 addresses or
+    fewer (/31, /32, /127, /128) are point-to-point: only an explicit gateway is excluded there.
+    Without a rule (routed main plugins, Calico's way) every ordinal is usable."""
+
+    gateway4: object = FIRST_USABLE
+    gateway6: object = FIRST_USABLE
+
+    def gateway_of(self, cidr: Network) -> Address | None:
+        """The gateway a workload with an address of ``cidr`` is given."""
+        gateway = self.gateway4 if cidr.version == 4 else self.gateway6
+        if gateway == FIRST_USABLE:
+            return cidr.network_address + 1 if cidr.num_addresses > 2 else None
+        return gateway
+
+    def unusable(self, cidr: Network) -> frozenset[int]:
+        return _segment_unusable(cidr, self.gateway_of(cidr))
+
+
+@lru_cache(maxsize=4096)
+def _segment_unusable(cidr: Network, gateway: Address | None) -> frozenset[int]:
+    size = cidr.num_addresses
+    out = set()
+    if size > 2:
+        out.add(0)
+        if cidr.version == 4:
+            out.add(size - 1)
+    if gateway is not None and gateway.version == cidr.version and gateway in cidr:
+        out.add(int(gateway) - int(cidr.network_address))
     return frozenset(out)

@@ -29,7 +29,7 @@ from topoipam.ipam import keys
 from topoipam.ipam.blocks import (StoredBlock, affinity_hint_op, affinity_value, claim_ops, find_unclaimed_block,
                                   list_affine_nets, load_block, pool_check, release_affinity_ops, reserved_in,
                                   scan_pool_blocks)
-from topoipam.ipam.kept import (Choice, HandleState, assignment_ops, choice_key, kept_plan, plan_blocks,
+from topoipam.ipam.kept import (FULL_FOR_RULE, Choice, HandleState, assignment_ops, choice_key, kept_plan, plan_blocks,
                                 take_kept_block)
 from topoipam.errors import DamagedRecordError
 from topoipam.store.retry import Plan, rerun, run_cas
@@ -93,7 +93,7 @@ class FamilyAssigner:
             self.cooldown = self.snap.cooldown
 
     def _run(self) -> None:
-        choice = self._choose()
+        choice = self.choose()
         self.pools, self.contains = choice.pools, choice.contains
         records, kept = self._affinities(fresh=False)
         queue, owned = self._plan(records, kept)
@@ -135,8 +135,9 @@ class FamilyAssigner:
             self._borrow()
 
     # -- helpers ------------------------------------------------------------------
-    def _choose(self):
-        """The chosen pools and a memo of which networks they contain, kept with the snapshot."""
+    def choose(self):
+        """The chosen pools and a memo of which networks they contain, kept with the snapshot; raises
+        NoQualifiedPoolError when no pool qualifies (before anything is written)."""
         ns = self.req.namespace_labels
         key = choice_key(self.req, self.version, self.requested)
         memo = getattr(self.snap, "memo", None)
@@ -219,7 +220,9 @@ class FamilyAssigner:
         def attempt(n):
             now, cooldown = self.svc.clock(), self.cooldown
             kept = take_kept_block(self.cache, bkey, akey, self.prefix, self.name, self.need, self.hstate,
-                                   reserved, now, cooldown) if n == 0 and not self.raced else None
+                                   reserved, self.req.unusable, now, cooldown) if n == 0 and not self.raced else None
+            if kept is FULL_FOR_RULE:  # kept, and nothing in it this request may have
+                return Plan([], None, lambda rev: None, lambda: None)
             if kept is None:  # nothing kept, or it gave nothing: decide on fresh reads
                 recs = self._fresh_reads([bkey, *([akey] if akey else [])], n)
                 try:
@@ -232,7 +235,7 @@ class FamilyAssigner:
                     ops = [Delete(akey, arec.revision)] if arec is not None else []
                     return Plan(ops, None, lambda rev: self.cache.committed(ops, rev), lambda: self.cache.forget(ops))
                 ords = stored.block.auto_assign(self.need, self.req.handle, self.hstate.block_attrs(),
-                                                reserved_in(stored.block, reserved), now, cooldown)
+                                                reserved_in(stored.block, reserved, self.req.unusable), now, cooldown)
             else:
                 stored, ords, arec = kept.stored, kept.ordinals, kept.affinity
             block = stored.block
@@ -270,7 +273,7 @@ class FamilyAssigner:
                 return Plan()
             net, chunk_record = found
             block = Block.new(net, host_affinity(self.name), self.svc.claim_time(), self.svc.initial_sequence())
-            ords = block.auto_assign(self.need, self.req.handle, self.hstate.block_attrs(), reserved_in(block, self.snap.reserved))
+            ords = block.auto_assign(self.need, self.req.handle, self.hstate.block_attrs(), reserved_in(block, self.snap.reserved, self.req.unusable))
             hops, hvalue = self.hstate.op(block.cidr_text, len(ords))
             ops = claim_ops(self.store, block, self.name, chunk_record, read_chunk=False)
             return self._commit_plan([*ops, *pool_check(pool), *hops], (block, ords),
@@ -317,7 +320,7 @@ class FamilyAssigner:
             block = Block.from_json(rec.value)
             block.affinity, block.claim_time = host_affinity(self.name), self.svc.claim_time()
             ords = block.auto_assign(self.need, self.req.handle, self.hstate.block_attrs(),
-                                     reserved_in(block, self.snap.reserved))
+                                     reserved_in(block, self.snap.reserved, self.req.unusable))
             block.sequence_number += 1
             ops = [Update(seen.key, block.to_json(), rec.revision),
                    Create(keys.affinity_key(self.name, block.cidr), affinity_value(block))]
@@ -338,7 +341,7 @@ class FamilyAssigner:
         exhausted = []
         for pool in self.pools:
             for stored in scan_pool_blocks(self.store, pool, self.name):
-                if stored.block.free_count(reserved_in(stored.block, self.snap.reserved)) > 0:
+                if stored.block.free_count(reserved_in(stored.block, self.snap.reserved, self.req.unusable)) > 0:
                     while self.need > 0 and self._from_block(stored.block.cidr, require_affinity=False):
                         pass
                 if self.need == 0:

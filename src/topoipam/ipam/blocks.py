@@ -111,8 +111,11 @@ def list_affinities(store: Store, node: str, version: int) -> list[tuple]:
     return [(keys.parse_suffix(r.key[len(prefix):], version), affinity_is_full(r)) for r in store.list(prefix)]
 
 
-def reserved_in(block: Block, reserved) -> frozenset[int]:
-    return reserved_ordinals(block.cidr, reserved) if reserved else frozenset()
+def reserved_in(block: Block, reserved, rule=None) -> frozenset[int]:
+    """The ordinals of ``block`` a request may not be given: reserved ones and, with ``rule`` (the
+    request's ``L2Segment``), those its segment makes unusable."""
+    out = reserved_ordinals(block.cidr, reserved) if reserved else frozenset()
+    return out | rule.unusable(block.cidr) if rule is not None else out
 
 
 # -- handles -------------------------------------------------------------------

@@ -181,8 +181,9 @@ def _attachment_garbage(blocks, handles, att: Attachments) -> Iterable[Garbage]:
             attrs = b.attrs_of(o, on_handle)
             container, ifname = attrs.get("container"), attrs.get("interface")
             # A network name may contain dots: only handles the plugin wrote for this network are
-            # candidates, i.e. exactly "<network>.<container attribute>".
-            if not container or handle != prefix + container:
+            # candidates, i.e. exactly "<network>.<container>:<interface>" (cni.handler.handle_id), or
+            # the form written before attachments had interfaces, "<network>.<container>".
+            if not container or handle not in (f"{prefix}{container}:{ifname or ''}", prefix + container):
                 continue
             if (container, ifname) in att.valid or (not ifname and container in containers):
                 continue

@@ -10,6 +10,7 @@ deleted) in the same commit (Calico's ensureConsistentAffinity).
 from __future__ import annotations
 
 import ipaddress
+import json
 
 from topoipam.core.block import Block, affinity_node, host_affinity
 from topoipam.core.pools import pool_containing, selects_node
@@ -213,6 +214,28 @@ def ips_by_handle(svc, handle: str) -> list:
         block = load_block(rec).block
         out += [block.address(o) for o in block.ordinals_of_handle(handle)]
     return sorted(out, key=address_order)
+
+
+def holdings(svc, handles: list) -> dict:
+    """handle -> (interfaces it holds, with their block's prefix; the attributes of its first one) for
+    each of ``handles`` that exists: one read of the handle records, one of their blocks."""
+    store = svc.store
+    hrecs = store.get_many([keys.handle_key(h) for h in handles])
+    if not hrecs:
+        return {}
+    cidrs = {c for rec in hrecs.values() for c in handle_counts(rec)}
+    blocks = [load_block(rec).block for rec in store.get_many(
+        [keys.block_key(ipaddress.ip_network(c)) for c in sorted(cidrs)]).values()]
+    out = {}
+    for handle in handles:
+        rec = hrecs.get(keys.handle_key(handle))
+        if rec is None:
+            continue
+        on_handle = {handle: json.loads(rec.value).get("secondary") or {}}
+        held = [(b, o) for b in blocks for o in b.ordinals_of_handle(handle)]
+        attrs = held[0][0].attrs_of(held[0][1], on_handle) if held else on_handle[handle]
+        out[handle] = (sorted((b.interface(o) for b, o in held), key=address_order), attrs)
+    return out
 
 
 # -- affinities ------------------------------------------------------------------

@@ -20,10 +20,10 @@ import time
 from topoipam.structs import dataclass, field
 from collections.abc import Callable, Mapping, Sequence
 
-from topoipam.core.block import Block, host_affinity
+from topoipam.core.block import Block, L2Segment, host_affinity
 from topoipam.core.pools import pool_containing
-from topoipam.errors import (AllocationError, BlockLimitError, ExhaustedError, NotInPoolError, TopoipamError,
-                             ValidationError)
+from topoipam.errors import (AllocationError, BlockLimitError, ExhaustedError, NoQualifiedPoolError, NotInPoolError,
+                             TopoipamError, UnusableAddressError, ValidationError)
 from topoipam.ipam import keys, release
 from topoipam.ipam.assign import FamilyAssigner
 from topoipam.ipam.kept import HandleState, KeptPlanStale, assign_kept
@@ -52,6 +52,7 @@ class AssignRequest:
     use: str = USE_WORKLOAD
     max_blocks_per_host: int = 0
     allow_partial: bool = False  # True: return a shortfall with messages instead of undoing and raising
+    unusable: L2Segment | None = None  # ordinals this request may not be given (core.block.L2Segment)
 
 
 @dataclass
@@ -139,6 +140,8 @@ class IpamService:
         snap = self.assign_snapshot(req.node)
         node = snap.require_node(req.node)
         result, hstate = AssignResult(), HandleState(req.handle, req.attrs)
+        if req.num4 > 0 and req.num6 > 0:  # a family no pool serves refuses the request before any write
+            snap, node = self._both_families_served(snap, node, req, hstate)
         started, kept_ips = [], []  # the families run by FamilyAssigner; addresses landed by assign_kept
         try:
             for version, num, pools in ((4, req.num4, req.pools4), (6, req.num6, req.pools6)):
@@ -169,6 +172,25 @@ class IpamService:
             raise
         return result
 
+    def _both_families_served(self, snap, node, req: AssignRequest, hstate):
+        """Raise NoQualifiedPoolError, before anything is written, if no pool serves one of the
+        families; a refusal decided on the kept topology is decided again on a fresh read (a pool
+        created since would otherwise only show when the first family's fenced commit failed)."""
+        def check(snap, node):
+            for version, pools in ((4, req.pools4), (6, req.pools6)):
+                FamilyAssigner(self, snap, req, node, version, 1, pools, hstate).choose()
+
+        try:
+            check(snap, node)
+        except NoQualifiedPoolError:
+            if not self.fenced:
+                raise
+            self.forget_topology()
+            snap = self.assign_snapshot(req.node)
+            node = snap.require_node(req.node)
+            check(snap, node)
+        return snap, node
+
     def _undo(self, handle, interfaces, claimed) -> None:
         """Give back what a failed request had taken: the blocks it claimed (if nobody used them since)
         and the addresses. Best effort: if the datastore fails now too, the original error is reported
@@ -182,22 +204,27 @@ class IpamService:
         except TopoipamError:
             pass
 
-    def assign_ip(self, ip, handle: str | None, attrs: Mapping[str, str] | None, node: str):
+    def assign_ip(self, ip, handle: str | None, attrs: Mapping[str, str] | None, node: str,
+                  unusable: L2Segment | None = None):
         """Assign one given address (Calico's AssignIP): claims its block for ``node`` if it has none.
-        Ignores node selectors, allowed uses and reservations, as Calico does. Decided on the
-        assignment snapshot: every commit carries its fences, a claim also the pool's Check."""
+        Ignores node selectors, allowed uses and reservations, as Calico does, but not ``unusable``
+        (the request's segment rule: such an address is refused). Decided on the assignment
+        snapshot: every commit carries its fences, a claim also the pool's Check."""
         handle = clean_handle(handle)
         addr = release.parse_ip(ip)
         # A fence that moved invalidates the snapshot: decide again on a new one.
-        return rerun(lambda: self._assign_ip(self.assign_snapshot(node), addr, handle, attrs, node),
+        return rerun(lambda: self._assign_ip(self.assign_snapshot(node), addr, handle, attrs, node, unusable),
                      moved=TopologyMoved, what=lambda: f"assign {addr} on node {node}")
 
-    def _assign_ip(self, snap: Snapshot, addr, handle: str | None, attrs, node: str):
+    def _assign_ip(self, snap: Snapshot, addr, handle: str | None, attrs, node: str, unusable=None):
         snap.require_node(node)
         pool = pool_containing(snap.enabled_pools, addr)
         if pool is None:
             raise NotInPoolError(f"The provided IP address {addr} is not in a configured pool")
         net = block_net_of(addr, pool.spec.block_size)
+        if unusable is not None and int(addr) - int(net.network_address) in unusable.unusable(net):
+            raise UnusableAddressError(f"The provided IP address {addr} is the network, broadcast or gateway "
+                                       f"address of block {net} on this L2 segment")
         bkey, akey = keys.block_key(net), keys.affinity_key(node, net)
         hkeys = [keys.handle_key(handle)] if handle else []
         strict = snap.config.strict_affinity
@@ -245,6 +272,10 @@ class IpamService:
 
     def ips_by_handle(self, handle: str) -> list:
         return release.ips_by_handle(self, clean_handle(handle))
+
+    def holdings(self, handles) -> dict:
+        """handle -> ([interfaces held], attributes) for each existing one of ``handles`` (two reads)."""
+        return release.holdings(self, [clean_handle(h) for h in handles])
 
     def claim_affinity(self, cidr: str, node: str):
         return release.claim_affinity(self, cidr, node)
