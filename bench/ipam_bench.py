@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/ipam_bench.py            # full run (~2-3 minutes)
     .venv/bin/python bench/ipam_bench.py --quick    # smaller sizes
+    .venv/bin/python bench/ipam_bench.py --l2       # every assignment under an L2 segment's rule
+                                                    # (network, broadcast, gateway unusable: core.block.L2Segment)
 
 Prints, in one run on this machine:
 1. a raw sqlite3 read-modify-write loop of one row (WAL; synchronous NORMAL and FULL): the baseline;
@@ -32,6 +34,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
 from topoipam.core import blockgen  # noqa: E402
+from topoipam.core.block import L2Segment  # noqa: E402
 from topoipam.ipam import AssignRequest, IpamService, StaticTopology, StoreTopology, keys  # noqa: E402
 from topoipam.model.storage import to_storage  # noqa: E402
 from topoipam.model.types import IPPool, IPPoolSpec, Metadata, Node  # noqa: E402
@@ -89,12 +92,16 @@ def warm_topology(store, nodes: int) -> StaticTopology:
                           st.ipam_config(), st.reservations())
 
 
+UNUSABLE = None  # --l2: L2Segment(), the rule of an assignment under bridge/macvlan/ipvlan
+
+
 def assign_rate(svc, n: int, nodes: int, tag: str) -> tuple[float, float]:
     """(wall-clock rate, CPU-time rate): the machine is shared, so CPU time is the steadier figure."""
     t, cpu = time.perf_counter(), time.process_time()
     for i in range(n):
         node = f"node-{i % nodes}"
-        svc.auto_assign(AssignRequest(node=node, handle=f"{tag}.{i}", attrs={"node": node, "pod": f"pod-{i}"}))
+        svc.auto_assign(AssignRequest(node=node, handle=f"{tag}.{i}", attrs={"node": node, "pod": f"pod-{i}"},
+                                      unusable=UNUSABLE))
     return n / (time.perf_counter() - t), n / (time.process_time() - cpu)
 
 
@@ -336,7 +343,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
     parser.add_argument("--only", choices=["rates", "nodes", "retries", "claim", "etcd"], help="run one section")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of section 1-2 (medians printed)")
+    parser.add_argument("--l2", action="store_true", help="assign under an L2 segment's rule (bridge)")
     args = parser.parse_args()
+    if args.l2:
+        global UNUSABLE
+        UNUSABLE = L2Segment()
     with tempfile.TemporaryDirectory() as tmp:
         for name, section in (("rates", section_rates), ("nodes", section_nodes), ("retries", section_retries),
                               ("claim", section_claim), ("etcd", section_etcd)):

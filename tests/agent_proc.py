@@ -130,7 +130,7 @@ def socket_worker(sockets: list[str], count: int, out_path: str, tag: str, deadl
                 _record(out, error=answer.get("code"), msg=answer.get("msg", "")[:200])
                 time.sleep(0.02)
                 continue
-            _record(out, ip=answer["ips"][0]["address"].split("/")[0], handle=f"net.{cid}", socket=sock)
+            _record(out, ip=answer["ips"][0]["address"].split("/")[0], handle=f"net.{cid}:eth0", socket=sock)
             done += 1
 
 

@@ -101,13 +101,13 @@ def test_agent_serves_the_plugin_and_keeps_tunnel_addresses(datastore, agents):
         result = ok(exec_cni("ADD", agent.socket, "c1"))
         address = result["ips"][0]["address"]
         assert address.startswith("10.0.0.") and address.endswith("/26") and not address.startswith(tunnel + "/")
-        alloc = [a for a in svc.allocations() if a.handle == "net.c1"]
+        alloc = [a for a in svc.allocations() if a.handle == "net.c1:eth0"]
         assert len(alloc) == 1 and alloc[0].attrs["node"] == "node-a" and alloc[0].attrs["pod"] == "c1"
         assert ok(exec_cni("CHECK", agent.socket, "c1")) is None
         ok(exec_cni("STATUS", agent.socket, "c1"))
         ok(exec_cni("DEL", agent.socket, "c1"))
         ok(exec_cni("DEL", agent.socket, "c1"))  # idempotent
-        assert not [a for a in svc.allocations() if a.handle == "net.c1"]
+        assert not [a for a in svc.allocations() if a.handle == "net.c1:eth0"]
 
         # Relabel the node into rack 1: no pool with IPIP selects it any more, the address is released.
         ResourceService(store, PoolBlocks(store)).label("Node", "node-a", "rack", "1", overwrite=True)

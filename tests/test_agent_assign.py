@@ -36,7 +36,8 @@ kind: IPPool
 metadata: {name: b-pool}
 spec: {cidr: 10.1.0.0/26}
 """
-CONF = json.dumps({"cniVersion": "1.0.0", "name": "net", "type": "bridge", "ipam": {"type": "topoipam-cni"}}).encode()
+# ptp: routed, every address of a block usable (under bridge .0, .1 and .63 would not be handed out)
+CONF = json.dumps({"cniVersion": "1.0.0", "name": "net", "type": "ptp", "ipam": {"type": "topoipam-cni"}}).encode()
 
 
 @pytest.fixture
@@ -123,3 +124,25 @@ def test_a_node_relabelled_by_another_process_is_respected_by_the_next_add(world
 def topoipam(url: str, *args: str) -> None:
     proc = subprocess.run([str(TOPOIPAM), "--datastore", url, *args], capture_output=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_l2_steady_state_skips_a_block_full_for_its_rule_without_a_read(world):
+    """Under bridge a block with only its network, gateway and broadcast ordinals free is full for the
+    request: the next ADDs go to the node's next kept block, at the handle check and one commit each."""
+    _, store, counting, agent = world
+    bridge = json.dumps({"cniVersion": "1.0.0", "name": "net", "type": "bridge",
+                         "ipam": {"type": "topoipam-cni"}}).encode()
+
+    def add_l2(container: str) -> str:
+        code, out = call(agent.server.path, add_env(container), bridge)
+        assert code == 0, out
+        return json.loads(out)["ips"][0]["address"]
+
+    first = [add_l2(f"b{i}") for i in range(62)]  # 61 fill 10.0.0.0/26 for the rule, the 62nd claims the next
+    assert first[0] == "10.0.0.2/26" and first[60] == "10.0.0.62/26"
+    nxt = ip_interface(first[61])
+    assert nxt.network != ip_interface(first[0]).network and nxt.ip == nxt.network[2]
+    before = counting.counts()
+    assert [add_l2(f"s{i}") for i in range(10)] == [f"{nxt.ip + 1 + i}/26" for i in range(10)]
+    spent = counting.counts() - before
+    assert spent.writes == 10 and spent.failed_writes == 0 and spent.round_trips <= 20

@@ -187,7 +187,7 @@ def test_leader_killed_during_load_then_no_quorum_gives_code_11(tmp_path, cleanu
     assert ip_address(call.json["ips"][0]["address"].split("/")[0]) in RACK_NET["0"]
     with open_store(url) as store:  # the refused ADD left nothing behind once the quorum was back
         handles = {a.handle for a in IpamService(store).allocations()}
-    assert "net.after-quorum" in handles and "net.no-quorum" not in handles
+    assert "net.after-quorum:eth0" in handles and "net.no-quorum:eth0" not in handles
     assert agent.stop() == 0
 
 
@@ -224,7 +224,7 @@ def test_agent_survives_etcd_gone_for_30_seconds(tmp_path, cleanup):
     assert "topology reloaded" in agent.log()  # the watch came back and re-read the topology
     with open_store(url) as store:
         handles = {a.handle for a in IpamService(store).allocations()}
-    assert {"net.before", "net.after", "ipip-tunnel-addr-node-0"} <= handles
+    assert {"net.before:eth0", "net.after:eth0", "ipip-tunnel-addr-node-0"} <= handles
     assert agent.stop() == 0
 
 

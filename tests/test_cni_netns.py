@@ -102,12 +102,12 @@ def test_seed_tutorial_through_bridge(tmp_path, cluster, spaces):
         address = ipaddress.ip_interface(ip["address"])
         assert addresses(pod_ns[pod], "eth0") == [str(address)]  # what bridge configured = what topoipam said
         assert address.ip in POOLS[NODES[node]] and address.network.prefixlen == 26
-        held = svc.ips_by_handle(f"{NETWORK}.{container_id(pod)}")
+        held = svc.ips_by_handle(f"{NETWORK}.{container_id(pod)}:eth0")
         assert [str(h).split("/")[0] for h in held] == [str(address.ip)]
     by_handle = {a.handle: a for a in svc.allocations()}
     assert len(by_handle) == 5
     for pod, node in pods.items():
-        attrs = by_handle[f"{NETWORK}.{container_id(pod)}"].attrs
+        attrs = by_handle[f"{NETWORK}.{container_id(pod)}:eth0"].attrs
         assert (attrs["node"], attrs["pod"], attrs["namespace"], attrs["interface"]) == (node, pod, "default", "eth0")
     assert len({str(a.ip) for a in by_handle.values()}) == 5
 

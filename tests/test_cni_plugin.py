@@ -123,7 +123,11 @@ def test_add_result_in_each_version(url, svc, version):
     iface = ipaddress.ip_interface(entry["address"])
     assert iface.network.prefixlen == 26 and iface.ip in RACK0
     assert ("version" in entry) == (version < "1.0.0")
-    assert entry.get("version", "4") == "4" and "gateway" not in entry and "interface" not in entry
+    assert entry.get("version", "4") == "4" and "interface" not in entry
+    # bridge: one L2 segment with the block's prefix; its gateway is the block's first usable address
+    assert entry["gateway"] == str(iface.network.network_address + 1)
+    assert iface.ip not in (iface.network.network_address, iface.network.network_address + 1,
+                            iface.network.broadcast_address)
     assert [str(a.ip.ip) for a in allocations(svc)] == [str(iface.ip)]
 
 
@@ -131,7 +135,7 @@ def test_add_records_handle_and_attributes(url, svc):
     args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=nginx-0;K8S_POD_UID=u-1;K8S_POD_INFRA_CONTAINER_ID=ctr1"
     res = ok(call("ADD", conf(url), cid="ctr1", args=args))
     [alloc] = allocations(svc)
-    assert alloc.handle == "net1.ctr1" and str(alloc.ip) == res["ips"][0]["address"]
+    assert alloc.handle == "net1.ctr1:eth0" and str(alloc.ip) == res["ips"][0]["address"]
     attrs = dict(alloc.attrs)
     assert GO_TIME.match(attrs.pop("timestamp")), alloc.attrs
     assert attrs == {"node": "kube-node-0", "namespace": "default", "pod": "nginx-0", "container": "ctr1",
@@ -193,11 +197,25 @@ def test_check_passes_after_add_and_fails_on_mismatch(url, version):
     assert "holds no address" in failed(call("CHECK", dict(c, prevResult=res)), 100)["msg"]
 
 
-def test_second_add_for_same_container_is_refused_and_changes_nothing(url, svc):
+def test_repeated_add_of_one_attachment_returns_what_it_holds_and_changes_nothing(url, svc):
+    """A retried ADD (after an answer 11 whose commit landed, say) is idempotent; one asking for
+    something else than the attachment holds is refused."""
     first = ok(call("ADD", conf(url)))
-    err = failed(call("ADD", conf(url)), 100)
+    revisions = block_revisions(url)
+    assert ok(call("ADD", conf(url))) == first
+    err = failed(call("ADD", conf(url), args="IP=192.168.0.40"), 100)
     assert "already holds" in err["msg"] and "DEL" in err["details"]
+    err = failed(call("ADD", conf(url, assign_ipv6=True)), 100)
     assert [str(a.ip) for a in allocations(svc)] == [first["ips"][0]["address"]]
+    assert block_revisions(url) == revisions
+
+
+def block_revisions(url):
+    store = open_store(url)
+    try:
+        return {r.key: r.revision for r in store.list("/topoipam/ipam/v2/assignment/")}
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("pool,expect", [("rack-1-ippool", "192.168.1.0/24"), ("192.168.1.0/24", "192.168.1.0/24")])
@@ -228,7 +246,7 @@ def test_unregistered_node_is_refused(url, svc):
 
 
 def test_exhausted_pool_is_103_and_takes_nothing(url, svc):
-    c = conf(url, ipv4_pools=["tiny"])
+    c = conf(url, ipv4_pools=["tiny"], segment="routed")  # every address usable, as under ptp
     got = {ok(call("ADD", c, cid=f"c{i}"))["ips"][0]["address"] for i in range(4)}
     assert got == {f"10.9.0.{i}/30" for i in range(4)}
     err = failed(call("ADD", c, cid="c4"), 103)
@@ -257,7 +275,7 @@ def test_dual_stack_check_and_del(url, svc):
 
 
 def test_dual_stack_is_atomic_when_ipv6_fails(url, svc):
-    c = conf(url, assign_ipv6=True, ipv6_pools=["tiny-v6"])
+    c = conf(url, assign_ipv6=True, ipv6_pools=["tiny-v6"], segment="routed")
     for i in range(4):
         ok(call("ADD", c, cid=f"v{i}"))
     before = sorted(str(a.ip) for a in allocations(svc))
@@ -273,8 +291,8 @@ def test_ipv6_only(url):
 
 def test_ip_arg_assigns_exactly_that_address(url, svc):
     res = ok(call("ADD", conf(url), args="IgnoreUnknown=1;IP=192.168.0.77"))
-    assert res["ips"] == [{"address": "192.168.0.77/26"}]
-    assert [a.handle for a in allocations(svc)] == ["net1.ctr1"]
+    assert res["ips"] == [{"address": "192.168.0.77/26", "gateway": "192.168.0.65"}]
+    assert [a.handle for a in allocations(svc)] == ["net1.ctr1:eth0"]
     err = failed(call("ADD", conf(url), cid="other", args="IP=192.168.0.77"), 100)
     assert "192.168.0.77" in err["msg"]
 
@@ -290,10 +308,10 @@ def test_ip_arg_refusal_is_invalid_environment_only_for_the_address(svc):
     from topoipam import errors as E
 
     with pytest.raises(protocol.CniError) as outside:
-        handler._assign_one(svc, ipaddress.ip_address("172.16.0.5"), "net1.ctr1", {}, "kube-node-0")
+        handler._assign_one(svc, ipaddress.ip_address("172.16.0.5"), "net1.ctr1:eth0", {}, "kube-node-0", None)
     assert outside.value.code == E.CNI_INVALID_ENV
     with pytest.raises(E.ValidationError) as bad_handle:
-        handler._assign_one(svc, ipaddress.ip_address("192.168.0.9"), "net1.bad\nhandle", {}, "kube-node-0")
+        handler._assign_one(svc, ipaddress.ip_address("192.168.0.9"), "net1.bad\nhandle", {}, "kube-node-0", None)
     assert bad_handle.value.cni_code == E.CNI_INVALID_NETCONF
     assert allocations(svc) == []
 
@@ -312,10 +330,10 @@ def test_gc_releases_attachments_not_listed(url, svc):
     ok(call("ADD", other, cid="stale3"))
     gc = dict(c, **{"cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]})
     assert ok(call("GC", gc)) is None
-    assert sorted(a.handle for a in allocations(svc)) == ["net1.b.stale3", "net1.keep"]
+    assert sorted(a.handle for a in allocations(svc)) == ["net1.b.stale3:eth0", "net1.keep:eth0"]
     gc_all = dict(c, **{"cni.dev/valid-attachments": []})
     assert ok(call("GC", gc_all)) is None
-    assert [a.handle for a in allocations(svc)] == ["net1.b.stale3"]
+    assert [a.handle for a in allocations(svc)] == ["net1.b.stale3:eth0"]
 
 
 def test_gc_keeps_other_interface_of_valid_container_only_if_listed(url, svc):
@@ -358,7 +376,7 @@ def test_in_process_seam_for_the_agent(url):
         stdin = protocol.dumps(conf("ignored-by-the-agent", "1.0.0"))
         code, out = handler.respond(env, stdin, lambda _url: (store, service), now_ns=lambda: 1_700_000_000 * 10**9)
         assert code == 0, out
-        assert [a.handle for a in service.allocations()] == ["net1.agent1"]
+        assert [a.handle for a in service.allocations()] == ["net1.agent1:eth0"]
         assert service.allocations()[0].attrs["timestamp"] == "2023-11-14 22:13:20 +0000 UTC"
         code, out = handler.respond(dict(env, CNI_COMMAND="DEL"), stdin, lambda _url: (store, service))
         assert (code, out) == (0, b"") and list(service.allocations()) == []

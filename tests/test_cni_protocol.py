@@ -157,7 +157,7 @@ def test_missing_or_invalid_network_name_is_code_7(db, name):
 @pytest.mark.parametrize("version", VERSIONS)
 def test_error_object_carries_requested_version(db, version):
     c = conf(db, version, assign_ipv4="maybe")
-    assert_error(run_plugin(PLUGIN, env_for("DEL"), c), 7, version, "assign_ipv4")
+    assert_error(run_plugin(PLUGIN, env_for("ADD"), c), 7, version, "assign_ipv4")
 
 
 @pytest.mark.parametrize("ipam,what", [
@@ -170,7 +170,8 @@ def test_error_object_carries_requested_version(db, version):
     ({"ipv4_pools": ["10.0.0.0/33"]}, "error parsing pool"),
     ({"gateway": "not-an-ip"}, "ipam.gateway"),
     ({"gateway": ["10.0.0.1", "10.0.0.2"]}, "two IPv4"),
-    ({"routes": [{"dst": "0.0.0.0/0"}]}, "has no gw"),
+    ({"gateway": "none", "routes": [{"dst": "0.0.0.0/0"}]}, "has no gw"),
+    ({"segment": "flat"}, "ipam.segment"),
     ({"routes": [{"dst": "0.0.0.0/0", "gw": "fd00::1"}]}, "different IP families"),
     ({"routes": [{"dst": "nowhere", "gw": "10.0.0.1"}]}, "is not a CIDR"),
     ({"routes": [{"dst": "0.0.0.0/0", "gw": "10.0.0.1", "mtu": 1}]}, "ipam.routes[0]"),
@@ -204,11 +205,12 @@ def test_invalid_cni_args_are_code_4(db, args, what):
     assert not db.exists()
 
 
-def test_datastore_that_cannot_be_opened_is_code_11(tmp_path):
+def test_datastore_in_no_directory_is_a_configuration_error_code_7(tmp_path):
+    """Permanent: code 7, not 11 (which a kubelet would retry forever)."""
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     c = conf(blocker / "sub" / "store.db", "1.1.0")
-    err = assert_error(run_plugin(PLUGIN, env_for("ADD"), c), 11)
+    err = assert_error(run_plugin(PLUGIN, env_for("ADD"), c), 7)
     assert str(blocker) in err["msg"]
 
 

@@ -168,3 +168,28 @@ def test_interface_is_what_ipaddress_builds(cidr):
         assert got == want and not got < want and not want < got
         if net.version == 6:
             assert got.scope_id is None and want.scope_id is None
+
+
+def test_assignment_after_leading_reserved_ordinals_matches_the_general_rule():
+    """The cut after a leading run of reserved ordinals (an L2 segment's case) takes what the general
+    walk takes, and keeps the stored text equal to a fresh encoding."""
+    import random
+
+    rng = random.Random(7)
+    for _ in range(50):
+        fast = Block.new(ipaddress.ip_network("10.0.0.0/26"), "host:n", None, 1)
+        reserved = frozenset(rng.sample(range(64), rng.randint(1, 5)) + [0, 1])
+        fast.to_json()  # the encodings exist: the cut must keep them right
+        expected = list(fast.unallocated)  # the general rule, kept by hand
+        for step in range(40):
+            if rng.random() < 0.3 and fast.allocated_ordinals():
+                o = rng.choice(fast.allocated_ordinals())
+                fast.release([o])
+                expected.append(o)  # released ordinals are reused last
+                continue
+            n = rng.randint(1, 3)
+            want = [o for o in expected if o not in reserved][:n]
+            assert fast.auto_assign(n, f"h{step}", None, reserved) == want
+            expected = [o for o in expected if o not in set(want)]
+            assert fast.unallocated == expected
+            assert Block.from_json(fast.to_json()).unallocated == expected  # the kept text says the same

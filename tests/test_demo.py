@@ -47,7 +47,7 @@ def test_demo_runs_the_seed_end_to_end_and_exits_0(cli, sqlite_url, own_tmp, mon
              '  nodeSelector: rack == "1"\nEOF\nSuccessfully created 1 \'IPPool\' resource(s)\n',
              "$ topoipam get ippool -o wide\n" + RACK_POOLS_WIDE,
              "K8S_POD_NAME=nginx-5c7588df-pnsvv' topoipam-cni   # on kube-node-2\n"
-             '{"cniVersion": "1.0.0", "ips": [{"address": "192.168.1.193/26"}], "dns": {}}\n',
+             '{"cniVersion": "1.0.0", "ips": [{"address": "192.168.1.193/26", "gateway": "169.254.1.1"}], "dns": {}}\n',
              PODS_WIDE,
              "CHECK OK: all 5 addresses lie in their rack's pool (rack 0: 192.168.0.0/24, rack 1: 192.168.1.0/24)\n",
              "$ topoipam label nodes kube-node-1 rack=1 --overwrite\n",

@@ -315,3 +315,38 @@ def test_headroom_gives_a_shared_pools_domain_blocks_to_their_domain(cli):
     rows = {d["domain"]: d for d in json.loads(r.out)["domains"]}
     assert (rows["0"]["in_use"], rows["0"]["blocks_claimed"], rows["0"]["total"]) == (3, 1, 64)
     assert (rows["1"]["in_use"], rows["1"]["blocks_claimed"], rows["1"]["total"]) == (1, 1, 64)
+
+
+def test_gc_judges_a_domain_blocks_addresses_by_their_node_never_by_the_domain(racks, sqlite_url):
+    """A domain block names no node: ``ipam gc`` releases an address in it only when the node its
+    ``node`` attribute names is gone, not when the domain has no node left (the node may have been
+    relabelled out of it and keeps its running addresses)."""
+    from topoipam.ipam import AssignRequest, IpamService
+    from topoipam.resources.keys import resource_key
+    from topoipam.store.base import Delete
+
+    [labelled] = assign(racks, "r1-node-0")  # the CLI writes node=r1-node-0
+    store = open_store(sqlite_url)
+    try:  # the library without attributes: the allocation names no node, its block only rack=1
+        [bare] = IpamService(store).auto_assign(AssignRequest(node="r1-node-1", handle="bare", num4=1)).ipv4
+    finally:
+        store.close()
+    assert racks("label", "nodes", "r1-node-0", "rack=0", "--overwrite").code == 0
+    assert racks("label", "nodes", "r1-node-1", "rack=0", "--overwrite").code == 0  # no node carries rack=1 now
+    assert [aff for _, _, aff in block_rows(racks)] == ["rack=1"]
+    r = racks("ipam", "gc", "--grace", "0s")
+    assert r.code == 0, r
+    assert r.out == "Released 0; 0 skipped (changed since read); 0 failed; 0 kept within the grace period.\n"
+
+    store = open_store(sqlite_url)
+    try:  # r1-node-0 vanishes behind topoipam's back (no decommission)
+        rec = store.get(resource_key("Node", "r1-node-0"))
+        store.commit([Delete(rec.key, rec.revision)])
+    finally:
+        store.close()
+    r = racks("ipam", "gc", "--grace", "0s")
+    assert r.code == 0, r
+    assert r.out.startswith(f"released: address {labelled} held by handle ") and \
+        "node-gone, node r1-node-0 no longer exists" in r.out, r
+    assert f"address {bare.ip}" not in r.out
+    assert "is in use" in racks("ipam", "show", "--ip", str(bare.ip)).out

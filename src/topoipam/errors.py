@@ -81,6 +81,11 @@ class NotInPoolError(ValidationError):
     """An address named explicitly (``ipam assign --ip``, CNI_ARGS ``IP=``) lies outside every enabled pool."""
 
 
+class UnusableAddressError(ValidationError):
+    """An address named explicitly that the request's L2 segment cannot give a workload (its block's
+    network, broadcast or gateway address; core.block.L2Segment)."""
+
+
 class NotFoundError(TopoipamError, LookupError):
     """A named resource, handle, block or address does not exist."""
 
@@ -116,6 +121,24 @@ class DatastoreUnavailableError(TopoipamError):
 
     exit_code = EXIT_UNAVAILABLE
     cni_code = CNI_TRY_AGAIN_LATER
+
+
+class DamagedRecordError(TopoipamError):
+    """A stored record does not decode, or contradicts itself (a block's ordinals not accounted for
+    exactly once): the operation that needed it fails (exit 1); ``ipam check`` names it and its repair.
+    ``key`` and ``revision`` say which record."""
+
+    def __init__(self, key: str, revision: int, why: str) -> None:
+        super().__init__(f"record {key} is damaged: {why}",
+                         details="run 'topoipam ipam check' for how to repair it")
+        self.key, self.revision, self.why = key, revision, why
+
+
+class DatastoreMissingError(DatastoreUnavailableError):
+    """The named SQLite datastore lies in a directory that does not exist: a configuration error
+    that waiting does not heal (CNI 7, not 11; the CLI keeps exit 3)."""
+
+    cni_code = CNI_INVALID_NETCONF
 
 
 class RetriesExhaustedError(TopoipamError):

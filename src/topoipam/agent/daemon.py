@@ -23,6 +23,11 @@ route per affine block in the node's routing table (``agent.routes``).
 A maintenance thread registers the node (retrying while the datastore is away)
 and keeps the tunnel addresses in line whenever the watch reports a change,
 retrying with backoff after a failure.
+
+A garbage-collection thread runs ``ipam.gc.collect`` every ``gc_interval`` seconds (0: never):
+the same decision and fenced releases as ``topoipam ipam gc``, with no lock. It keeps
+``first_seen`` between passes, so a holder without a timestamp is released once it has stayed
+unchanged for ``gc_grace``. Every release is logged with who held it, since when and why.
 """
 
 from __future__ import annotations
@@ -45,12 +50,16 @@ from topoipam.store.base import Store
 log = logging.getLogger("topoipam.agent")
 
 RETRY_AFTER_FAILURE = 2.0  # seconds between maintenance attempts while the datastore is away
+DEFAULT_GC_INTERVAL = 300.0  # seconds between garbage-collection passes
 
 
 class Agent:
     def __init__(self, store: Store, node: str, labels: Mapping[str, str] | None = None,
                  socket_path: str = DEFAULT_SOCKET, *, poll_interval: float = 1.0, max_in_flight: int = 32,
-                 routes: bool = False) -> None:
+                 routes: bool = False, gc_interval: float = DEFAULT_GC_INTERVAL,
+                 gc_grace: float | None = None) -> None:
+        from topoipam.ipam.gc import DEFAULT_GRACE
+
         self.store = store
         self.node = node
         self.labels = dict(labels or {})
@@ -64,6 +73,11 @@ class Agent:
         self._changed = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.gc_interval = gc_interval
+        self.gc_grace = DEFAULT_GRACE if gc_grace is None else gc_grace
+        self.gc_passes = 0  # completed passes (tests wait on it)
+        self._gc_seen: dict = {}  # ipam.gc first_seen, kept between passes
+        self._gc_thread: threading.Thread | None = None
 
     # --- serving ---------------------------------------------------------------------
     def serve(self, env: Mapping[str, str], stdin: bytes) -> tuple[int, bytes]:
@@ -89,6 +103,9 @@ class Agent:
         self.watch.start()  # first: a poller's baseline is read before the reconciliation below
         self._thread = threading.Thread(target=self._maintain, name="topoipam-agent-maintain", daemon=True)
         self._thread.start()
+        if self.gc_interval > 0:
+            self._gc_thread = threading.Thread(target=self._collect_garbage, name="topoipam-agent-gc", daemon=True)
+            self._gc_thread.start()
         return self
 
     def stop(self, grace: float = 60.0) -> bool:
@@ -99,9 +116,31 @@ class Agent:
         self.watch.stop()
         if self.routes is not None:
             self.routes.stop()  # the routes stay: the blocks are still this node's while it is away
-        if self._thread is not None:
-            self._thread.join(timeout=grace)
+        for thread in (self._thread, self._gc_thread):
+            if thread is not None:
+                thread.join(timeout=grace)
         return clean
+
+    def _collect_garbage(self) -> None:
+        import time
+
+        from topoipam.ipam import gc
+
+        def logged(g, outcome: str) -> None:
+            log.info("gc %s: %s", outcome, gc.describe(g, now))
+
+        while not self._stop.wait(self.gc_interval):
+            now = time.time()
+            try:
+                verdict, done = gc.collect(self.service, now, self.gc_grace, first_seen=self._gc_seen,
+                                           on_release=logged)
+            except E.TopoipamError as exc:
+                log.warning("gc pass failed: %s; next pass in %gs", exc, self.gc_interval)
+                continue
+            self.gc_passes += 1
+            if verdict.young:
+                log.info("gc: %d holder(s) gone for less than the grace (%gs), kept for now",
+                         len(verdict.young), self.gc_grace)
 
     def _maintain(self) -> None:
         while not self._stop.is_set():

@@ -27,6 +27,10 @@ def register(subparsers) -> None:
     p.add_argument("--routes", choices=("none", "blackhole"), default="none",
                    help="blackhole: keep a blackhole route per block affine to this node in the main routing "
                         "table (proto 199, for BIRD/FRR to announce; needs CAP_NET_ADMIN). Default none")
+    p.add_argument("--gc-interval", default="5m", metavar="DURATION",
+                   help="run a garbage-collection pass (as 'ipam gc') this often; 0 disables (default 5m)")
+    p.add_argument("--gc-grace", default="15m", metavar="DURATION",
+                   help="release only what has been gone this long (as 'ipam gc --grace'; default 15m)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(run=run_agent)
 
@@ -42,8 +46,11 @@ def run_agent(args, ctx) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), stream=ctx.err,
                         format="%(asctime)s topoipam agent %(levelname)s: %(message)s")
+    from topoipam.core.duration import parse_duration
+
     labels = parse_labels(args.label)
     _check_node_name(args.node)
+    gc_interval, gc_grace = parse_duration(args.gc_interval), parse_duration(args.gc_grace)
     choice = ctx.datastore(allow_default=False)
     store = open_store(choice.url, choice.config)
     import faulthandler
@@ -52,7 +59,8 @@ def run_agent(args, ctx) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    agent = Agent(store, args.node, labels, args.socket, routes=args.routes == "blackhole")
+    agent = Agent(store, args.node, labels, args.socket, routes=args.routes == "blackhole", gc_interval=gc_interval,
+                  gc_grace=gc_grace)
     try:
         agent.start()
         # Wake up often: the kernel may deliver SIGTERM to any thread (gRPC's among them). Python then

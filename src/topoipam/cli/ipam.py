@@ -30,6 +30,12 @@ def register(subparsers) -> None:
     from topoipam.cli import ipam_check
 
     ipam_check.register(sub)
+    from topoipam.cli import ipam_gc
+
+    ipam_gc.register(sub)
+    from topoipam.cli import ipam_repair
+
+    ipam_repair.register(sub)
     _register_release(sub)
     _register_configure(sub)
     _register_split(sub)

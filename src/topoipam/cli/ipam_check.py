@@ -31,7 +31,7 @@ from topoipam.errors import EXIT_CHECK_PROBLEMS, TopoipamError, ValidationError
 
 TOP_NODES = 20
 _SERVICE_KINDS = ("affinity-without-block", "block-without-affinity-record", "summary-mismatch",
-                  "block-inconsistent", "domain-without-node")
+                  "block-inconsistent", "domain-without-node", "record-undecodable")
 
 
 def register(sub) -> None:
@@ -59,19 +59,20 @@ class _Checker:
 
         store = ctx.store
         self.out, self.show = ctx.out, show
+        damaged: list = []  # records that do not decode: left out of the listings, named by the check
         with progress_for(ctx, "check: reading handles") as bar:  # erased before the first line is printed
             # Handles BEFORE blocks: one commit writes an assignment's handle and block together, so an
             # assignment landing between the two reads shows as an address whose handle is missing (a
             # problem release --from-report does not act on), never as a leaked handle it would delete.
-            self.handles = handle_records(store)
+            self.handles = handle_records(store, damaged=damaged)
             bar.stage(f"check: {len(self.handles):,} handles read; reading blocks")
-            listing = list(check.iter_blocks(store))  # the one listing of every block, for all three views
+            listing = list(check.iter_blocks(store, damaged))  # the one listing of every block, for all three views
             bar.stage(f"check: {len(listing):,} blocks read; usage and allocations")
             snap = IpamService(store).snapshot()
             self.blocks = check.block_usage(store, snap, listing)
             self.allocations = check.allocations(store, blocks=listing, handles=self.handles)
             bar.stage(f"check: {len(self.allocations):,} allocations; looking for inconsistencies")
-            self.findings = check.check(store, snap, listing, self.handles).findings
+            self.findings = check.check(store, snap, listing, self.handles, damaged).findings
             self.pools = repo.list_pools(store)
             self.node_labels = {n.name: n.labels for n in repo.list_nodes(store)}
             self.nodes = set(self.node_labels)
@@ -96,6 +97,7 @@ class _Checker:
         self.load()
         self.scan_addresses()
         self.scan_handles()
+        self.repairs()
         self.say(f"Check complete; found {self.problems} problems.")
         return self.problems
 
@@ -172,6 +174,17 @@ class _Checker:
                  if f.kind in _SERVICE_KINDS or (f.kind == "handle-without-address" and f.handle in used)]
         self._scan("Scanning handle counts, block affinities and claimed-block summaries...", other,
                    "Found {n} records that disagree with the blocks.", lambda f: f"  {f.detail}")
+
+    def repairs(self) -> None:
+        """Every damaged record with the exact command that repairs it (always printed: assignment
+        passes over these records until they are repaired)."""
+        fixable = [f for f in self.findings if f.repair]
+        if fixable:
+            self.say("Damaged records and how to repair them:")
+            for f in fixable:
+                self.say(f"  {f.detail}")
+                self.say(f"    repair: {f.repair}")
+            self.say()
 
     def report(self) -> dict:
         from topoipam import __version__

@@ -9,15 +9,27 @@ exec/stdin/stdout edge around it.
 
 What a request does:
 
+* An attachment (network, CNI_CONTAINERID, CNI_IFNAME) holds its addresses under
+  the handle ``<network>.<CNI_CONTAINERID>:<CNI_IFNAME>`` (``handle_id``). A
+  handle written before attachments had interfaces, ``<network>.<CNI_CONTAINERID>``,
+  is the attachment of the interface its ``interface`` attribute names (any, if
+  it names none): every command reads both forms (``_attachment``).
 * ADD takes ``assign_ipv4``/``assign_ipv6`` addresses (or the ``IP=`` ones) for the
-  handle ``<network>.<CNI_CONTAINERID>`` with attributes node, namespace, pod,
-  container, interface, timestamp. It refuses a handle that already holds
-  addresses (the runtime must DEL first), so that a failure can release the
-  whole handle and leave nothing behind (invariant 5).
-* DEL releases the handle; an unknown handle is success (DEL is idempotent).
-* CHECK verifies that the handle holds every address of ``prevResult``.
+  attachment with attributes node, namespace, pod, container, interface,
+  timestamp. An attachment that already holds exactly what the request asks
+  for gets those addresses again (a retried ADD is idempotent); one holding
+  something else is refused (the runtime must DEL first), so that a failure can
+  release the whole handle and leave nothing behind (invariant 5). A commit
+  whose outcome is unknown (code 11 errors) is resolved by reading the handle
+  back (``_resolve``) before answering.
+* DEL releases the attachment's handle; an unknown one is success (DEL is
+  idempotent). It needs only the datastore from the ``ipam`` section.
+* CHECK verifies that the attachment holds every address of ``prevResult``.
 * GC releases every handle of this network whose attachment is not listed in
   ``cni.dev/valid-attachments``; it goes on past failures and reports them all.
+* Gateways: ``_segment`` turns the ``ipam`` section into the request's
+  ``L2Segment`` rule (core/block.py) under an L2 main plugin; results carry the
+  gateway the rule or the routed default gives (docs/cni.md).
 * STATUS is ready when the datastore answers and some enabled pool for
   workloads selects the node (or every requested pool exists and is enabled).
 """
@@ -31,7 +43,8 @@ from collections.abc import Callable, Mapping
 
 from topoipam import errors as E
 from topoipam.cni import protocol as P
-from topoipam.cni.netconf import CniArgs, IpamConf, parse_args, parse_ipam
+from topoipam.cni.netconf import ROUTED_GATEWAYS, CniArgs, IpamConf, parse_args, parse_ipam, parse_release
+from topoipam.core.block import FIRST_USABLE, L2Segment
 from topoipam.model.types import USE_WORKLOAD
 from topoipam.resources import repo
 from topoipam.store.base import Store
@@ -42,9 +55,17 @@ if TYPE_CHECKING:  # the service is imported when a request needs it: VERSION an
 
 VALID_ATTACHMENTS = "cni.dev/valid-attachments"
 OpenBackend = Callable[[str | None], "tuple[Store, IpamService]"]
+RESOLVE_DEADLINE = 6.0  # seconds an ADD spends reading back a commit whose outcome is unknown
+RESOLVE_PAUSE = 0.2  # seconds between those reads
 
 
-def handle_id(network: str, container_id: str) -> str:
+def handle_id(network: str, container_id: str, ifname: str) -> str:
+    """The attachment's handle. ``:`` is in neither a container id nor an interface name (libcni)."""
+    return f"{network}.{container_id}:{ifname}"
+
+
+def legacy_handle_id(network: str, container_id: str) -> str:
+    """The handle written before attachments had interfaces (read, never written)."""
     return f"{network}.{container_id}"
 
 
@@ -65,15 +86,15 @@ def handle(req: P.CniRequest, store: Store, service: IpamService, *,
     if req.command == "VERSION":
         return P.version_object(req.version)
     if conf is None:
-        conf = parse_ipam(req.config, default_nodename)
+        conf = (parse_release if req.command == "DEL" else parse_ipam)(req.config, default_nodename)
     if req.command == "ADD":
         return _add(req, conf, service, now_ns, args)
     if req.command == "DEL":
-        _release(service, handle_id(req.network, req.container_id))
+        _del(req, service)
     elif req.command == "CHECK":
         _check(req, service)
     elif req.command == "GC":
-        _gc(req, service)
+        _gc(req, service, now_ns() / 1e9)
     elif req.command == "STATUS":
         _status(conf, store)
     return None
@@ -83,45 +104,111 @@ def _add(req: P.CniRequest, conf: IpamConf, service: IpamService, now_ns: Callab
          args: CniArgs | None = None) -> dict:
     if args is None:
         args = parse_args(req.args)
-    handle = handle_id(req.network, req.container_id)
-    held = _held(service, handle)
+    handle, held = _attachment(service, req)
     if held:
+        if _answers(held, conf, args):  # a retried ADD (say after an answer 11 whose commit landed)
+            return _result(req, conf, held)
         raise P.CniError(E.CNI_TOPOIPAM_ERROR,
-                         f"container {req.container_id} already holds {', '.join(map(str, held))} on network "
-                         f"{req.network} (handle {handle})",
-                         "a runtime must DEL before it repeats an ADD for the same container")
+                         f"container {req.container_id} interface {req.ifname} already holds "
+                         f"{', '.join(str(i.ip) for i in held)} on network {req.network} (handle {handle})",
+                         "a runtime must DEL before it repeats an ADD that asks for other addresses")
+    handle = handle_id(req.network, req.container_id, req.ifname)
     attrs = {"node": conf.nodename, "container": req.container_id, "interface": req.ifname,
              "timestamp": go_timestamp(now_ns())}
     if args.namespace:
         attrs["namespace"] = args.namespace
     if args.pod:
         attrs["pod"] = args.pod
+    segment = _segment(conf)
     try:
         if args.ips:
-            addresses = [_assign_one(service, ip, handle, attrs, conf.nodename) for ip in args.ips]
+            addresses = [_assign_one(service, ip, handle, attrs, conf.nodename, segment) for ip in args.ips]
         else:
-            addresses = _auto_assign(service, conf, handle, attrs)
+            addresses = _auto_assign(service, conf, handle, attrs, segment)
     except BaseException as exc:
+        if not _outcome_unknown(exc):
+            _undo(service, handle, exc)
+            raise
+        landed = _resolve(service, handle, conf, args)
+        # On stderr (the runtime's or the agent's log): what the datastore said about the unknown outcome.
+        sys.stderr.write(f"topoipam-cni: ADD {handle}: {exc}; read back: "
+                         f"{'landed, answered as a success' if landed else 'not landed or unreadable, answer 11'}\n")
+        if landed:
+            return _result(req, conf, landed)
         _undo(service, handle, exc)
         raise
+    return _result(req, conf, addresses)
+
+
+def _result(req: P.CniRequest, conf: IpamConf, addresses: list) -> dict:
+    """The ADD result; a route without its own ``gw`` takes the gateway of its family's address (a
+    route of a family the request did not assign is left out)."""
     ips = [(str(a), _gateway(conf, a)) for a in sorted(addresses, key=lambda a: a.version)]
-    return P.format_result(req.version, ips, conf.routes)
+    family_gw = {6 if ":" in address else 4: gw for address, gw in reversed(ips)}
+    routes = [dict(r, gw=r["gw"] or family_gw.get(6 if ":" in r["dst"] else 4)) for r in conf.routes]
+    return P.format_result(req.version, ips, [r for r in routes if r["gw"]])
 
 
-def _held(service: IpamService, handle: str) -> list:
-    try:
-        return list(service.ips_by_handle(handle))
-    except E.NotFoundError:
-        return []
+def _attachment(service: IpamService, req: P.CniRequest) -> tuple[str | None, list]:
+    """(the handle that holds the request's attachment, the interfaces it holds): the attachment's
+    own handle, else a legacy ``<network>.<container>`` one whose interface attribute is this
+    interface (or absent); (None, []) when neither holds anything."""
+    own, legacy = handle_id(req.network, req.container_id, req.ifname), legacy_handle_id(req.network, req.container_id)
+    found = service.holdings([own, legacy])
+    if found.get(own, ((), None))[0]:
+        return own, found[own][0]
+    held, attrs = found.get(legacy, ([], {}))
+    if held and attrs.get("interface", req.ifname) == req.ifname:
+        return legacy, held
+    return None, []
 
 
-def _auto_assign(service: IpamService, conf: IpamConf, handle: str, attrs: dict) -> list:
+def _answers(held: list, conf: IpamConf, args: CniArgs) -> bool:
+    """Whether what an attachment holds is exactly what this ADD asks for."""
+    if args.ips:
+        return sorted(map(str, args.ips)) == sorted(str(i.ip) for i in held)
+    return (sum(1 for i in held if i.version == 4), sum(1 for i in held if i.version == 6)) == \
+        (int(conf.assign_ipv4), int(conf.assign_ipv6))
+
+
+def _outcome_unknown(exc: BaseException) -> bool:
+    """A failure after which a write may still have landed (timeouts, lost connections, busy)."""
+    return isinstance(exc, E.TopoipamError) and exc.cni_code == E.CNI_TRY_AGAIN_LATER
+
+
+def _resolve(service: IpamService, handle: str, conf: IpamConf, args: CniArgs,
+             deadline: float = RESOLVE_DEADLINE) -> list | None:
+    """What the handle holds once it can be read (within ``deadline`` seconds), if that is the whole
+    request: then the ADD landed and is answered as a success. None: it did not, or the datastore
+    did not answer in time; the caller then releases what it can and answers 11, and a retried ADD
+    of this attachment gets whatever landed late (``_answers``) instead of "already holds"."""
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            held = service.holdings([handle]).get(handle, ([], None))[0]
+            return held if held and _answers(held, conf, args) else None
+        except E.TopoipamError:
+            if time.monotonic() + RESOLVE_PAUSE >= end:
+                return None
+            time.sleep(RESOLVE_PAUSE)
+
+
+def _segment(conf: IpamConf) -> L2Segment | None:
+    """The request's rule for unusable ordinals: under an L2 main plugin, the network, broadcast and
+    gateway addresses of each block (the gateway: the configured one, else the block's first usable
+    address); None under a routed one, where every address is usable."""
+    if not conf.l2:
+        return None
+    return L2Segment(conf.gateways.get(4, FIRST_USABLE), conf.gateways.get(6, FIRST_USABLE))
+
+
+def _auto_assign(service: IpamService, conf: IpamConf, handle: str, attrs: dict, segment) -> list:
     from topoipam.ipam import AssignRequest
 
     num4, num6 = int(conf.assign_ipv4), int(conf.assign_ipv6)
     res = service.auto_assign(AssignRequest(node=conf.nodename, handle=handle, num4=num4, num6=num6,
                                             pools4=conf.ipv4_pools, pools6=conf.ipv6_pools,
-                                            attrs=attrs, use=USE_WORKLOAD))
+                                            attrs=attrs, use=USE_WORKLOAD, unusable=segment))
     got = list(res.ipv4) + list(res.ipv6)
     if len(res.ipv4) < num4 or len(res.ipv6) < num6:
         # The service is meant to raise here; should it ever report a partial
@@ -132,13 +219,13 @@ def _auto_assign(service: IpamService, conf: IpamConf, handle: str, attrs: dict)
     return got
 
 
-def _assign_one(service: IpamService, ip, handle: str, attrs: dict, node: str):
+def _assign_one(service: IpamService, ip, handle: str, attrs: dict, node: str, segment):
     """Assign exactly ``ip``; return it with the prefix of the block it lies in. An address outside
-    every enabled pool is bad input in CNI_ARGS: invalid environment (4). Any other refusal (an
-    invalid handle, say) keeps its own code."""
+    every enabled pool, or one the L2 segment cannot give, is bad input in CNI_ARGS: invalid
+    environment (4). Any other refusal (an invalid handle, say) keeps its own code."""
     try:
-        return service.assign_ip(ip, handle, attrs, node)
-    except E.NotInPoolError as exc:
+        return service.assign_ip(ip, handle, attrs, node, segment)
+    except (E.NotInPoolError, E.UnusableAddressError) as exc:
         raise P.CniError(E.CNI_INVALID_ENV, exc.message, exc.details) from None
 
 
@@ -157,23 +244,39 @@ def _undo(service: IpamService, handle: str, exc: BaseException) -> None:
 
 
 def _gateway(conf: IpamConf, address) -> str | None:
-    gw = conf.gateways.get(address.version)
+    """The gateway a result gives ``address`` (an interface with its block's prefix)."""
+    version = address.version
+    if conf.l2:
+        gw = _segment(conf).gateway_of(address.network)
+    else:
+        gw = conf.gateways.get(version, ROUTED_GATEWAYS[version])
     return str(gw) if gw else None
 
 
-def _release(service: IpamService, handle: str) -> None:
+def _release(service: IpamService, handle: str) -> bool:
     try:
         service.release_by_handle(handle)
     except E.NotFoundError:
-        pass  # DEL of an unknown container succeeds (SPEC.md: DEL is idempotent)
+        return False  # DEL of an unknown container succeeds (SPEC.md: DEL is idempotent)
+    return True
+
+
+def _del(req: P.CniRequest, service: IpamService) -> None:
+    """Release the attachment's own handle, else the legacy handle if it is this attachment's."""
+    if _release(service, handle_id(req.network, req.container_id, req.ifname)):
+        return
+    handle, _ = _attachment(service, req)
+    if handle is not None:
+        _release(service, handle)
 
 
 def _check(req: P.CniRequest, service: IpamService) -> None:
-    handle = handle_id(req.network, req.container_id)
-    held = {ipaddress.ip_address(str(ip).split("/")[0]) for ip in _held(service, handle)}
+    handle, interfaces = _attachment(service, req)
+    held = {i.ip for i in interfaces}
     if not held:
-        raise P.CniError(E.CNI_TOPOIPAM_ERROR, f"container {req.container_id} holds no address on network "
-                         f"{req.network} (handle {handle})")
+        raise P.CniError(E.CNI_TOPOIPAM_ERROR, f"container {req.container_id} interface {req.ifname} holds no "
+                         f"address on network {req.network} "
+                         f"(handle {handle_id(req.network, req.container_id, req.ifname)})")
     prev = req.config.get("prevResult")
     entries = prev.get("ips", []) if isinstance(prev, dict) else []
     for entry in entries:
@@ -196,30 +299,18 @@ def _valid_attachments(config: Mapping[str, object]) -> set[tuple[str, str]]:
     return {(a["containerID"], str(a.get("ifname", ""))) for a in value}
 
 
-def _gc(req: P.CniRequest, service: IpamService) -> None:
-    valid = _valid_attachments(req.config)
-    valid_containers = {cid for cid, _ in valid}
-    stale: set[str] = set()
-    for alloc in service.allocations(prefix_handle=f"{req.network}."):
-        attrs = alloc.attrs or {}
-        container = attrs.get("container")
-        # A network name may contain dots: only handles this plugin wrote for
-        # this network are candidates, i.e. exactly "<network>.<container attribute>".
-        if not container or alloc.handle != handle_id(req.network, container):
-            continue
-        ifname = attrs.get("interface")
-        if (container, ifname) in valid or (not ifname and container in valid_containers):
-            continue
-        stale.add(alloc.handle)
-    failures = []
-    for handle in sorted(stale):
-        try:
-            _release(service, handle)
-        except E.TopoipamError as exc:
-            failures.append(f"{handle}: {exc}")
+def _gc(req: P.CniRequest, service: IpamService, now: float) -> None:
+    """Release this network's allocations whose attachment the runtime no longer lists: the one
+    decision ``ipam gc`` and the agent share (``ipam.gc.judge``), with no grace (the runtime's list
+    is authoritative) and each address fenced by its sequence number."""
+    from topoipam.ipam import gc
+
+    valid = gc.Attachments(req.network, frozenset(_valid_attachments(req.config)))
+    _verdict, done = gc.collect(service, now, 0.0, attachments=valid)
+    failures = [f"{g.ip} ({g.handle}): {outcome}" for g, outcome in done if outcome.startswith("failed")]
     if failures:
-        raise P.CniError(E.CNI_TRY_AGAIN_LATER, f"GC released {len(stale) - len(failures)} of {len(stale)} "
-                         f"stale handles of network {req.network}", "; ".join(failures))
+        raise P.CniError(E.CNI_TRY_AGAIN_LATER, f"GC released {len(done) - len(failures)} of {len(done)} "
+                         f"stale addresses of network {req.network}", "; ".join(failures))
 
 
 def _status(conf: IpamConf, store: Store) -> None:
@@ -275,7 +366,8 @@ def respond(env: Mapping[str, str], stdin: bytes, open_backend: OpenBackend, *,
         req = P.parse_request(env, stdin)
         if req.command == "VERSION":
             return 0, P.dumps(P.version_object(req.version))
-        conf = parse_ipam(req.config, default_nodename)  # once: handed to handle()
+        # once: handed to handle(). DEL needs only the datastore: what ADD would refuse does not stop it.
+        conf = (parse_release if req.command == "DEL" else parse_ipam)(req.config, default_nodename)
         args = None
         if req.command in ("ADD", "CHECK"):
             args = parse_args(req.args)  # refuse bad input before the datastore is even opened
@@ -284,6 +376,8 @@ def respond(env: Mapping[str, str], stdin: bytes, open_backend: OpenBackend, *,
         except E.TopoipamError as exc:
             if req.command == "STATUS":  # STATUS has its own codes: 50 = cannot serve ADD
                 raise P.CniError(P.STATUS_NOT_AVAILABLE, f"datastore does not answer: {exc}") from None
+            if req.command == "DEL" and isinstance(exc, E.DatastoreMissingError):
+                return 0, b""  # a datastore that cannot exist holds no attachment: nothing to release
             raise
         result = handle(req, store, service, now_ns=now_ns, default_nodename=default_nodename, conf=conf,
                         args=args)

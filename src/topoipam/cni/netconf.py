@@ -10,9 +10,16 @@
     assign_ipv6     bool or "true"/"false", default false (Calico: only "true" enables)
     ipv4_pools      pool names or CIDRs to use instead of the node selectors
     ipv6_pools
-    gateway         an address or a list of at most one address per family; each
-                    returned address of that family carries it as ``gateway``
-    routes          [{"dst": CIDR, "gw": address}]; ``gw`` defaults to the configured
+    segment         "l2" or "routed": whether the main plugin puts workloads on one L2
+                    segment with the block's prefix. Default from the netconf's top-level
+                    "type": bridge, macvlan, ipvlan -> l2; ptp and anything else -> routed
+    gateway         an address, a list of at most one address per family, or "none".
+                    A family not named gets the default: under l2 each block's first
+                    usable address (network + 1), under routed the link-local next hop
+                    169.254.1.1 (IPv4) / fe80::1 (IPv6) that ptp puts on the host's veth.
+                    Under l2 the network address, IPv4's broadcast address and the
+                    gateway are never handed out (docs/cni.md)
+    routes          [{"dst": CIDR, "gw": address}]; ``gw`` defaults to the result's
                     gateway of the family. A route with neither is refused: the
                     reference bridge plugin's CHECK fails on routes without a gw.
 
@@ -35,7 +42,10 @@ from topoipam import errors as E
 from topoipam.cni.protocol import CniError
 
 IPAM_FIELDS = frozenset({"type", "nodename", "datastore", "assign_ipv4", "assign_ipv6",
-                         "ipv4_pools", "ipv6_pools", "gateway", "routes", "agent_socket"})
+                         "ipv4_pools", "ipv6_pools", "segment", "gateway", "routes", "agent_socket"})
+L2_PLUGINS = frozenset({"bridge", "macvlan", "ipvlan"})  # main plugins that put workloads on one L2 segment
+ROUTED_GATEWAYS = {4: ipaddress.ip_address("169.254.1.1"), 6: ipaddress.ip_address("fe80::1")}
+NO_GATEWAY = "none"
 KNOWN_ARGS = frozenset({"IgnoreUnknown", "K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_UID",
                         "K8S_POD_INFRA_CONTAINER_ID", "IP"})
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -51,8 +61,9 @@ class IpamConf:
         self.assign_ipv6 = False
         self.ipv4_pools: tuple[str, ...] = ()
         self.ipv6_pools: tuple[str, ...] = ()
-        self.gateways: dict[int, IpAddress] = {}  # family -> gateway
-        self.routes: list[dict[str, str]] = []  # result form, gw always set
+        self.l2 = False  # the main plugin puts workloads on one L2 segment with the block's prefix
+        self.gateways: dict[int, IpAddress | None] = {}  # family -> configured gateway (None: "none")
+        self.routes: list[dict[str, str | None]] = []  # result form; gw None: the result's gateway
 
 
 class CniArgs:
@@ -86,9 +97,32 @@ def parse_ipam(config: Mapping, default_nodename: str | None = None) -> IpamConf
         raise _invalid("ipam.assign_ipv4 and ipam.assign_ipv6 are both false: nothing to assign")
     conf.ipv4_pools = _pools(ipam, "ipv4_pools", 4)
     conf.ipv6_pools = _pools(ipam, "ipv6_pools", 6)
+    conf.l2 = _segment(ipam, config.get("type"))
     conf.gateways = _gateways(ipam.get("gateway"))
     conf.routes = _routes(ipam.get("routes"), conf.gateways)
     return conf
+
+
+def parse_release(config: Mapping, default_nodename: str | None = None) -> IpamConf:
+    """What DEL needs (the datastore): DEL releases whatever it can identify, so fields ADD would
+    refuse (unknown ones, bad values of the others) do not stop it."""
+    ipam = config.get("ipam")
+    if not isinstance(ipam, dict):
+        raise _invalid('network config has no "ipam" object', "expected \"ipam\": {\"type\": \"topoipam-cni\", ...}")
+    nodename = ipam.get("nodename")
+    conf = IpamConf(nodename=nodename if isinstance(nodename, str) and nodename else
+                    default_nodename or os.uname().nodename)
+    conf.datastore = _string(ipam, "datastore") or None  # the one field DEL cannot do without
+    return conf
+
+
+def _segment(ipam: Mapping, plugin: object) -> bool:
+    value = ipam.get("segment")
+    if value is None:
+        return plugin in L2_PLUGINS
+    if value not in ("l2", "routed"):
+        raise _invalid('ipam.segment must be "l2" or "routed"', f"got {json.dumps(value)}")
+    return value == "l2"
 
 
 def _string(ipam: Mapping, key: str) -> str:
@@ -132,11 +166,13 @@ def _address(text: object, where: str) -> IpAddress:
         raise _invalid(f"{where}: {text!r} is not an IP address") from None
 
 
-def _gateways(value: object) -> dict[int, IpAddress]:
+def _gateways(value: object) -> dict[int, IpAddress | None]:
     if value is None:
         return {}
+    if value == NO_GATEWAY:
+        return {4: None, 6: None}
     items = value if isinstance(value, list) else [value]
-    gateways: dict[int, IpAddress] = {}
+    gateways: dict[int, IpAddress | None] = {}
     for item in items:
         gw = _address(item, "ipam.gateway")
         if gw.version in gateways:
@@ -145,7 +181,7 @@ def _gateways(value: object) -> dict[int, IpAddress]:
     return gateways
 
 
-def _routes(value: object, gateways: Mapping[int, IpAddress]) -> list[dict[str, str]]:
+def _routes(value: object, gateways: Mapping[int, IpAddress | None]) -> list[dict[str, str | None]]:
     if value is None:
         return []
     if not isinstance(value, list):
@@ -161,10 +197,13 @@ def _routes(value: object, gateways: Mapping[int, IpAddress]) -> list[dict[str, 
             dst = None
         if dst is None:
             raise _invalid(f"{where}.dst: {json.dumps(route['dst'])} is not a CIDR")
-        gw = _address(route["gw"], f"{where}.gw") if "gw" in route else gateways.get(dst.version)
-        if gw is None:
-            raise _invalid(f"{where} ({dst}) has no gw and ipam.gateway has no IPv{dst.version} address",
-                           "routes are returned only with a next hop")
+        if "gw" not in route:
+            if dst.version in gateways and gateways[dst.version] is None:
+                raise _invalid(f"{where} ({dst}) has no gw and ipam.gateway is none for IPv{dst.version}",
+                               "routes are returned only with a next hop")
+            routes.append({"dst": str(dst), "gw": None})  # the result's gateway of the family
+            continue
+        gw = _address(route["gw"], f"{where}.gw")
         if gw.version != dst.version:
             raise _invalid(f"{where}: gw {gw} and dst {dst} are of different IP families")
         routes.append({"dst": str(dst), "gw": str(gw)})

@@ -2,12 +2,18 @@
 
 A block is a CIDR (a /26 by default) whose addresses are numbered by *ordinal*
 (address - network address; ordinal 0, the network address itself, is
-allocatable as in Calico). It records which ordinals are allocated and to
+allocatable as in Calico, unless the request's ``L2Segment`` rule says otherwise). It records which ordinals are allocated and to
 which attribute entry (handle and secondary attributes; identical entries are
 shared), the ordered list of free ordinals (``unallocated``: lowest first in a
 fresh block, released ordinals appended so that they are reused last), a
-sequence number that grows on every update, and the sequence number at which
-each ordinal was allocated (the fence a late release must present).
+sequence number that grows on every update, the sequence number at which
+each ordinal was allocated (the fence a late release must present), and when
+each recently freed ordinal was released (``released_at``, stored as
+``"releasedAt": {ordinal: unix seconds}``, only while non-empty): auto-assign
+passes over an ordinal released less than ``cooldown`` seconds ago (the
+service gives such ordinals out only when the node's blocks have nothing else
+free), so that a stale ARP/conntrack entry or a holder a
+slow GC misjudged cannot meet a new holder of the same address at once.
 
 No I/O, clock or environment: the service passes claim times and initial
 sequence numbers in. ``to_json``/``from_json`` are the stored form
@@ -61,6 +67,7 @@ class Block:
     attributes: list[dict]
     sequence_number: int
     seq_for_allocation: dict[int, int]
+    released_at: dict = field(default_factory=dict)  # ordinal -> release time, whole unix seconds (rounded up)
     # Encoded forms kept so that to_json, run on every assignment, re-encodes nothing that did not
     # change. ``allocations``, ``unallocated``, ``attributes`` and ``seq_for_allocation`` are changed
     # only by the methods below, which keep these in step (or clear them: encoded again when needed).
@@ -75,6 +82,7 @@ class Block:
     _unalloc_json: list = field(default_factory=list, compare=False, repr=False)
     _cidr_json: str = field(default="", compare=False, repr=False)
     _head_json: list = field(default_factory=list, compare=False, repr=False)  # [affinity, claim_time, text]
+    _rel_json: list = field(default_factory=list, compare=False, repr=False)  # [text] of released_at; empty: not built
 
     @classmethod
     def new(cls, cidr: Network, affinity: str | None, claim_time: str | None, sequence_number: int) -> "Block":
@@ -139,6 +147,23 @@ class Block:
             return dict(entry["secondary"] or {})
         return dict((on_handle or {}).get(entry.get("handle_id"), {}))
 
+    def damage(self) -> str:
+        """Why this block cannot be assigned from ("" if it can): every ordinal must be allocated to
+        an attribute entry that exists, or free exactly once (``ipam check`` names each ordinal).
+        Run on every decode off the kept path, so written with builtins rather than Python loops."""
+        size, allocs, free = self.cidr.num_addresses, self.allocations, self.unallocated
+        if len(allocs) != size:
+            return f"it lists {len(allocs)} allocations for the {size} addresses of {self.cidr}"
+        used = [idx for idx in allocs if idx is not None]
+        if used and (set(map(type, used)) != {int} or min(used) < 0 or max(used) >= len(self.attributes)):
+            return "an allocation names an attribute entry that does not exist"
+        if free and (set(map(type, free)) != {int} or min(free) < 0 or max(free) >= size
+                     or len(set(free)) != len(free)):
+            return "its free list holds ordinals outside the block or more than once"
+        if len(free) + len(used) != size or [allocs[o] for o in free].count(None) != len(free):
+            return "its free list and its allocations do not account for each ordinal exactly once"
+        return ""
+
     def allocated_ordinals(self) -> list[int]:
         return [o for o, idx in enumerate(self.allocations) if idx is not None]
 
@@ -194,25 +219,24 @@ class Block:
         return "[" + ",".join(cache) + "]"
 
     def auto_assign(self, n: int, handle: str | None, attrs: Mapping[str, str] | None,
-                    reserved: Iterable[int] = ()) -> list[int]:
-        """Take up to ``n`` ordinals from the front of ``unallocated``; reserved ones stay in place."""
+                    reserved: Iterable[int] = (), now: float | None = None, cooldown: float = 0.0) -> list[int]:
+        """Take up to ``n`` ordinals from the front of ``unallocated``; reserved ones stay in place, and
+        so do ordinals released less than ``cooldown`` seconds before ``now``."""
+        rel = self.released_at
+        if rel and now is not None and cooldown > 0:
+            # Released ordinals are appended to the free list, so the front is rarely one: check it first.
+            if reserved or any(o in rel for o in self.unallocated[:n]):
+                reserved = self._with_cooling(reserved, now, cooldown)
         if not reserved:
             chosen = self.unallocated[:n]
             del self.unallocated[:n]
             if self._unalloc_json and chosen:  # drop the first len(chosen) numbers from the text
                 self._unalloc_json[0] = self._unalloc_json[0].split(",", len(chosen))[-1] if self.unallocated else ""
         else:
-            self._unalloc_json.clear()
-            reserved = set(reserved)
-            chosen = []
-            for o in self.unallocated:
-                if len(chosen) == n:
-                    break
-                if o not in reserved:
-                    chosen.append(o)
-            if chosen:
-                taken = set(chosen)
-                self.unallocated = [o for o in self.unallocated if o not in taken]
+            reserved = reserved if isinstance(reserved, (set, frozenset)) else set(reserved)
+            chosen = self._take_after_reserved(n, reserved)
+            if chosen is None:
+                chosen = self._take_around_reserved(n, reserved)
         if chosen:
             idx = self._attribute_index(handle, attrs)
             seq, parts, text = self.seq_for_allocation, self._alloc_json, str(idx)
@@ -221,6 +245,49 @@ class Block:
                 if parts:
                     parts[o] = text
                 self._set_seq(o)
+            if rel:
+                self._forget_released(chosen)
+        return chosen
+
+    def _with_cooling(self, reserved: Iterable[int], now: float, cooldown: float) -> frozenset[int]:
+        """``reserved`` plus the ordinals released less than ``cooldown`` seconds before ``now``."""
+        return frozenset(reserved).union([o for o, t in self.released_at.items() if now - t < cooldown])
+
+    def _forget_released(self, ordinals: Iterable[int]) -> None:
+        rel = self.released_at
+        for o in ordinals:
+            if rel.pop(o, None) is not None:
+                self._rel_json.clear()
+
+    def _take_after_reserved(self, n: int, reserved) -> list[int] | None:
+        """The usual case under a rule (an L2 segment's network and gateway ordinals stay free at the
+        front of ``unallocated`` for good): the ``n`` ordinals right after a leading run of reserved
+        ones, cut out of the list and its text in place. None when reserved ones are interleaved."""
+        un = self.unallocated
+        k = 0
+        while k < len(un) and un[k] in reserved:
+            k += 1
+        chosen = un[k:k + n]
+        if any(o in reserved for o in chosen):
+            return None
+        del un[k:k + n]
+        if self._unalloc_json and chosen:
+            parts = self._unalloc_json[0].split(",", k + len(chosen))
+            self._unalloc_json[0] = ",".join(parts[:k] + parts[k + len(chosen):])
+        return chosen
+
+    def _take_around_reserved(self, n: int, reserved) -> list[int]:
+        """The first ``n`` free ordinals not reserved, wherever reserved ones lie (the list is rebuilt)."""
+        self._unalloc_json.clear()
+        chosen = []
+        for o in self.unallocated:
+            if len(chosen) == n:
+                break
+            if o not in reserved:
+                chosen.append(o)
+        if chosen:
+            taken = set(chosen)
+            self.unallocated = [o for o in self.unallocated if o not in taken]
         return chosen
 
     def _set_seq(self, ordinal: int) -> None:
@@ -240,14 +307,19 @@ class Block:
                 f"resource already exists: {self.address(ordinal)} (address already assigned in block {self.cidr})")
         self.unallocated.remove(ordinal)
         self._unalloc_json.clear()
+        if self.released_at:
+            self._forget_released((ordinal,))
         self.allocations[ordinal] = self._attribute_index(handle, attrs)
         if self._alloc_json:
             self._alloc_json[ordinal] = str(self.allocations[ordinal])
         self._set_seq(ordinal)
 
-    def release(self, ordinals: Iterable[int], handle: str | None = None, seq: int | None = None) -> ReleaseOutcome:
+    def release(self, ordinals: Iterable[int], handle: str | None = None, seq: int | None = None,
+                now: float | None = None, keep: float = 0.0) -> ReleaseOutcome:
         """Free ``ordinals``. With ``handle``/``seq``, an ordinal held under another handle or allocated
-        at another sequence number is left alone (a late release must not free a reused address)."""
+        at another sequence number is left alone (a late release must not free a reused address).
+        With ``now``, each freed ordinal's release time is recorded (for the cooldown) and records
+        older than ``keep`` seconds are dropped (at most one per ordinal is kept either way)."""
         out = ReleaseOutcome()
         for o in dict.fromkeys(ordinals):  # de-duplicated, order kept
             if self.allocations[o] is None:
@@ -270,7 +342,17 @@ class Block:
         if out.released:
             self._seq_json.clear()
             self._compact_attributes()
+            if now is not None:
+                self._record_released(out.released, now, keep)
         return out
+
+    def _record_released(self, ordinals: list[int], now: float, keep: float) -> None:
+        rel, stamp = self.released_at, -int(-now // 1)  # rounded up: the cooldown is never shortened
+        for o in [o for o, t in rel.items() if now - t >= keep]:
+            del rel[o]
+        for o in ordinals:
+            rel[o] = stamp
+        self._rel_json.clear()
 
     def _compact_attributes(self) -> None:
         """Drop attribute entries no ordinal refers to; renumber the rest in order."""
@@ -289,8 +371,8 @@ class Block:
         """An independent copy (attribute entries are never changed in place, so they are shared)."""
         return Block(self.cidr, self.affinity, self.claim_time, list(self.allocations), list(self.unallocated),
                      list(self.attributes), self.sequence_number, dict(self.seq_for_allocation),
-                     list(self._attr_json), dict(self._attr_keys), list(self._seq_json), list(self._alloc_json),
-                     list(self._unalloc_json), self._cidr_json)
+                     dict(self.released_at), list(self._attr_json), dict(self._attr_keys), list(self._seq_json), list(self._alloc_json),
+                     list(self._unalloc_json), self._cidr_json, list(self._head_json), list(self._rel_json))
 
     # -- stored form --------------------------------------------------------------
     def _encoded_seq(self) -> str:
@@ -321,7 +403,17 @@ class Block:
         return (f'{head[2]}"allocations":[{self._encoded_allocations()}],'
                 f'"unallocated":[{self._encoded_unallocated()}],"attributes":{self._encoded_attributes()},'
                 f'"sequenceNumber":{int(self.sequence_number)},'
-                f'"sequenceNumberForAllocation":{{{self._encoded_seq()}}},"deleted":false}}').encode()
+                f'"sequenceNumberForAllocation":{{{self._encoded_seq()}}},{self._encoded_released()}"deleted":false}}'
+                ).encode()
+
+    def _encoded_released(self) -> str:
+        """``"releasedAt":{...},`` while any release time is kept, else nothing (Calico's form)."""
+        if not self.released_at:
+            return ""
+        cache = self._rel_json
+        if not cache:
+            cache.append('"releasedAt":{' + ",".join([f'"{o}":{t}' for o, t in self.released_at.items()]) + "},")
+        return cache[0]
 
     @classmethod
     def from_json(cls, data: bytes) -> "Block":
@@ -335,6 +427,7 @@ class Block:
             attributes=list(d.get("attributes") or []),
             sequence_number=int(d.get("sequenceNumber", 0)),
             seq_for_allocation={int(k): int(v) for k, v in (d.get("sequenceNumberForAllocation") or {}).items()},
+            released_at={int(k): int(v) for k, v in (d.get("releasedAt") or {}).items()},
         )
 
 
@@ -374,4 +467,45 @@ def reserved_ordinals(cidr: Network, reserved: Iterable[Network]) -> frozenset[i
         hi = min(last, int(net.broadcast_address))
         if lo <= hi:
             out.update(range(lo - base, hi - base + 1))
+    return frozenset(out)
+
+
+#: ``L2Segment.gateway``: each block's first usable address (network address + 1) is its gateway.
+FIRST_USABLE = "first-usable"
+
+
+@dataclass(frozen=True)
+class L2Segment:
+    """A request's rule for the ordinals it may not be given: its workload sits on one L2 segment with
+    the block's prefix (a bridge, macvlan or ipvlan), so the prefix's network address, IPv4's
+    broadcast address and the segment's gateway are not host addresses (host-local's rule: IPv6
+    keeps its last address). ``gateway4``/``gateway6``: ``FIRST_USABLE`` (each block's own), an
+    address (excluded where it lies in a block), or None (no gateway). Blocks of 2 addresses or
+    fewer (/31, /32, /127, /128) are point-to-point: only an explicit gateway is excluded there.
+    Without a rule (routed main plugins, Calico's way) every ordinal is usable."""
+
+    gateway4: object = FIRST_USABLE
+    gateway6: object = FIRST_USABLE
+
+    def gateway_of(self, cidr: Network) -> Address | None:
+        """The gateway a workload with an address of ``cidr`` is given."""
+        gateway = self.gateway4 if cidr.version == 4 else self.gateway6
+        if gateway == FIRST_USABLE:
+            return cidr.network_address + 1 if cidr.num_addresses > 2 else None
+        return gateway
+
+    def unusable(self, cidr: Network) -> frozenset[int]:
+        return _segment_unusable(cidr, self.gateway_of(cidr))
+
+
+@lru_cache(maxsize=4096)
+def _segment_unusable(cidr: Network, gateway: Address | None) -> frozenset[int]:
+    size = cidr.num_addresses
+    out = set()
+    if size > 2:
+        out.add(0)
+        if cidr.version == 4:
+            out.add(size - 1)
+    if gateway is not None and gateway.version == cidr.version and gateway in cidr:
+        out.add(int(gateway) - int(cidr.network_address))
     return frozenset(out)

@@ -30,8 +30,9 @@ from topoipam.ipam import keys
 from topoipam.ipam.blocks import (StoredBlock, affinity_hint_op, affinity_value, claim_ops, find_unclaimed_block,
                                   list_holder_nets, load_block, pool_check, release_affinity_ops, reserved_in,
                                   scan_pool_blocks)
-from topoipam.ipam.kept import (AffineGroup, Choice, HandleState, affine_groups, assignment_ops, choice_key,
-                                kept_plan, plan_blocks, take_kept_block)
+from topoipam.ipam.kept import (FULL_FOR_RULE, AffineGroup, Choice, HandleState, affine_groups, assignment_ops,
+                                choice_key, kept_plan, plan_blocks, take_kept_block)
+from topoipam.errors import DamagedRecordError
 from topoipam.store.retry import Plan, rerun, run_cas
 from topoipam.ipam.topology import TopologyMoved
 from topoipam.resources import repo
@@ -71,6 +72,12 @@ class FamilyAssigner:
         self.known: set = set()  # key suffixes of the node's affine blocks seen
         self.last_revision = 0  # of this assigner's last landed commit
         self.raced = raced  # assign_kept's commit lost its race: the first read takes the fences too
+        # Addresses released less than this long ago are passed over while the holder's blocks have
+        # others; ``cooling``: [(network, key suffix)] of affine blocks that had only such addresses
+        # (per holder group: ``_use`` starts them again).
+        self.cooldown = snap.cooldown
+        self.cooling: list = []
+        self.cooled = False  # the cooling addresses are given out now (cooldown 0 from here on)
 
     @property
     def need(self) -> int:
@@ -85,9 +92,11 @@ class FamilyAssigner:
         """A fence moved: read the topology again and go on with what is left to assign."""
         self.snap = self.svc.assign_snapshot(self.name)
         self.node = self.snap.require_node(self.name)
+        if not self.cooled:
+            self.cooldown = self.snap.cooldown
 
     def _run(self) -> None:
-        choice = self._choose()
+        choice = self.choose()
         for group in choice.groups:  # one group unless the chosen pools mix host and domain affinity
             self._use(group)
             self._assign_affine()
@@ -98,8 +107,11 @@ class FamilyAssigner:
             self._borrow()
 
     def _use(self, group: AffineGroup) -> None:
-        """Assign from (and claim for) ``group``'s holder next: the node, or its domain (core.affinity)."""
+        """Assign from (and claim for) ``group``'s holder next: the node, or its domain (core.affinity).
+        The cooldown starts again: it passes over addresses while this holder's blocks have others."""
         self.holder, self.pools, self.contains, self.prefix = group.holder, group.pools, group.contains, group.prefix
+        self.cooling, self.cooled = [], False
+        self.cooldown = self.snap.cooldown
 
     def _assign_affine(self) -> None:
         """Steps 1-3 for the current holder: its blocks, a new block, a reclaimed one."""
@@ -117,6 +129,9 @@ class FamilyAssigner:
             if kept is not None:  # decide about new blocks only on a fresh listing (the kept one may lag)
                 records, kept = self._affinities(fresh=True)
                 queue, owned = self._plan(records, kept)
+                continue
+            if self.cooling:  # nothing else free in the holder's blocks: the cooling addresses after all
+                queue, self.cooling, self.cooldown, self.cooled = self.cooling, [], 0.0, True
                 continue
             if owned >= limit:
                 whose = f"domain {self.holder.display}" if self.holder.is_domain else "this node"
@@ -139,8 +154,9 @@ class FamilyAssigner:
             break
 
     # -- helpers ------------------------------------------------------------------
-    def _choose(self):
-        """The chosen pools and a memo of which networks they contain, kept with the snapshot."""
+    def choose(self):
+        """The chosen pools and a memo of which networks they contain, kept with the snapshot; raises
+        NoQualifiedPoolError when no pool qualifies (before anything is written)."""
         ns = self.req.namespace_labels
         key = choice_key(self.req, self.version, self.requested)
         memo = getattr(self.snap, "memo", None)
@@ -221,20 +237,30 @@ class FamilyAssigner:
         reserved = self.snap.reserved
 
         def attempt(n):
-            kept = take_kept_block(self.cache, bkey, akey, self.prefix, self.holder.affinity, self.need,
-                                   self.hstate, reserved) if n == 0 and not self.raced else None
+            now, cooldown = self.svc.clock(), self.cooldown
+            kept = take_kept_block(self.cache, bkey, akey, self.prefix, self.holder.affinity, self.need, self.hstate,
+                                   reserved, self.req.unusable, now, cooldown) if n == 0 and not self.raced else None
+            if kept is FULL_FOR_RULE:  # kept, and nothing in it this request may have
+                return Plan([], None, lambda rev: None, lambda: None)
             if kept is None:  # nothing kept, or it gave nothing: decide on fresh reads
                 recs = self._fresh_reads([bkey, *([akey] if akey else [])], n)
-                stored, arec = load_block(recs.get(bkey), self.cache), recs.get(akey)
+                try:
+                    stored, arec = load_block(recs.get(bkey), self.cache), recs.get(akey)
+                except DamagedRecordError as exc:  # the rest of the address space keeps working
+                    self.messages.append(f"passed over damaged block {net}: {exc.why}")
+                    return Plan(result=None)
                 if stored is None or (require_affinity and stored.block.affinity != self.holder.affinity):
                     # a stale affinity (its block is gone or belongs to another holder now): drop it, as Calico does
                     ops = [Delete(akey, arec.revision)] if arec is not None else []
                     return Plan(ops, None, lambda rev: self.cache.committed(ops, rev), lambda: self.cache.forget(ops))
                 ords = stored.block.auto_assign(self.need, self.req.handle, self.hstate.block_attrs(),
-                                                reserved_in(stored.block, reserved))
+                                                reserved_in(stored.block, reserved, self.req.unusable), now, cooldown)
             else:
                 stored, ords, arec = kept.stored, kept.ordinals, kept.affinity
             block = stored.block
+            if not ords and cooldown and require_affinity and block.free_count(reserved_in(block, reserved)):
+                self.cooling.append((net, suffix))  # free, but only addresses released moments ago
+                return Plan(result=None)
             if not ords:  # full: fix a stale hint so that later requests skip it unread
                 hint = affinity_hint_op(arec, block) if akey else None
                 ops = [hint] if hint else []
@@ -268,7 +294,8 @@ class FamilyAssigner:
                 return Plan()
             net, chunk_record = found
             block = Block.new(net, self.holder.affinity, self.svc.claim_time(), self.svc.initial_sequence())
-            ords = block.auto_assign(self.need, self.req.handle, self.hstate.block_attrs(), reserved_in(block, self.snap.reserved))
+            ords = block.auto_assign(self.need, self.req.handle, self.hstate.block_attrs(),
+                                     reserved_in(block, self.snap.reserved, self.req.unusable))
             hops, hvalue = self.hstate.op(block.cidr_text, len(ords))
             ops = claim_ops(self.store, block, self.holder, chunk_record, read_chunk=False)
             return self._commit_plan([*ops, *guard, *pool_check(pool), *hops], (block, ords),
@@ -334,7 +361,8 @@ class FamilyAssigner:
                 return Plan()  # changed since we judged it reclaimable: leave it
             block = Block.from_json(rec.value)
             block.affinity, block.claim_time = self.holder.affinity, self.svc.claim_time()
-            ords = block.auto_assign(self.need, self.req.handle, self.hstate.block_attrs(), reserved_in(block, self.snap.reserved))
+            ords = block.auto_assign(self.need, self.req.handle, self.hstate.block_attrs(),
+                                     reserved_in(block, self.snap.reserved, self.req.unusable))
             block.sequence_number += 1
             ops = [Update(seen.key, block.to_json(), rec.revision),
                    Create(keys.holder_key(self.holder, block.cidr), affinity_value(block))]
@@ -352,10 +380,12 @@ class FamilyAssigner:
         return bool(landed)
 
     def _borrow(self) -> None:
+        # the cooldown keeps to the node's own blocks: borrowing is the last resort
+        self.cooldown, self.cooled = 0.0, True
         exhausted = []
         for pool in self.pools:
             for stored in scan_pool_blocks(self.store, pool, self.name):
-                if stored.block.free_count(reserved_in(stored.block, self.snap.reserved)) > 0:
+                if stored.block.free_count(reserved_in(stored.block, self.snap.reserved, self.req.unusable)) > 0:
                     while self.need > 0 and self._from_block(stored.block.cidr, require_affinity=False):
                         pass
                 if self.need == 0:

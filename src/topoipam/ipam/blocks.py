@@ -18,6 +18,7 @@ from topoipam.core import blockgen
 from topoipam.core.affinity import host_holder
 from topoipam.core.block import Block, dumps_compact, dumps_str, reserved_ordinals
 from topoipam.core.summary import CHUNK_BITS, Chunk, chunk_of, global_block_index
+from topoipam.errors import DamagedRecordError
 from topoipam.ipam import keys
 from topoipam.model.storage import from_storage
 from topoipam.resources.keys import resource_key
@@ -66,7 +67,26 @@ def load_block(record: Record | None, cache=None) -> StoredBlock | None:
     if record is None:
         return None
     block = cache.get(record.key, record.revision) if cache is not None else None
-    return StoredBlock(block or Block.from_json(record.value), record.revision)
+    return StoredBlock(block or decode_block(record), record.revision)
+
+
+def parse_block(record: Record) -> Block:
+    """The block of ``record`` as stored, consistent or not; DamagedRecordError when it does not decode."""
+    try:
+        return Block.from_json(record.value)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DamagedRecordError(record.key, record.revision, f"it does not decode ({type(exc).__name__}: {exc})") \
+            from None
+
+
+def decode_block(record: Record) -> Block:
+    """The block of ``record``, checked (decoded blocks only: the kept ones were written by us);
+    DamagedRecordError when it does not decode or contradicts itself."""
+    block = parse_block(record)
+    why = block.damage()
+    if why:
+        raise DamagedRecordError(record.key, record.revision, why)
+    return block
 
 
 def block_net_of(ip, block_size: int):
@@ -97,8 +117,11 @@ def list_affinities(store: Store, holder, version: int) -> list[tuple]:
     return [(keys.parse_suffix(r.key[len(prefix):], version), affinity_is_full(r)) for r in store.list(prefix)]
 
 
-def reserved_in(block: Block, reserved) -> frozenset[int]:
-    return reserved_ordinals(block.cidr, reserved) if reserved else frozenset()
+def reserved_in(block: Block, reserved, rule=None) -> frozenset[int]:
+    """The ordinals of ``block`` a request may not be given: reserved ones and, with ``rule`` (the
+    request's ``L2Segment``), those its segment makes unusable."""
+    out = reserved_ordinals(block.cidr, reserved) if reserved else frozenset()
+    return out | rule.unusable(block.cidr) if rule is not None else out
 
 
 # -- handles -------------------------------------------------------------------
@@ -127,7 +150,7 @@ def handle_op(key: str, rec: Record | None, per_block: dict[str, int],
             return None, b""
         value = new_handle_value(cidr, count, attrs)
         return Create(key, value), value
-    doc = json.loads(rec.value) if rec else {"secondary": dict(attrs)} if attrs else {}
+    doc = handle_doc(rec) if rec else {"secondary": dict(attrs)} if attrs else {}
     counts = dict(doc["block"]) if rec else {}
     for cidr, delta in per_block.items():
         counts[cidr] = counts.get(cidr, 0) + delta
@@ -171,13 +194,28 @@ def entry_attrs(handle: str | None, record: Record | None, attrs: Mapping[str, s
     return attrs
 
 
+def handle_doc(record: Record) -> dict:
+    """The decoded handle record; DamagedRecordError when it does not decode."""
+    try:
+        doc = json.loads(record.value)
+        if not isinstance(doc.get("block"), dict):
+            raise ValueError("no block counts")
+        return doc
+    except (ValueError, AttributeError) as exc:
+        raise DamagedRecordError(record.key, record.revision, f"it does not decode ({exc})") from None
+
+
 def handle_attrs(record: Record | None) -> dict[str, str]:
-    """The attributes a handle record carries (those of its allocations whose block entry has none)."""
-    return {} if record is None else dict(json.loads(record.value).get("secondary") or {})
+    """The attributes a handle record carries (those of its allocations whose block entry has none);
+    none when it is damaged (shown without attributes; ``ipam check`` names the record)."""
+    try:
+        return {} if record is None else dict(handle_doc(record).get("secondary") or {})
+    except DamagedRecordError:
+        return {}
 
 
 def handle_counts(record: Record | None) -> dict[str, int]:
-    return {} if record is None else dict(json.loads(record.value)["block"])
+    return {} if record is None else dict(handle_doc(record)["block"])
 
 
 # -- summaries -----------------------------------------------------------------
@@ -276,7 +314,8 @@ def find_unclaimed_block(store: Store, pool, node: str, reserved) -> tuple | Non
 
 def scan_pool_blocks(store: Store, pool, node: str | None = None) -> Iterator[StoredBlock]:
     """Existing blocks of ``pool`` (paged range reads); from ``node``'s start point with wrap-around
-    if a node is given, else in address order. For the rare paths only (borrow, reclaim, pool delete)."""
+    if a node is given, else in address order; damaged ones are passed over. For the rare paths only
+    (borrow, reclaim, pool delete)."""
     net, size = pool.network, pool.spec.block_size
     step, base, count = 1 << (net.max_prefixlen - size), int(net.network_address), blockgen.num_blocks(net, size)
     for indices in (blockgen.host_order(node, count) if node is not None else (range(count),)):
@@ -303,7 +342,10 @@ def _scan_range(store: Store, version: int, size: int, lo: int, hi: int) -> Iter
         if int(bnet.network_address) > hi:
             return
         if bnet.prefixlen == size:
-            yield load_block(rec)
+            try:
+                yield load_block(rec)
+            except DamagedRecordError:  # passed over: ``ipam check`` names it and its repair
+                continue
 
 
 def delete_block_ops(store: Store, stored: StoredBlock, affinity_record: Record | None,

@@ -57,6 +57,16 @@ class ServiceCache:
         with self._lock:  # not while get() copies it
             return self._blocks.pop(key, None)
 
+    def has_settled_free(self, key: str, now: float, cooldown: float) -> bool | None:
+        """Whether the block kept for ``key`` has a free ordinal not released within ``cooldown``
+        seconds of ``now`` (None: nothing kept). For the release cooldown's choice only."""
+        with self._lock:  # not while a taker changes it
+            hit = self._blocks.get(key)
+            if hit is None:
+                return None
+            rel = hit[1].released_at
+            return any(o not in rel or now - rel[o] >= cooldown for o in hit[1].unallocated)
+
     def put(self, key: str, revision: int, block: Block) -> None:
         """Keep ``block`` as of ``revision`` unless a newer one is kept (a slow read must not replace
         what a later commit wrote). The caller hands over ``block``: it must not change it afterwards."""

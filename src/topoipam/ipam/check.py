@@ -7,7 +7,7 @@ decides how to print them (problems -> exit 4).
 
 from __future__ import annotations
 
-from topoipam.structs import dataclass, field
+import ipaddress
 from collections.abc import Iterator
 
 from topoipam.core.affinity import holder_of
@@ -15,13 +15,17 @@ from topoipam.core.block import reserved_ordinals
 from topoipam.core.insights import reserved_count
 from topoipam.core.pools import pool_containing
 from topoipam.core.summary import Chunk, chunk_of, global_block_index
+from topoipam.errors import DamagedRecordError
 from topoipam.ipam import keys
-from topoipam.ipam.blocks import candidate_keys, handle_attrs, load_block
+from topoipam.ipam.blocks import StoredBlock, candidate_keys, handle_attrs, load_block, parse_block
 from topoipam.ipam.leaks import handle_records
+from topoipam.structs import dataclass, field
 
 PROBLEM_KINDS = ("handle-without-address", "address-without-handle", "outside-pools", "node-missing",
                  "affinity-without-block", "block-without-affinity-record", "summary-mismatch", "block-inconsistent",
-                 "domain-without-node")
+                 "domain-without-node", "record-undecodable")
+REPAIR_DELETE = "topoipam ipam repair --delete-record {key} --revision {revision}"
+REPAIR_BLOCK = "topoipam ipam repair --block {cidr}"
 INFO_KINDS = ("borrowed",)
 
 
@@ -100,6 +104,7 @@ class Finding:
     detail: str  # a sentence for the operator
     ip: object = None
     handle: str | None = None
+    repair: str = ""  # the exact command that repairs it, where one does
 
     @property
     def is_problem(self) -> bool:
@@ -122,10 +127,18 @@ class CheckReport:
         return not self.problems
 
 
-def iter_blocks(store) -> Iterator:
+def iter_blocks(store, undecodable: list | None = None) -> Iterator:
+    """Every block that decodes (whether or not it is consistent: ``check`` says what is wrong with
+    it); one that does not is left out (and, given ``undecodable``, appended there)."""
     for version in (4, 6):
         for rec in store.list(keys.block_prefix(version)):
-            yield load_block(rec)
+            try:
+                block = parse_block(rec)
+            except DamagedRecordError as exc:
+                if undecodable is not None:
+                    undecodable.append(exc)
+                continue
+            yield StoredBlock(block, rec.revision)
 
 
 def allocations(store, prefix_handle: str | None = None, blocks=None, handles=None) -> list[Allocation]:
@@ -187,17 +200,22 @@ def pool_usage(store, snap, blocks: list[BlockUsage] | None = None) -> list[Pool
     return out
 
 
-def check(store, snap, blocks=None, handles=None) -> CheckReport:
+def check(store, snap, blocks=None, handles=None, damaged=None) -> CheckReport:
     """The consistency findings. ``blocks`` (an ``iter_blocks`` listing) and ``handles`` (the
-    ``leaks.handle_records``) may be passed already read; handles must then have been read BEFORE the
-    blocks: an assignment commits its handle and its block together, so that order cannot show a live
-    handle as holding no address."""
+    ``leaks.handle_records``) may be passed already read, with ``damaged``: the records those
+    readings left out; handles must then have been read BEFORE the blocks: an assignment commits
+    its handle and its block together, so that order cannot show a live handle as holding no address."""
     report = CheckReport()
-    records = handle_records(store) if handles is None else handles
-    handles = {h.handle: h.counts for h in records}
+    damaged = [] if damaged is None else damaged
+    records = handle_records(store, damaged=damaged) if handles is None else handles
+    blocks = list(iter_blocks(store, damaged)) if blocks is None else blocks
+    undecodable = {d.key for d in damaged}
+    # a handle's counts in an undecodable block cannot be checked: left out
+    handles = {h.handle: {c: n for c, n in h.counts.items() if _block_key(c) not in undecodable} for h in records}
     on_handle = {h.handle: h.attrs for h in records}
-    blocks = list(iter_blocks(store)) if blocks is None else blocks
-    affinities = {r.key for prefix in ("host/", "domain/") for r in store.list(keys.ROOT + prefix)}
+    affinity_records = {r.key: r.revision for prefix in ("host/", "domain/")
+                        for r in store.list(keys.ROOT + prefix)}
+    affinities = set(affinity_records)
     report.blocks, report.handles = len(blocks), len(handles)
     seen_counts: dict[str, dict[str, int]] = {}
     add = report.findings.append
@@ -221,7 +239,12 @@ def check(store, snap, blocks=None, handles=None) -> CheckReport:
             report.allocations += 1
             _check_allocation(b, o, holder, in_pool, handles, on_handle, seen_counts, snap, add)
     for akey in sorted(affinities):
-        add(Finding("affinity-without-block", f"affinity record {akey} has no block affine to its holder"))
+        whose = "domain" if akey.startswith(keys.ROOT + "domain/") else "node"
+        add(Finding("affinity-without-block", f"affinity record {akey} has no block affine to its {whose}",
+                    repair=REPAIR_DELETE.format(key=akey, revision=affinity_records[akey])))
+    for d in damaged:
+        add(Finding("record-undecodable", f"record {d.key} (revision {d.revision}) is damaged: {d.why}; "
+                    "assignment passes over it", repair=REPAIR_DELETE.format(key=d.key, revision=d.revision)))
     _check_handles(handles, seen_counts, add)
     _check_summaries(store, blocks, add)
     return report
@@ -268,8 +291,16 @@ def _check_block(b, add) -> set[int]:
                             "in the free list but not in the block"),
                            (dangling, "allocated to an attribute entry that does not exist")):
         if ordinals:
-            add(Finding("block-inconsistent", f"block {b.cidr}: {_ordinals(ordinals)} {text}"))
+            add(Finding("block-inconsistent", f"block {b.cidr}: {_ordinals(ordinals)} {text}",
+                        repair=REPAIR_BLOCK.format(cidr=b.cidr)))
     return dangling
+
+
+def _block_key(cidr: str) -> str:
+    try:
+        return keys.block_key(ipaddress.ip_network(cidr))
+    except ValueError:
+        return ""
 
 
 def _ordinals(ordinals) -> str:

@@ -112,17 +112,29 @@ def kept_plan(contains: dict, prefix: str, version: int, pools, kept: tuple) -> 
     return planned
 
 
+#: ``take_kept_block``: the kept block has free ordinals, but none this request's rule allows (an L2
+#: segment's network, gateway, broadcast): it stays kept, unchanged, and its affinity hint says "room"
+#: (it has some, for other requests), so the caller goes on to the next block without a read.
+FULL_FOR_RULE = "full-for-rule"
+
+
 def take_kept_block(cache, bkey: str, akey: str | None, prefix: str, affinity: str, need: int,
-                    hstate: "HandleState", reserved) -> TakenBlock | None:
+                    hstate: "HandleState", reserved, rule=None, now: float | None = None,
+                    cooldown: float = 0.0) -> TakenBlock | None | str:
     """Up to ``need`` ordinals assigned in the block kept for ``bkey`` (taken out of the cache: the
     landed commit puts it back). None when nothing is kept, the block is not affine to ``affinity``
-    (``akey``, its affinity key, given), it gave nothing, or it fills and its affinity's hint is not
-    kept: the caller reads."""
+    (the holder's: ``host:node`` or a domain's; ``akey``, its affinity key, given), it gave nothing,
+    or it fills and its affinity's hint is not kept: the caller reads. ``rule``: the request's
+    ``L2Segment`` (None: every ordinal but reserved ones is usable)."""
     newest = cache.take(bkey)
     if newest is None or (akey and newest[1].affinity != affinity):
         return None
     block = newest[1]
-    ords = block.auto_assign(need, hstate.handle, hstate.block_attrs(), reserved_in(block, reserved))
+    ords = block.auto_assign(need, hstate.handle, hstate.block_attrs(), reserved_in(block, reserved, rule), now,
+                             cooldown)
+    if not ords and rule is not None and block.unallocated:
+        cache.put(bkey, newest[0], block)
+        return FULL_FOR_RULE
     # The affinity record matters only if the block fills now (its hint must say so): a block in the
     # plan's queue is one whose hint says it has room.
     arec = cache.affinity(akey, prefix) if akey and not block.unallocated else None
@@ -164,12 +176,16 @@ def assign_kept(svc, snap, req, version: int, num: int, requested: tuple, hstate
     queue = kept_plan(group.contains, prefix, version, group.pools, kept).queue if kept is not None else None
     if not queue:
         return None
-    suffix = queue[0][1]
-    bkey = keys.block_prefix(version) + suffix
-    taken = take_kept_block(cache, bkey, prefix + suffix, prefix, group.holder.affinity, num, hstate,
-                            snap.reserved)
-    if taken is None or len(taken.ordinals) < num:  # a block taken and changed is not put back: read next
-        return None
+    now = svc.clock()
+    cooldown = _cooldown_here(cache, keys.block_prefix(version), queue, now, snap.cooldown)
+    for _, suffix in queue:  # the first, unless it is full for the request's rule (kept values, no read)
+        bkey = keys.block_prefix(version) + suffix
+        taken = take_kept_block(cache, bkey, prefix + suffix, prefix, group.holder.affinity, num, hstate,
+                                snap.reserved, req.unusable, now, cooldown)
+        if taken is not FULL_FOR_RULE:
+            break
+    if taken is None or taken is FULL_FOR_RULE or len(taken.ordinals) < num:
+        return None  # a block taken and changed is not put back: read next
     stored, ords = taken.stored, taken.ordinals
     ops, hvalue = assignment_ops(bkey, stored, num, hstate, taken.affinity)
     ops += snap.fence_ops(req.node)
@@ -185,6 +201,19 @@ def assign_kept(svc, snap, req, version: int, num: int, requested: tuple, hstate
 
     run_cas(svc.store, attempt, "assign from a kept block")
     return [stored.block.interface(o) for o in ords]
+
+
+def _cooldown_here(cache, block_prefix: str, queue: list, now: float, cooldown: float) -> float:
+    """The cooldown for the first block of the kept plan: none when that block has only addresses
+    released moments ago and so has every other block of the plan, all kept (nothing else is free
+    in the node's blocks: the cooling ones are used, still with no read, as ``FamilyAssigner``
+    would after reading them). Else the cooldown, and ``FamilyAssigner`` decides if it must."""
+    if not cooldown or cache.has_settled_free(block_prefix + queue[0][1], now, cooldown) is not False:
+        return cooldown
+    for _net, suffix in queue[1:]:
+        if cache.has_settled_free(block_prefix + suffix, now, cooldown) is not False:
+            return cooldown
+    return 0.0
 
 
 class HandleState:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from topoipam.structs import dataclass
 
-from topoipam.errors import AlreadyExistsError, ConflictError, NotFoundError
+from topoipam.errors import AlreadyExistsError, ConflictError, DamagedRecordError, NotFoundError
 from topoipam.ipam import keys
 from topoipam.store.base import Delete, Store
 
@@ -24,13 +24,22 @@ class HandleRecord:
     attrs: dict  # the workload's attributes (those of its allocations whose block entry has none)
 
 
-def handle_records(store: Store, prefix: str = "") -> list[HandleRecord]:
-    """Every handle (whose id starts with ``prefix``) in the datastore, in key order."""
+def handle_records(store: Store, prefix: str = "", damaged: list | None = None) -> list[HandleRecord]:
+    """Every handle (whose id starts with ``prefix``) in the datastore, in key order. A record that
+    does not decode is left out (and, given ``damaged``, appended there as a DamagedRecordError)."""
     out = []
     for rec in store.list(keys.HANDLE_PREFIX + prefix):
-        doc = json.loads(rec.value)
-        out.append(HandleRecord(rec.key[len(keys.HANDLE_PREFIX):], rec.revision, doc.get("block", {}),
-                                doc.get("secondary") or {}))
+        try:
+            doc = json.loads(rec.value)
+            counts, attrs = doc.get("block", {}), doc.get("secondary") or {}
+            if not isinstance(counts, dict) or not isinstance(attrs, dict) \
+                    or not all(isinstance(n, int) for n in counts.values()):
+                raise ValueError("its block counts or attributes are not objects of numbers / strings")
+        except (ValueError, AttributeError) as exc:
+            if damaged is not None:
+                damaged.append(DamagedRecordError(rec.key, rec.revision, f"it does not decode ({exc})"))
+            continue
+        out.append(HandleRecord(rec.key[len(keys.HANDLE_PREFIX):], rec.revision, counts, attrs))
     return out
 
 

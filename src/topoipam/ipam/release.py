@@ -11,6 +11,7 @@ deleted) in the same commit (Calico's ensureConsistentAffinity). A domain block
 from __future__ import annotations
 
 import ipaddress
+import json
 
 from topoipam.core.affinity import Holder, affinity_label, holder_for, holder_of, host_holder
 from topoipam.core.block import Block
@@ -108,6 +109,7 @@ def release_ips(svc, ips, handle=None, seq=None) -> list:
         if n:  # the commit may have lost on a topology fence: decide on the topology as it is now
             snap = svc.snapshot()
         found = store.get_many([k for ip in addrs for k in candidate_keys(ip)])
+        now, keep = svc.clock(), svc.release_memory()
         blocks: dict[str, StoredBlock] = {}
         unallocated, deltas, changed, was_full = [], {}, {}, set()
         for ip in addrs:
@@ -120,7 +122,7 @@ def release_ips(svc, ips, handle=None, seq=None) -> list:
                 if not blocks[key].block.unallocated:
                     was_full.add(key)
             stored = blocks[key]
-            out = stored.block.release([stored.block.ordinal(ip)], handle=handle, seq=seq)
+            out = stored.block.release([stored.block.ordinal(ip)], handle=handle, seq=seq, now=now, keep=keep)
             unallocated += [stored.block.address(o) for o in out.not_allocated + out.fenced]
             if out.released:
                 changed[key] = stored
@@ -197,7 +199,8 @@ def release_by_handle(svc, handle: str) -> list:
         for rec in found.values():
             stored = load_block(rec)
             was_full = not stored.block.unallocated
-            out = stored.block.release(stored.block.ordinals_of_handle(handle))
+            out = stored.block.release(stored.block.ordinals_of_handle(handle), now=svc.clock(),
+                                       keep=svc.release_memory())
             released += [stored.block.address(o) for o in out.released]
             if out.released:
                 ops += _settle_block(store, snap, stored, chunks, was_full)
@@ -221,6 +224,28 @@ def ips_by_handle(svc, handle: str) -> list:
         block = load_block(rec).block
         out += [block.address(o) for o in block.ordinals_of_handle(handle)]
     return sorted(out, key=address_order)
+
+
+def holdings(svc, handles: list) -> dict:
+    """handle -> (interfaces it holds, with their block's prefix; the attributes of its first one) for
+    each of ``handles`` that exists: one read of the handle records, one of their blocks."""
+    store = svc.store
+    hrecs = store.get_many([keys.handle_key(h) for h in handles])
+    if not hrecs:
+        return {}
+    cidrs = {c for rec in hrecs.values() for c in handle_counts(rec)}
+    blocks = [load_block(rec).block for rec in store.get_many(
+        [keys.block_key(ipaddress.ip_network(c)) for c in sorted(cidrs)]).values()]
+    out = {}
+    for handle in handles:
+        rec = hrecs.get(keys.handle_key(handle))
+        if rec is None:
+            continue
+        on_handle = {handle: json.loads(rec.value).get("secondary") or {}}
+        held = [(b, o) for b in blocks for o in b.ordinals_of_handle(handle)]
+        attrs = held[0][0].attrs_of(held[0][1], on_handle) if held else on_handle[handle]
+        out[handle] = (sorted((b.interface(o) for b, o in held), key=address_order), attrs)
+    return out
 
 
 # -- affinities ------------------------------------------------------------------

@@ -21,10 +21,10 @@ from topoipam.structs import dataclass, field
 from collections.abc import Callable, Mapping, Sequence
 
 from topoipam.core.affinity import Holder, affinity_label, holder_for, host_holder
-from topoipam.core.block import Block
+from topoipam.core.block import Block, L2Segment
 from topoipam.core.pools import pool_containing
 from topoipam.errors import (AllocationError, BlockLimitError, ExhaustedError, NoQualifiedPoolError, NotInPoolError,
-                             TopoipamError, ValidationError)
+                             TopoipamError, UnusableAddressError, ValidationError)
 from topoipam.ipam import keys, release
 from topoipam.ipam.assign import FamilyAssigner
 from topoipam.ipam.kept import HandleState, KeptPlanStale, assign_kept
@@ -35,6 +35,9 @@ from topoipam.store.retry import Plan, rerun, run_cas
 from topoipam.ipam.topology import FencedSnapshot, Snapshot, StoreTopology, Topology, TopologyMoved
 from topoipam.model.types import USE_WORKLOAD
 from topoipam.store.base import Create, Store, Update
+
+MIN_RELEASE_MEMORY = 60.0  # seconds: cooldowns up to this are honoured even by a process that read no config
+
 
 @dataclass
 class AssignRequest:
@@ -50,6 +53,7 @@ class AssignRequest:
     use: str = USE_WORKLOAD
     max_blocks_per_host: int = 0
     allow_partial: bool = False  # True: return a shortfall with messages instead of undoing and raising
+    unusable: L2Segment | None = None  # ordinals this request may not be given (core.block.L2Segment)
 
 
 @dataclass
@@ -127,6 +131,15 @@ class IpamService:
     def claim_time(self) -> str:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
 
+    def release_memory(self) -> float:
+        """How long a block keeps release times (for the cooldown): at least ``MIN_RELEASE_MEMORY``,
+        and at least the cooldown of the kept topology (a release reads no configuration)."""
+        if self.fenced:
+            snap = self._snap
+        else:  # the caller's values: no I/O, unless they are the store's (a release reads no config)
+            snap = None if isinstance(self.topology, StoreTopology) else Snapshot(self.topology)
+        return max(MIN_RELEASE_MEMORY, snap.cooldown if snap is not None else 0.0)
+
     def initial_sequence(self) -> int:
         return int(self.clock() * 1e9)  # Calico: time.Now().UnixNano() for a new block
 
@@ -138,6 +151,8 @@ class IpamService:
         snap = self.assign_snapshot(req.node)
         node = snap.require_node(req.node)
         result, hstate = AssignResult(), HandleState(req.handle, req.attrs)
+        if req.num4 > 0 and req.num6 > 0:  # a family no pool serves refuses the request before any write
+            snap, node = self._both_families_served(snap, node, req, hstate)
         started, kept_ips = [], []  # the families run by FamilyAssigner; addresses landed by assign_kept
         try:
             for version, num, pools in ((4, req.num4, req.pools4), (6, req.num6, req.pools6)):
@@ -168,6 +183,25 @@ class IpamService:
             raise
         return result
 
+    def _both_families_served(self, snap, node, req: AssignRequest, hstate):
+        """Raise NoQualifiedPoolError, before anything is written, if no pool serves one of the
+        families; a refusal decided on the kept topology is decided again on a fresh read (a pool
+        created since would otherwise only show when the first family's fenced commit failed)."""
+        def check(snap, node):
+            for version, pools in ((4, req.pools4), (6, req.pools6)):
+                FamilyAssigner(self, snap, req, node, version, 1, pools, hstate).choose()
+
+        try:
+            check(snap, node)
+        except NoQualifiedPoolError:
+            if not self.fenced:
+                raise
+            self.forget_topology()
+            snap = self.assign_snapshot(req.node)
+            node = snap.require_node(req.node)
+            check(snap, node)
+        return snap, node
+
     def _undo(self, handle, interfaces, claimed) -> None:
         """Give back what a failed request had taken: the blocks it claimed (if nobody used them since)
         and the addresses. Best effort: if the datastore fails now too, the original error is reported
@@ -181,23 +215,28 @@ class IpamService:
         except TopoipamError:
             pass
 
-    def assign_ip(self, ip, handle: str | None, attrs: Mapping[str, str] | None, node: str):
+    def assign_ip(self, ip, handle: str | None, attrs: Mapping[str, str] | None, node: str,
+                  unusable: L2Segment | None = None):
         """Assign one given address (Calico's AssignIP): claims its block for ``node`` if it has none.
-        Ignores node selectors, allowed uses and reservations, as Calico does. Decided on the
-        assignment snapshot: every commit carries its fences, a claim also the pool's Check."""
+        Ignores node selectors, allowed uses and reservations, as Calico does, but not ``unusable``
+        (the request's segment rule: such an address is refused). Decided on the assignment
+        snapshot: every commit carries its fences, a claim also the pool's Check."""
         handle = clean_handle(handle)
         addr = release.parse_ip(ip)
         # A fence that moved invalidates the snapshot: decide again on a new one.
-        return rerun(lambda: self._assign_ip(self.assign_snapshot(node), addr, handle, attrs, node),
+        return rerun(lambda: self._assign_ip(self.assign_snapshot(node), addr, handle, attrs, node, unusable),
                      moved=TopologyMoved, what=lambda: f"assign {addr} on node {node}")
 
-    def _assign_ip(self, snap: Snapshot, addr, handle: str | None, attrs, node: str):
+    def _assign_ip(self, snap: Snapshot, addr, handle: str | None, attrs, node: str, unusable=None):
         registered = snap.require_node(node)
         pool = pool_containing(snap.enabled_pools, addr)
         if pool is None:
             raise NotInPoolError(f"The provided IP address {addr} is not in a configured pool")
         holder = node_holder(registered, pool)
         net = block_net_of(addr, pool.spec.block_size)
+        if unusable is not None and int(addr) - int(net.network_address) in unusable.unusable(net):
+            raise UnusableAddressError(f"The provided IP address {addr} is the network, broadcast or gateway "
+                                       f"address of block {net} on this L2 segment")
         bkey, akey = keys.block_key(net), keys.holder_key(holder, net)
         hkeys = [keys.handle_key(handle)] if handle else []
         strict = snap.config.strict_affinity
@@ -245,6 +284,10 @@ class IpamService:
 
     def ips_by_handle(self, handle: str) -> list:
         return release.ips_by_handle(self, clean_handle(handle))
+
+    def holdings(self, handles) -> dict:
+        """handle -> ([interfaces held], attributes) for each existing one of ``handles`` (two reads)."""
+        return release.holdings(self, [clean_handle(h) for h in handles])
 
     def claim_affinity(self, cidr: str, node: str):
         return release.claim_affinity(self, cidr, node)

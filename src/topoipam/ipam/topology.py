@@ -22,7 +22,8 @@ from topoipam.structs import dataclass, field
 from functools import cached_property
 from collections.abc import Iterable
 
-from topoipam.errors import NotFoundError
+from topoipam.core.duration import parse_duration
+from topoipam.errors import NotFoundError, ValidationError
 from topoipam.model.storage import from_storage
 from topoipam.model.types import IPAMConfig, IPPool, IPReservation, Metadata, Node
 from topoipam.resources import repo
@@ -104,8 +105,17 @@ class Snapshot:
         return [p for p in self.pools if not p.spec.disabled]
 
     @cached_property
+    def ipam_config(self):
+        return self._t.ipam_config()
+
+    @cached_property
     def config(self):
-        return self._t.ipam_config().spec
+        return self.ipam_config.spec
+
+    @cached_property
+    def cooldown(self) -> float:
+        """Seconds a released address is passed over by auto-assign (``release_cooldown``)."""
+        return release_cooldown(self.ipam_config)
 
     @cached_property
     def reserved(self) -> list:
@@ -171,8 +181,8 @@ class FencedSnapshot(Snapshot):
         self.memo: dict = {}  # derived values (pool choices), valid as long as the snapshot
         self._fences: dict[str, list] = {}
         config = found.get(config_key)
-        self.__dict__["config"] = (from_storage("IPAMConfiguration", config.value, config.revision) if config
-                                   else IPAMConfig(Metadata(name="default"))).spec  # the cached_property's value
+        self.__dict__["ipam_config"] = (from_storage("IPAMConfiguration", config.value, config.revision) if config
+                                        else IPAMConfig(Metadata(name="default")))  # the cached_property's value
         if node and resource_key("Node", node) in found:
             rec = found[resource_key("Node", node)]
             self._nodes[node] = from_storage("Node", rec.value, rec.revision)
@@ -207,6 +217,24 @@ class FencedSnapshot(Snapshot):
                 self.valid = False
                 return False
         return True
+
+
+#: The IPAMConfiguration annotation setting the release cooldown (a duration: "5s", "1m", "0s" = off).
+#: An annotation, not a spec field, so that calicoctl and Calico accept the same manifest unchanged.
+COOLDOWN_ANNOTATION = "topoipam.io/release-cooldown"
+DEFAULT_COOLDOWN = 5.0  # seconds
+
+
+def release_cooldown(config: IPAMConfig) -> float:
+    """The configured cooldown; the default when the annotation is absent or not a duration (an
+    assignment must not fail on a bad annotation; see docs/gc.md)."""
+    text = (config.metadata.annotations or {}).get(COOLDOWN_ANNOTATION)
+    if text is None:
+        return DEFAULT_COOLDOWN
+    try:
+        return parse_duration(text)
+    except ValidationError:
+        return DEFAULT_COOLDOWN
 
 
 def _reserved_networks(reservations: Iterable[IPReservation]):

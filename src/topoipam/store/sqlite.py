@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterable, Sequence
 from topoipam.errors import (
     AlreadyExistsError,
     ConflictError,
+    DatastoreMissingError,
     DatastoreUnavailableError,
     TopoipamError,
     ValidationError,
@@ -484,7 +485,7 @@ def _create_private_file(path: str, create_dirs: bool) -> None:
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         if not create_dirs:
-            raise DatastoreUnavailableError(f"cannot open SQLite datastore {path}: directory {parent} does not exist")
+            raise DatastoreMissingError(f"cannot open SQLite datastore {path}: directory {parent} does not exist")
         os.makedirs(parent, mode=0o700, exist_ok=True)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
