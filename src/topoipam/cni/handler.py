@@ -100,7 +100,7 @@ def _add(req: P.CniRequest, conf: IpamConf, service: IpamService, now_ns: Callab
         if args.ips:
             addresses = [_assign_one(service, ip, handle, attrs, conf.nodename) for ip in args.ips]
         else:
-            addresses = _auto_assign(service, conf, handle, attrs)
+            addresses = _auto_assign(service, conf, handle, attrs, args.namespace)
     except BaseException as exc:
         _undo(service, handle, exc)
         raise
@@ -115,12 +115,13 @@ def _held(service: IpamService, handle: str) -> list:
         return []
 
 
-def _auto_assign(service: IpamService, conf: IpamConf, handle: str, attrs: dict) -> list:
+def _auto_assign(service: IpamService, conf: IpamConf, handle: str, attrs: dict, namespace: str | None) -> list:
     from topoipam.ipam import AssignRequest
 
     num4, num6 = int(conf.assign_ipv4), int(conf.assign_ipv6)
     res = service.auto_assign(AssignRequest(node=conf.nodename, handle=handle, num4=num4, num6=num6,
-                                            pools4=conf.ipv4_pools, pools6=conf.ipv6_pools,
+                                            pools4=conf.ipv4_pools, pools6=conf.ipv6_pools, namespace=namespace,
+                                            namespace_labels=_namespace_labels(service, conf, namespace),
                                             attrs=attrs, use=USE_WORKLOAD))
     got = list(res.ipv4) + list(res.ipv6)
     if len(res.ipv4) < num4 or len(res.ipv6) < num6:
@@ -130,6 +131,18 @@ def _auto_assign(service: IpamService, conf: IpamConf, handle: str, attrs: dict)
             f"assigned {len(res.ipv4)} of {num4} IPv4 and {len(res.ipv6)} of {num6} IPv6 addresses "
             f"for node {conf.nodename}", details="; ".join(getattr(res, "messages", ()) or ()))
     return got
+
+
+def _namespace_labels(service: IpamService, conf: IpamConf, namespace: str | None) -> dict | None:
+    """The labels of the pod's namespace (K8S_POD_NAMESPACE), read only when a pool could use them:
+    some pool has a namespace selector and the netconf names no pools (those bypass selectors).
+    The topology read here is the one the assignment then decides on (the service keeps it)."""
+    families = ((conf.assign_ipv4, conf.ipv4_pools), (conf.assign_ipv6, conf.ipv6_pools))
+    if not namespace or all(pools for wanted, pools in families if wanted):
+        return None
+    if not any(p.spec.namespace_selector for p in service.assign_snapshot(conf.nodename).pools):
+        return None
+    return repo.namespace_labels(service.store, namespace)
 
 
 def _assign_one(service: IpamService, ip, handle: str, attrs: dict, node: str):
