@@ -241,3 +241,37 @@ def test_launcher_works_in_a_non_editable_install(tmp_path, datastore):
         proc = subprocess.run([str(plugin)], input=conf, env=env, capture_output=True)
         assert proc.returncode == 0, (step, proc.stdout, proc.stderr[-2000:])
         assert json.loads(proc.stdout)["ips"][0]["address"].startswith("192.168.0."), step
+
+
+def test_agent_logs_where_a_request_spent_its_time(tmp_path):
+    """--log-level debug --slow-request-ms 0: every request's phases are in the agent's log."""
+    url = f"sqlite://{tmp_path}/timing.db"
+    store = open_store(url)
+    try:
+        ResourceService(store, PoolBlocks(store)).create(decode_documents(POOLS, "test"))
+    finally:
+        store.close()
+    agent = AgentProc(tmp_path, url, "kube-node-0", extra_args=("--log-level", "debug", "--slow-request-ms", "0"))
+    try:
+        agent.start()
+        conf = json.dumps({"cniVersion": "1.0.0", "name": "t", "type": "ptp",
+                           "ipam": {"type": "topoipam-cni", "agent_socket": agent.socket}}).encode()
+        for command in ("ADD", "DEL"):
+            proc = subprocess.run([str(PLUGIN)], input=conf, capture_output=True,
+                                  env=cni_env(command, container_id="timed1", netns="/run/netns/t"))
+            assert proc.returncode == 0, proc.stdout
+    finally:
+        agent.stop()
+    lines = [line for line in agent.log().splitlines() if "request ADD timed1" in line or "request DEL timed1" in line]
+    assert len(lines) == 2, agent.log()[-3000:]
+    assert re.search(r"request ADD timed1 \(exit 0\): [\d.]+ ms: decode [\d.]+ ms, serve [\d.]+ ms \(own CPU "
+                     r"[\d.]+ ms, waiting on the datastore or the interpreter lock [\d.]+ ms\), encode\+send [\d.]+ ms",
+                     lines[0]), lines[0]
+
+
+def test_agent_refuses_a_negative_slow_request_threshold(tmp_path):
+    proc = subprocess.run([str(PLUGIN.parent / "topoipam"), "agent", "--node", "n", "--socket", f"{tmp_path}/s",
+                           "--datastore", f"sqlite://{tmp_path}/x.db", "--slow-request-ms", "-1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--slow-request-ms must not be negative" in proc.stderr, proc.stderr
+    assert not (tmp_path / "x.db").exists()

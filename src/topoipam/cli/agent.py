@@ -9,7 +9,7 @@ calicoctl's configuration): an agent never falls back to a local file (exit 2).
 
 from __future__ import annotations
 
-from topoipam.errors import EXIT_FAILED, EXIT_OK
+from topoipam.errors import EXIT_FAILED, EXIT_OK, ValidationError
 
 
 def register(subparsers) -> None:
@@ -28,6 +28,9 @@ def register(subparsers) -> None:
                    help="blackhole: keep a blackhole route per block affine to this node in the main routing "
                         "table (proto 199, for BIRD/FRR to announce; needs CAP_NET_ADMIN). Default none")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--slow-request-ms", type=float, default=5.0, metavar="MS",
+                   help="with --log-level debug, log where each request slower than this spent its time "
+                        "(decode, serve: own CPU and datastore wait, encode); 0 logs every request (default 5)")
     p.set_defaults(run=run_agent)
 
 
@@ -44,6 +47,8 @@ def run_agent(args, ctx) -> int:
                         format="%(asctime)s topoipam agent %(levelname)s: %(message)s")
     labels = parse_labels(args.label)
     _check_node_name(args.node)
+    if args.slow_request_ms < 0:
+        raise ValidationError(f"--slow-request-ms must not be negative, got {args.slow_request_ms:g}")
     choice = ctx.datastore(allow_default=False)
     store = open_store(choice.url, choice.config)
     import faulthandler
@@ -52,7 +57,8 @@ def run_agent(args, ctx) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    agent = Agent(store, args.node, labels, args.socket, routes=args.routes == "blackhole")
+    agent = Agent(store, args.node, labels, args.socket, routes=args.routes == "blackhole",
+                  slow_request=args.slow_request_ms / 1e3)
     try:
         agent.start()
         # Wake up often: the kernel may deliver SIGTERM to any thread (gRPC's among them). Python then
