@@ -232,9 +232,8 @@ def main() -> int:
                 results[row] = run_sqlite(directory, nodes, args.pods, args.parallel)
             else:
                 results[row] = run_host_local(directory, nodes, args.pods, args.parallel)
-    base = results.get("host-local")
-    for row in rows:
-        report(row, results[row], base if row != "host-local" else None)
+            report(row, results[row], results.get("host-local") if row != "host-local" else None)
+            print(f"           (load average after this row: {load()})", flush=True)
     for name, values in own_times(logs).items():
         if values:
             print(f"agents' {name} per ADD: p50 {statistics.median(values):.3f} ms, p99 {pct(values, .99):.3f} ms "
