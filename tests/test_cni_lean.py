@@ -153,15 +153,9 @@ def test_agent_mode_imports_no_datastore_code(tmp_path):
                                                  "topoipam.cni.handler"))}
 
 
-def test_agent_mode_add_imports_only_the_allowed_modules(tmp_path):
+def test_agent_mode_add_imports_only_the_allowed_modules(tmp_path, datastore):
     """A real ADD answered by a real agent: the plugin loads the socket, os and the wire encoder only."""
-    url = f"sqlite://{tmp_path}/agent.db"
-    store = open_store(url)
-    try:
-        ResourceService(store, PoolBlocks(store)).create(decode_documents(POOLS, "test"))
-    finally:
-        store.close()
-    agent = AgentProc(tmp_path, url, "kube-node-0")
+    agent = AgentProc(tmp_path, datastore, "kube-node-0")
     try:
         agent.start()
         conf = json.dumps({"cniVersion": "1.0.0", "name": "lean", "type": "ptp",
@@ -243,15 +237,10 @@ def test_launcher_works_in_a_non_editable_install(tmp_path, datastore):
         assert json.loads(proc.stdout)["ips"][0]["address"].startswith("192.168.0."), step
 
 
-def test_agent_logs_where_a_request_spent_its_time(tmp_path):
+def test_agent_logs_where_a_request_spent_its_time(tmp_path, datastore):
     """--log-level debug --slow-request-ms 0: every request's phases are in the agent's log."""
-    url = f"sqlite://{tmp_path}/timing.db"
-    store = open_store(url)
-    try:
-        ResourceService(store, PoolBlocks(store)).create(decode_documents(POOLS, "test"))
-    finally:
-        store.close()
-    agent = AgentProc(tmp_path, url, "kube-node-0", extra_args=("--log-level", "debug", "--slow-request-ms", "0"))
+    agent = AgentProc(tmp_path, datastore, "kube-node-0",
+                      extra_args=("--log-level", "debug", "--slow-request-ms", "0"))
     try:
         agent.start()
         conf = json.dumps({"cniVersion": "1.0.0", "name": "t", "type": "ptp",

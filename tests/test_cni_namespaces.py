@@ -16,6 +16,7 @@ import pytest
 
 from agent_proc import AgentProc, exec_cni
 from netns import PLUGIN, VENV_BIN, cni_env, run_plugin
+from test_cni_plugin import write_resources as create
 from topoipam.ipam import IpamService
 from topoipam.model.codec import decode_documents
 from topoipam.resources.service import ResourceService
@@ -46,14 +47,6 @@ spec: {labelsToApply: {tier: gold}}
 """
 GOLD = ipaddress.ip_network("10.1.0.0/24")
 KUBE_SYSTEM = ipaddress.ip_network("10.2.0.0/24")
-
-
-def create(url: str, text: str) -> None:
-    store = open_store(url)
-    try:
-        ResourceService(store, PoolBlocks(store)).create(decode_documents(text, "test"))
-    finally:
-        store.close()
 
 
 def address(call) -> ipaddress.IPv4Address:
