@@ -16,10 +16,10 @@ half-way), then removes the socket file.
 Each request is timed in three phases, in wall time and in the serving
 thread's own CPU time (the difference is waiting: for the plugin to send, on
 the datastore, or for the interpreter lock): reading and decoding it,
-serving it, and encoding and sending the answer. A request slower than ``slow_request`` seconds (default
-5 ms; 0 logs every one) is logged at debug level with that breakdown, so a
-slow ADD says whether the datastore, the agent's own work or the socket took
-the time.
+serving it, and encoding and sending the answer. A request slower than
+``slow_request`` seconds (default 5 ms; 0 logs every one) is logged at debug
+level with that breakdown, so a slow ADD says whether the datastore, the
+agent's own work or the socket took the time.
 """
 
 from __future__ import annotations

@@ -135,7 +135,8 @@ def _auto_assign(service: IpamService, conf: IpamConf, handle: str, attrs: dict,
 
 def _namespace_labels(service: IpamService, conf: IpamConf, namespace: str | None) -> dict | None:
     """The labels of the pod's namespace (K8S_POD_NAMESPACE), read only when a pool could use them:
-    some pool has a namespace selector and the netconf names no pools (those bypass selectors).
+    some pool has a namespace selector and some family assigned has no requested pools (those
+    bypass selectors).
     The topology read here is the one the assignment then decides on (the service keeps it)."""
     families = ((conf.assign_ipv4, conf.ipv4_pools), (conf.assign_ipv6, conf.ipv6_pools))
     if not namespace or all(pools for wanted, pools in families if wanted):
