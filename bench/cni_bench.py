@@ -6,15 +6,19 @@ interleaved call by call so that both see the same machine load. Reports
 median and p99 per command, the ratio to host-local, and the peak RSS of one
 plugin process (GNU time's maximum resident set size, over 20 ADDs and 20 DELs). topoipam-cni runs on an SQLite datastore prepared with the topoipam CLI
 (one node, one /22 pool selecting it) and is exec'd through its installed
-script, whose interpreter line is the venv's python: a symlink to the real
-binary, not a version-manager shim. Bytecode is compiled first, as an install
-would have it.
+script (the lean launcher of ``topoipam-cni install-launcher``: the venv's
+python, a symlink to the real binary, not a version-manager shim, with -IS).
+Bytecode is compiled first, as an install would have it.
 
-    .venv/bin/python bench/cni_bench.py [-n 200]
+    .venv/bin/python bench/cni_bench.py [-n 200] [--agent] [--load]
 
 With ``--agent`` a third row execs the same plugin in agent mode
 (``ipam.agent_socket``): a ``topoipam agent`` started for the run serves the
 requests over its unix socket and is stopped (SIGTERM, by pid) at the end.
+With ``--load`` the whole measurement is repeated while one CPU-burning
+process (a busy loop, stopped by pid afterwards) runs beside it, and the
+ratios under load are printed next to the idle ones: Python's start-up
+suffers more than Go's on a busy node. The load average is printed with each.
 
 Not a test: it prints figures and ratios, and asserts nothing.
 """
@@ -102,6 +106,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=200, help="calls per command and plugin (default 200)")
     parser.add_argument("--agent", action="store_true", help="also measure the plugin in agent mode")
+    parser.add_argument("--load", action="store_true", help="measure again beside a CPU-burning process")
     opts = parser.parse_args()
     compileall.compile_dir(str(REPO / "src" / "topoipam"), quiet=1)
     with tempfile.TemporaryDirectory(prefix="cni-bench-") as tmp:
@@ -122,18 +127,46 @@ def main() -> int:
                 confs["topoipam-cni agent"] = json.dumps({"cniVersion": "1.0.0", "name": "bench-agent", "ipam": {
                     "type": "topoipam-cni", "nodename": "bench-node", "agent_socket": sock}}).encode()
                 argv["topoipam-cni agent"] = [str(PLUGIN)]
-            times, cpus, rss = measure(opts.n, argv, confs)
+            phases = {"idle": measure(opts.n, argv, confs, "i")}
+            if opts.load:
+                burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                try:
+                    phases["beside a CPU burner"] = measure(opts.n, argv, confs, "l")
+                finally:
+                    burner.kill()
+                    burner.wait()
         finally:
             if agent:
                 agent.send_signal(signal.SIGTERM)
                 agent.wait(timeout=60)
-        bare = [run([str(VENV_BIN / "python3"), "-c", "pass"], {}, b"")[0] for _ in range(50)]
-        bare_rss = peak_rss_kib([str(VENV_BIN / "python3"), "-c", "pass"], {}, b"")
-    report(opts.n, times, cpus, rss, statistics.median(bare), bare_rss)
+        bare = [run([str(VENV_BIN / "python3"), "-IS", "-c", "pass"], {}, b"")[0] for _ in range(50)]
+        bare_rss = peak_rss_kib([str(VENV_BIN / "python3"), "-IS", "-c", "pass"], {}, b"")
+    for name, (times, cpus, rss, load) in phases.items():
+        print(f"\n== {name} (load average during: {load})")
+        report(opts.n, times, cpus, rss, statistics.median(bare), bare_rss)
+    summary(phases)
     return 0
 
 
-def measure(n: int, argv: dict, confs: dict) -> tuple[dict, dict]:
+TARGETS = {"topoipam-cni agent": (5.0, 10.0), "topoipam-cni": (8.0, 10.0)}  # p50, p99 ratio to host-local
+
+
+def summary(phases: dict) -> None:
+    """One line per phase, plugin and command: the p50/p99 ratios to host-local and the targets."""
+    print("\n== ratios to host-local (targets: agent p50 <= 5x, embedded p50 <= 8x, p99 <= 10x)")
+    for name, (times, _, _, _) in phases.items():
+        for p, (t50, t99) in TARGETS.items():
+            for command in ("ADD", "DEL"):
+                if (p, command) not in times:
+                    continue
+                t, base = times[p, command], times["host-local", command]
+                r50 = statistics.median(t) / statistics.median(base)
+                r99 = pct(t, .99) / pct(base, .99)
+                print(f"{name:20} {p:18} {command}: p50 {r50:5.1f}x ({'ok' if r50 <= t50 else 'MISSED'}), "
+                      f"p99 {r99:5.1f}x ({'ok' if r99 <= t99 else 'MISSED'})")
+
+
+def measure(n: int, argv: dict, confs: dict, tag: str = "c") -> tuple:
     times = {(p, c): [] for p in confs for c in ("ADD", "DEL")}
     cpus = {(p, c): [] for p in confs for c in ("ADD", "DEL")}
     rss = {p: [] for p in confs}
@@ -143,14 +176,14 @@ def measure(n: int, argv: dict, confs: dict) -> tuple[dict, dict]:
     for command in ("ADD", "DEL"):
         for i in range(n):
             for p in confs:
-                wall, cpu, _, _ = run(argv[p], env_for(command, f"c{i:04d}"), confs[p])
+                wall, cpu, _, _ = run(argv[p], env_for(command, f"{tag}{i:04d}"), confs[p])
                 times[p, command].append(wall)
                 cpus[p, command].append(cpu)
     for i in range(RSS_SAMPLES):  # ADD and DEL, separately from the timed calls
         for command in ("ADD", "DEL"):
             for p in confs:
-                rss[p].append(peak_rss_kib(argv[p], env_for(command, f"m{i:04d}"), confs[p]))
-    return times, cpus, rss
+                rss[p].append(peak_rss_kib(argv[p], env_for(command, f"{tag}m{i:04d}"), confs[p]))
+    return times, cpus, rss, " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def start_agent(tmp: str, url: str) -> subprocess.Popen:
@@ -182,7 +215,7 @@ def report(n: int, times: dict, cpus: dict, rss: dict, bare: float, bare_rss: in
                   f"{statistics.median(c) * 1e3:10.2f}  {cpu_ratio:5.1f}x")
     for p, kib in rss.items():
         print(f"peak RSS of one {p} process: max {max(kib) / 1024:.1f} MiB, median {statistics.median(kib) / 1024:.1f} MiB")
-    print(f"bare interpreter (.venv/bin/python3 -c pass): start p50 {bare * 1e3:.2f} ms, peak RSS {bare_rss / 1024:.1f} MiB")
+    print(f"bare interpreter (.venv/bin/python3 -IS -c pass): start p50 {bare * 1e3:.2f} ms, peak RSS {bare_rss / 1024:.1f} MiB")
 
 
 if __name__ == "__main__":

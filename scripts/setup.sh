@@ -37,3 +37,6 @@ fi
 # Byte-compile our sources: the CNI plugin is exec'd once per pod, and an editable
 # install under PYTHONDONTWRITEBYTECODE=1 would otherwise recompile every module on every start.
 .venv/bin/python -m compileall -q src >/dev/null
+# Replace pip's console script for the plugin by the lean launcher (interpreter started with -IS:
+# no site scan, no PYTHON* variables; see src/topoipam/cni/launcher.py). Byte-compiles again.
+.venv/bin/topoipam-cni install-launcher >/dev/null

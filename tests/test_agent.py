@@ -328,7 +328,8 @@ def test_plugin_in_agent_mode_imports_no_datastore_code(tmp_path, agents):
     assert b"10.0.0." in proc.stdout and PLUGIN.exists()
     assert offenders(seen) == []
     assert {m for m in seen if m.startswith("topoipam.")} <= {
-        "topoipam.errors", "topoipam.cni", "topoipam.cni.main", "topoipam.cni.agent_client", "topoipam.cni.protocol"}
+        "topoipam.errors", "topoipam.cni", "topoipam.cni.main", "topoipam.cni.agent_client", "topoipam.cni.protocol",
+        "topoipam.cni.wire"}
 
 
 def test_topology_watch_reports_pools_config_and_own_node_changes(etcd_server):
@@ -376,4 +377,8 @@ def test_which_requests_go_to_the_agent(tmp_path, monkeypatch):
     default.touch()
     assert agent_client.agent_socket_for(conf()) == str(default)
     assert agent_client.agent_socket_for(conf(agent_socket="")) is None
-    assert agent_client.agent_socket_for(b"not json") is None  # the direct path reports the decode error
+    # An undecodable config is not decoded on the way (that would cost every ADD the json import):
+    # it goes where a config naming no socket goes, and the agent reports the decode error (code 6).
+    assert agent_client.agent_socket_for(b"not json") == str(default)
+    default.unlink()
+    assert agent_client.agent_socket_for(b"not json") is None  # the direct path reports it

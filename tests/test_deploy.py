@@ -299,7 +299,7 @@ def test_daemonset_init_script_installs_a_plugin_that_runs_on_the_hosts_python(t
     assert proc.returncode == 0, proc.stderr
     plugin = chroot / "host/opt/cni/bin/topoipam-cni"
     assert os.access(plugin, os.X_OK)
-    assert plugin.read_bytes().startswith(b"#!/usr/bin/python3 -I\n")
+    assert plugin.read_bytes().startswith(b"#!/usr/bin/python3 -IS\n")
     conf = json.loads((chroot / "host/etc/cni/net.d/10-topoipam.conflist").read_text())
     assert conf == json.loads(SHIPPED_CONFLIST.read_text())
 

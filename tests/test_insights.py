@@ -156,7 +156,9 @@ def test_explain_namespace_selector_and_bad_input(seed):
     seed("create", "-f", "-", stdin=POOL.format(name="a-team", cidr="10.20.0.0/24", selector="all()")
          + "  namespaceSelector: team == \"a\"\n  allowedUses: [Workload]\n")
     e = seed("ipam", "explain", "--node", "kube-node-0", "--namespace", "web")
-    assert 'a-team (10.20.0.0/24): namespace selector team == "a" does not match namespace labels {}' in e.out
+    # the namespace's labels are resolved as the plugin does: its name label (no Profile kns.web yet)
+    assert ('a-team (10.20.0.0/24): namespace selector team == "a" does not match namespace labels '
+            '{"kubernetes.io/metadata.name": "web"}') in e.out
     e = seed("ipam", "explain", "--node", "kube-node-0", "--namespace", "web", "--namespace-labels", "team=a")
     assert "    1. a-team:" in e.out and "    2. rack-0-ippool:" in e.out
     assert seed("ipam", "explain").code == 2

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import re
+
 import pytest
 
 from topoipam.errors import ValidationError
@@ -58,7 +60,7 @@ def test_canonical_kind_unknown_uses_calicoctl_text():
 
 def test_kind_plural_covers_every_kind():
     assert KIND_PLURAL == {"IPPool": "ippools", "Node": "nodes", "IPAMConfiguration": "ipamconfigurations",
-                           "IPReservation": "ipreservations"}
+                           "IPReservation": "ipreservations", "Profile": "profiles"}
 
 
 # ------------------------------------------------------------------ IPPool defaults (reference 1.1)
@@ -282,3 +284,30 @@ def test_storage_module_is_standard_library_only():
             "print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+PROFILE = {"apiVersion": "projectcalico.org/v3", "kind": "Profile", "metadata": {"name": "kns.team-a"},
+           "spec": {"labelsToApply": {"tier": "gold"},
+                    "ingress": [{"action": "Allow", "protocol": "TCP",
+                                 "source": {"selector": "a == 'b'", "ports": [80, "8000:8080"]}}]}}
+
+
+def test_profile_round_trips_and_is_strict():
+    from topoipam.model.storage import resource_from_dict, resource_to_dict
+    from topoipam.model.validate import validate
+
+    profile = validate(resource_from_dict(PROFILE, "doc"))
+    assert profile.spec.labels_to_apply == {"tier": "gold"}
+    assert resource_to_dict(profile) == PROFILE
+    for spec, problem in (({"labelsToApply": ["tier"]}, "spec.labelsToApply: expected a mapping"),
+                          ({"ingress": [{"action": "Allow", "sauce": {}}]}, "spec.ingress[0].sauce: unknown field"),
+                          ({"egress": [{"action": "Allow", "destination": {"ports": [True]}}]},
+                           "spec.egress[0].destination.ports[0]: expected a number or a string")):
+        with pytest.raises(ValidationError, match=re.escape(problem)):
+            resource_from_dict({**PROFILE, "spec": spec}, "doc")
+    for spec, problem in (({"labelsToApply": {"bad key!": "x"}}, "LabelsToApply (label) = 'bad key!'"),
+                          ({"egress": [{"action": "Maybe"}]}, "Egress[0].Action = 'Maybe'"),
+                          ({"ingress": [{"action": "Deny", "source": {"selector": "a ==="}}]},
+                           "Ingress[0].source.selector")):
+        with pytest.raises(ValidationError, match=re.escape(problem)):
+            validate(resource_from_dict({**PROFILE, "spec": spec}, "doc"))

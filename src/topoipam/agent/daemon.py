@@ -39,7 +39,7 @@ from typing import Mapping
 from topoipam import errors as E
 from topoipam.agent.node import reconcile_tunnels, register_node
 from topoipam.agent.routes import BlockRoutes
-from topoipam.agent.server import AgentServer
+from topoipam.agent.server import SLOW_REQUEST, AgentServer
 from topoipam.agent.watch import TopologyWatch
 from topoipam.cni import protocol as P
 from topoipam.cni.agent_client import DEFAULT_SOCKET, request_version
@@ -57,7 +57,7 @@ class Agent:
     def __init__(self, store: Store, node: str, labels: Mapping[str, str] | None = None,
                  socket_path: str = DEFAULT_SOCKET, *, poll_interval: float = 1.0, max_in_flight: int = 32,
                  routes: bool = False, gc_interval: float = DEFAULT_GC_INTERVAL,
-                 gc_grace: float | None = None) -> None:
+                 gc_grace: float | None = None, slow_request: float = SLOW_REQUEST) -> None:
         from topoipam.ipam.gc import DEFAULT_GRACE
 
         self.store = store
@@ -65,7 +65,7 @@ class Agent:
         self.labels = dict(labels or {})
         self.watch = TopologyWatch(store, node, poll_interval=poll_interval)
         self.service = IpamService(store)  # every request and the tunnel addresses: one service, one cache
-        self.server = AgentServer(socket_path, self.serve, max_in_flight=max_in_flight)
+        self.server = AgentServer(socket_path, self.serve, max_in_flight=max_in_flight, slow_request=slow_request)
         self.routes = BlockRoutes(store, node) if routes else None
         self.registered = threading.Event()
         self.tunnels: dict[str, str] = {}

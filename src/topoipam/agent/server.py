@@ -12,6 +12,14 @@ one that a live agent answers on is an error.
 ``shutdown`` stops accepting, waits for the requests in flight to finish (an
 assignment that has started is completed and answered, so none is lost
 half-way), then removes the socket file.
+
+Each request is timed in three phases, in wall time and in the serving
+thread's own CPU time (the difference is waiting: for the plugin to send, on
+the datastore, or for the interpreter lock): reading and decoding it,
+serving it, and encoding and sending the answer. A request slower than
+``slow_request`` seconds (default 5 ms; 0 logs every one) is logged at debug
+level with that breakdown, so a slow ADD says whether the datastore, the
+agent's own work or the socket took the time.
 """
 
 from __future__ import annotations
@@ -31,11 +39,14 @@ log = logging.getLogger("topoipam.agent")
 
 Serve = Callable[[dict, bytes], "tuple[int, bytes]"]
 READ_TIMEOUT = 10.0  # seconds a client may take to send its request
+SLOW_REQUEST = 0.005  # seconds: slower requests are logged (debug) with where their time went
 
 
 class AgentServer:
-    def __init__(self, path: str, serve: Serve, *, max_in_flight: int = 32) -> None:
+    def __init__(self, path: str, serve: Serve, *, max_in_flight: int = 32,
+                 slow_request: float = SLOW_REQUEST) -> None:
         self.path = path
+        self.slow_request = slow_request
         self.serve = serve
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._sock: socket.socket | None = None
@@ -105,13 +116,19 @@ class AgentServer:
     def _serve_conn(self, conn: socket.socket) -> None:
         try:
             conn.settimeout(READ_TIMEOUT)
+            marks = [time.perf_counter(), time.thread_time()]  # wall and own CPU at each phase's end
             try:
                 env, stdin = decode_request(read_until_eof(conn))
             except (ValueError, OSError) as exc:
                 log.warning("bad request on %s: %s", self.path, exc)
                 return
+            marks += (time.perf_counter(), time.thread_time())
             code, out = self.serve(env, stdin)
+            marks += (time.perf_counter(), time.thread_time())
             conn.sendall(encode_response(code, out))
+            marks += (time.perf_counter(), time.thread_time())
+            if marks[6] - marks[0] >= self.slow_request and log.isEnabledFor(logging.DEBUG):
+                _log_timing(env, code, marks)
         except OSError as exc:  # the plugin went away before its answer: it reports failure, DEL follows
             log.warning("could not answer a request on %s: %s", self.path, exc)
         finally:
@@ -145,3 +162,15 @@ class AgentServer:
             while self._in_flight and time.monotonic() < deadline:
                 self._idle.wait(timeout=max(0.0, deadline - time.monotonic()))
             return self._in_flight == 0
+
+
+def _log_timing(env: dict, code: int, marks: list[float]) -> None:
+    """``marks``: (wall, thread CPU) at the start and after reading, serving and answering. Wall time
+    not spent on this thread's CPU was spent waiting: for the plugin to send, on the datastore, or
+    for the interpreter lock."""
+    wall = [(marks[i + 2] - marks[i]) * 1e3 for i in (0, 2, 4)]
+    cpu = [(marks[i + 3] - marks[i + 1]) * 1e3 for i in (0, 2, 4)]
+    log.debug("request %s %s (exit %d): %.3f ms; own CPU %.3f ms; read+decode %.3f ms (CPU %.3f), serve %.3f ms "
+              "(CPU %.3f, the rest waiting on the datastore or the interpreter lock), encode+send %.3f ms (CPU %.3f)",
+              env.get("CNI_COMMAND", "?"), env.get("CNI_CONTAINERID", ""), code, sum(wall), sum(cpu),
+              wall[0], cpu[0], wall[1], cpu[1], wall[2], cpu[2])

@@ -9,7 +9,7 @@ calicoctl's configuration): an agent never falls back to a local file (exit 2).
 
 from __future__ import annotations
 
-from topoipam.errors import EXIT_FAILED, EXIT_OK
+from topoipam.errors import EXIT_FAILED, EXIT_OK, ValidationError
 
 
 def register(subparsers) -> None:
@@ -32,6 +32,9 @@ def register(subparsers) -> None:
     p.add_argument("--gc-grace", default="15m", metavar="DURATION",
                    help="release only what has been gone this long (as 'ipam gc --grace'; default 15m)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--slow-request-ms", type=float, default=5.0, metavar="MS",
+                   help="with --log-level debug, log where each request slower than this spent its time "
+                        "(decode, serve: own CPU and datastore wait, encode); 0 logs every request (default 5)")
     p.set_defaults(run=run_agent)
 
 
@@ -51,6 +54,8 @@ def run_agent(args, ctx) -> int:
     labels = parse_labels(args.label)
     _check_node_name(args.node)
     gc_interval, gc_grace = parse_duration(args.gc_interval), parse_duration(args.gc_grace)
+    if args.slow_request_ms < 0:
+        raise ValidationError(f"--slow-request-ms must not be negative, got {args.slow_request_ms:g}")
     choice = ctx.datastore(allow_default=False)
     store = open_store(choice.url, choice.config)
     import faulthandler
@@ -60,7 +65,7 @@ def run_agent(args, ctx) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     agent = Agent(store, args.node, labels, args.socket, routes=args.routes == "blackhole", gc_interval=gc_interval,
-                  gc_grace=gc_grace)
+                  gc_grace=gc_grace, slow_request=args.slow_request_ms / 1e3)
     try:
         agent.start()
         # Wake up often: the kernel may deliver SIGTERM to any thread (gRPC's among them). Python then

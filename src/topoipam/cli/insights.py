@@ -43,7 +43,9 @@ def register(subparsers) -> None:
                    "not created yet, or a relabelling being planned)")
     p.add_argument("--namespace", metavar="NS", help="the workload's namespace")
     p.add_argument("--namespace-labels", metavar="K=V,...", type=_labels, default=None,
-                   help="labels of the namespace, matched against pools' namespace selectors")
+                   help="labels of the namespace, matched against pools' namespace selectors (default: "
+                   "kubernetes.io/metadata.name=NS plus the labelsToApply of the Profile kns.NS, as the "
+                   "CNI plugin resolves them)")
     _family(p)
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
     p.set_defaults(run=run_explain)
@@ -160,7 +162,12 @@ def run_explain(args, ctx) -> int:
         raise ValidationError("give --node NODE or --labels k=v,... (or both)")
     import time
 
-    answers = explain(ctx.store, time.time(), args.node, args.labels, args.namespace, args.namespace_labels, args.family)
+    ns_labels = args.namespace_labels
+    if args.namespace and ns_labels is None:  # as the plugin and the agent resolve them for a pod
+        from topoipam.resources.repo import namespace_labels
+
+        ns_labels = namespace_labels(ctx.store, args.namespace)
+    answers = explain(ctx.store, time.time(), args.node, args.labels, args.namespace, ns_labels, args.family)
     if args.output == "json":
         _dump(ctx, answers)
         return 0

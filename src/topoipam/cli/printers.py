@@ -97,6 +97,9 @@ TABLES: dict[str, tuple[dict[str, Callable], tuple[str, ...], tuple[str, ...]]] 
         ("NAME", "STRICTAFFINITY", "AUTOALLOCATEBLOCKS", "MAXBLOCKSPERHOST"),
     ),
     "IPReservation": (_RESERVATION_COLUMNS, ("NAME",), ("NAME", "CIDRS")),
+    "Profile": ({"NAME": lambda p: p.metadata.name,
+                 "LABELS": lambda p: ",".join(f"{k}={v}" for k, v in sorted(p.spec.labels_to_apply.items()))},
+                ("NAME",), ("NAME", "LABELS")),
 }
 
 

@@ -44,8 +44,8 @@ def register(subparsers) -> None:
     p.set_defaults(run=run_delete)
 
     p = subparsers.add_parser("get", help="Show resources.", description="topoipam get KIND [NAME...] [-o FORMAT]")
-    p.add_argument("kind", metavar="KIND", help="ippool, node, ipamconfig, ipreservation (or an alias), "
-                                                "workloadendpoint (wep: IPAM's workload allocations)")
+    p.add_argument("kind", metavar="KIND", help="workloadendpoint (wep: IPAM's workload allocations), ippool, "
+                                                "node, ipamconfig, ipreservation, profile (or an alias)")
     p.add_argument("names", nargs="*", metavar="NAME")
     p.add_argument("-o", "--output", default="ps", metavar="FORMAT", help="ps (default), wide, yaml or json")
     p.set_defaults(run=run_get)

@@ -124,7 +124,7 @@ def _add(req: P.CniRequest, conf: IpamConf, service: IpamService, now_ns: Callab
         if args.ips:
             addresses = [_assign_one(service, ip, handle, attrs, conf.nodename, segment) for ip in args.ips]
         else:
-            addresses = _auto_assign(service, conf, handle, attrs, segment)
+            addresses = _auto_assign(service, conf, handle, attrs, segment, args.namespace)
     except BaseException as exc:
         if not _outcome_unknown(exc):
             _undo(service, handle, exc)
@@ -202,12 +202,14 @@ def _segment(conf: IpamConf) -> L2Segment | None:
     return L2Segment(conf.gateways.get(4, FIRST_USABLE), conf.gateways.get(6, FIRST_USABLE))
 
 
-def _auto_assign(service: IpamService, conf: IpamConf, handle: str, attrs: dict, segment) -> list:
+def _auto_assign(service: IpamService, conf: IpamConf, handle: str, attrs: dict, segment,
+                 namespace: str | None) -> list:
     from topoipam.ipam import AssignRequest
 
     num4, num6 = int(conf.assign_ipv4), int(conf.assign_ipv6)
     res = service.auto_assign(AssignRequest(node=conf.nodename, handle=handle, num4=num4, num6=num6,
-                                            pools4=conf.ipv4_pools, pools6=conf.ipv6_pools,
+                                            pools4=conf.ipv4_pools, pools6=conf.ipv6_pools, namespace=namespace,
+                                            namespace_labels=_namespace_labels(service, conf, namespace),
                                             attrs=attrs, use=USE_WORKLOAD, unusable=segment))
     got = list(res.ipv4) + list(res.ipv6)
     if len(res.ipv4) < num4 or len(res.ipv6) < num6:
@@ -217,6 +219,19 @@ def _auto_assign(service: IpamService, conf: IpamConf, handle: str, attrs: dict,
             f"assigned {len(res.ipv4)} of {num4} IPv4 and {len(res.ipv6)} of {num6} IPv6 addresses "
             f"for node {conf.nodename}", details="; ".join(getattr(res, "messages", ()) or ()))
     return got
+
+
+def _namespace_labels(service: IpamService, conf: IpamConf, namespace: str | None) -> dict | None:
+    """The labels of the pod's namespace (K8S_POD_NAMESPACE), read only when a pool could use them:
+    some pool has a namespace selector and some family assigned has no requested pools (those
+    bypass selectors).
+    The topology read here is the one the assignment then decides on (the service keeps it)."""
+    families = ((conf.assign_ipv4, conf.ipv4_pools), (conf.assign_ipv6, conf.ipv6_pools))
+    if not namespace or all(pools for wanted, pools in families if wanted):
+        return None
+    if not any(p.spec.namespace_selector for p in service.assign_snapshot(conf.nodename).pools):
+        return None
+    return repo.namespace_labels(service.store, namespace)
 
 
 def _assign_one(service: IpamService, ip, handle: str, attrs: dict, node: str, segment):

@@ -7,19 +7,21 @@ reference plugins do when run without ``CNI_COMMAND``). When the node agent
 serves the network (``ipam.agent_socket``, or the default socket exists) the
 request is forwarded to it instead (``cni.agent_client``).
 
-The plugin is exec'd once per pod: this module and everything it imports stay
-on the lean path (standard library, errors, store base + SQLite, model types
-and storage, selector, core, resources.repo/keys, ipam, cni). A test runs the
-installed executable with ``-X importtime`` and fails if that changes.
-"""
+``install-launcher PATH`` writes the lean launcher (``cni.launcher``): the
+executable a runtime should exec, which starts the interpreter without the
+site machinery.
 
-from __future__ import annotations
+The plugin is exec'd once per pod, so this module imports only ``os`` and
+``sys`` at the top: in agent mode the rest of the path is ``cni.agent_client``
+and ``cni.wire`` (no json, no protocol, no datastore code); on the direct path
+it is the assignment path (standard library, errors, store base + SQLite,
+model types and storage, selector, core, resources.repo/keys, ipam, cni).
+tests/test_cni_lean.py runs the installed executable with ``-X importtime``
+and fails if either grows.
+"""
 
 import os
 import sys
-
-from topoipam.cni import agent_client
-from topoipam.cni import protocol as P
 
 ABOUT = "topoipam-cni: topology-aware CNI IPAM plugin (topoipam)"
 
@@ -30,7 +32,7 @@ class _Backend:
     def __init__(self) -> None:
         self.store = None
 
-    def __call__(self, url: str | None):
+    def __call__(self, url):
         from topoipam.store import open_store
 
         self.store = open_store(url)
@@ -44,10 +46,12 @@ class _Backend:
 
 
 def _about() -> str:
+    from topoipam.cni import protocol as P
+
     return f"{ABOUT}\nCNI protocol versions supported: {', '.join(P.SUPPORTED_VERSIONS)}\n"
 
 
-def _direct(stdin: bytes) -> tuple[int, bytes]:
+def _direct(stdin: bytes) -> tuple:
     from topoipam.cni.handler import respond
 
     backend = _Backend()
@@ -60,19 +64,29 @@ def _direct(stdin: bytes) -> tuple[int, bytes]:
         backend.close()
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv=None) -> int:
     """The console script's entry point. Called with ``argv`` (in-process) it returns the exit
     code; called without (as the installed script does) it ends the process itself."""
     argv_given, argv = argv, (sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("-v", "--version", "version"):
         sys.stdout.write(_about())
         return 0
-    if not os.environ.get("CNI_COMMAND"):
+    if argv and argv[0] == "install-launcher":
+        from topoipam.cni.launcher import install_main
+
+        return install_main(argv[1:])
+    command = os.environ.get("CNI_COMMAND")
+    if not command:
         sys.stderr.write(_about())
     stdin = b"" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read()
-    command = os.environ.get("CNI_COMMAND")
-    agent = agent_client.agent_socket_for(stdin) if command != "VERSION" else None
+    agent = None
+    if command != "VERSION":
+        from topoipam.cni import agent_client
+
+        agent = agent_client.agent_socket_for(stdin)
     if command == "VERSION":  # answered here: no datastore code is imported
+        from topoipam.cni import protocol as P
+
         code, out = 0, P.dumps(P.version_object(P.version_probe(stdin)))
     elif agent:  # the node agent serves it (cni/agent_client.py); no datastore code is imported
         code, out = agent_client.forward(agent, os.environ, stdin)

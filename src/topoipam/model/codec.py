@@ -14,6 +14,7 @@ from topoipam.model.types import API_VERSION
 
 _LIST_KINDS = {"IPPoolList": "IPPool", "NodeList": "Node",
                "IPAMConfigurationList": "IPAMConfiguration", "IPReservationList": "IPReservation",
+               "ProfileList": "Profile",
                "List": None}  # kubectl's List (apiVersion v1): items of any kind, each naming its own
 _LOADER = None
 

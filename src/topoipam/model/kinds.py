@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from topoipam.errors import ValidationError
 
-KINDS = ("IPPool", "Node", "IPAMConfiguration", "IPReservation")
+KINDS = ("IPPool", "Node", "IPAMConfiguration", "IPReservation", "Profile")
 
 KIND_PLURAL = {
     "IPPool": "ippools",
     "Node": "nodes",
     "IPAMConfiguration": "ipamconfigurations",
     "IPReservation": "ipreservations",
+    "Profile": "profiles",
 }
 
 _ALIASES = {
@@ -22,6 +23,7 @@ _ALIASES = {
     "Node": ("node", "nodes", "no", "nos"),
     "IPAMConfiguration": ("ipamconfiguration", "ipamconfigurations", "ipamconfig", "ipamconfigs"),
     "IPReservation": ("ipreservation", "ipreservations", "reservation", "reservations"),
+    "Profile": ("profile", "profiles", "pro", "pros"),
 }
 
 _BY_ALIAS = {alias: kind for kind, aliases in _ALIASES.items() for alias in aliases}

@@ -37,10 +37,13 @@ from topoipam.model.types import (
     NodeBGPSpec,
     NodeSpec,
     NodeWireguardSpec,
+    Profile,
+    ProfileSpec,
 )
 
 # Schemas: json name -> (attribute name, type). Types: str, bool, int, strlist,
-# strmap, asnumber, or a nested schema dict (object) / ("list", schema).
+# strmap, asnumber, numorstr (Calico's NumOrString: a port or protocol), portlist,
+# or a nested schema dict (object) / ("list", schema).
 _METADATA = {
     "name": ("name", "str"),
     "namespace": ("namespace", "str"),
@@ -102,11 +105,31 @@ _IPAMCONFIG_SPEC = {
 
 _IPRESERVATION_SPEC = {"reservedCIDRs": ("reserved_cidrs", "strlist")}
 
+# Calico's v3 Rule and EntityRule in their JSON names (a rule is kept as the dict it was given).
+_ENTITY_RULE = {name: (name, typ) for name, typ in (
+    ("nets", "strlist"), ("notNets", "strlist"), ("selector", "str"), ("notSelector", "str"),
+    ("namespaceSelector", "str"), ("ports", "portlist"), ("notPorts", "portlist"),
+    ("serviceAccounts", {"names": ("names", "strlist"), "selector": ("selector", "str")}),
+    ("services", {"name": ("name", "str"), "namespace": ("namespace", "str")}))}
+_ICMP = {"type": ("type", "int"), "code": ("code", "int")}
+_RULE = {name: (name, typ) for name, typ in (
+    ("action", "str"), ("ipVersion", "int"), ("protocol", "numorstr"), ("icmp", _ICMP),
+    ("notProtocol", "numorstr"), ("notICMP", _ICMP), ("source", _ENTITY_RULE), ("destination", _ENTITY_RULE),
+    ("http", {"methods": ("methods", "strlist"),
+              "paths": ("paths", ("list", {"exact": ("exact", "str"), "prefix": ("prefix", "str")}))}),
+    ("metadata", {"annotations": ("annotations", "strmap")}))}
+_PROFILE_SPEC = {
+    "ingress": ("ingress", ("list", _RULE)),
+    "egress": ("egress", ("list", _RULE)),
+    "labelsToApply": ("labels_to_apply", "strmap"),
+}
+
 _SPEC_SCHEMA = {
     "IPPool": _IPPOOL_SPEC,
     "Node": _NODE_SPEC,
     "IPAMConfiguration": _IPAMCONFIG_SPEC,
     "IPReservation": _IPRESERVATION_SPEC,
+    "Profile": _PROFILE_SPEC,
 }
 _TOP_LEVEL = frozenset(("apiVersion", "kind", "metadata", "spec", "status"))
 
@@ -163,6 +186,14 @@ def _expect(ctx: _Ctx, value, typ, path: str):
         if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
             return str(value)
         raise ctx.fail(path, f"expected an AS number (integer or string), got {describe(value)}")
+    if typ == "numorstr":
+        if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        raise ctx.fail(path, f"expected a number or a string, got {describe(value)}")
+    if typ == "portlist":
+        if not isinstance(value, list):
+            raise ctx.fail(path, f"expected a list of ports (numbers or strings), got {describe(value)}")
+        return [_expect(ctx, item, "numorstr", f"{path}[{i}]") for i, item in enumerate(value)]
     if typ == "strlist":
         if not isinstance(value, list):
             raise ctx.fail(path, f"expected a list of strings, got {describe(value)}")
@@ -242,6 +273,7 @@ _BUILD = {
     "Node": _node,
     "IPAMConfiguration": _ipamconfig,
     "IPReservation": lambda meta, spec: IPReservation(meta, IPReservationSpec(**spec)),
+    "Profile": lambda meta, spec: Profile(meta, ProfileSpec(**spec)),
 }
 
 
@@ -259,10 +291,10 @@ def resource_from_dict(d: dict, where: str):
             raise ctx.fail(str(key), "unknown field (known fields: apiVersion, kind, metadata, spec)")
     kind = d.get("kind")
     if kind is None or kind == "":
-        raise ctx.fail("kind", "a kind is required (IPPool, Node, IPAMConfiguration or IPReservation)")
+        raise ctx.fail("kind", "a kind is required (IPPool, Node, IPAMConfiguration, IPReservation or Profile)")
     kind = _expect(ctx, kind, "str", "kind")
     if kind not in _SPEC_SCHEMA:
-        raise ctx.fail("kind", f"unknown resource type \"{kind}\" (supported: IPPool, Node, IPAMConfiguration, IPReservation)")
+        raise ctx.fail("kind", f"unknown resource type \"{kind}\" (supported: IPPool, Node, IPAMConfiguration, IPReservation, Profile)")
     api_version = d.get("apiVersion")
     if api_version is None or api_version == "":
         raise ctx.fail("apiVersion", f"an apiVersion is required (expected {API_VERSION})")
@@ -376,11 +408,16 @@ def _ipreservation_spec(s: IPReservationSpec) -> dict:
     return {"reservedCIDRs": list(s.reserved_cidrs)} if s.reserved_cidrs else {}
 
 
+def _profile_spec(s: ProfileSpec) -> dict:
+    return _omitempty(s, _PROFILE_SPEC)
+
+
 _SPEC_DICT = {
     "IPPool": _ippool_spec,
     "Node": _node_spec,
     "IPAMConfiguration": _ipamconfig_spec,
     "IPReservation": _ipreservation_spec,
+    "Profile": _profile_spec,
 }
 
 

@@ -1,4 +1,4 @@
-"""Resource value types: IPPool, Node, IPAMConfig, IPReservation (``projectcalico.org/v3``).
+"""Resource value types: IPPool, Node, IPAMConfig, IPReservation, Profile (``projectcalico.org/v3``).
 
 Plain dataclasses with Python field names; ``model.codec`` converts them to and
 from Calico's v3 JSON/YAML (camelCase keys, defaults filled) and
@@ -150,4 +150,27 @@ class IPReservation:
         return self.metadata.name
 
 
-Resource = IPPool | Node | IPAMConfig | IPReservation
+@dataclass
+class ProfileSpec:
+    """Calico's v3 ProfileSpec. topoipam reads ``labels_to_apply`` only: a Profile named
+    ``kns.<namespace>`` gives that namespace its labels (``resources.repo.namespace_labels``).
+    The (deprecated) policy rules are checked for shape and kept so that a Calico manifest
+    round-trips; they are Calico's v3 Rule objects in their JSON form."""
+
+    ingress: list[dict] = field(default_factory=list)
+    egress: list[dict] = field(default_factory=list)
+    labels_to_apply: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Profile:
+    metadata: Metadata
+    spec: ProfileSpec = field(default_factory=ProfileSpec)
+    kind = "Profile"
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+Resource = IPPool | Node | IPAMConfig | IPReservation | Profile

@@ -31,6 +31,7 @@ from topoipam.model.types import (
     IPReservation,
     Node,
     NodeBGPSpec,
+    Profile,
 )
 
 _MODE_RE = re.compile(r"^(Always|CrossSubnet|Never)$")
@@ -383,4 +384,38 @@ def _check_reservation(reservation: IPReservation, old) -> None:
     reservation.spec.reserved_cidrs = list(dict.fromkeys(normalised))
 
 
-_CHECKS = {IPPool: _check_pool, Node: _check_node, IPAMConfig: _check_ipam_config, IPReservation: _check_reservation}
+_RULE_ACTIONS = ("Allow", "Deny", "Log", "Pass")
+
+
+def _check_profile(profile: Profile, old) -> None:
+    spec = profile.spec
+    errors = _name_errors(profile)
+    for key, value in spec.labels_to_apply.items():
+        errors += [field_error("LabelsToApply (label)", key, e) for e in qualified_name_errors(key)]
+        errors += [field_error("LabelsToApply (value)", value, e) for e in label_value_errors(value)]
+    for direction, rules in (("Ingress", spec.ingress), ("Egress", spec.egress)):
+        for i, rule in enumerate(rules):
+            errors += _rule_errors(f"{direction}[{i}]", rule)
+    if errors:
+        raise validation_error(errors)
+
+
+def _rule_errors(where: str, rule: dict) -> list[str]:
+    errors = []
+    if rule.get("action") not in _RULE_ACTIONS:
+        errors.append(field_error(f"{where}.Action", rule.get("action", ""),
+                                  f"must be one of {', '.join(_RULE_ACTIONS)}"))
+    if rule.get("ipVersion") not in (None, 4, 6):
+        errors.append(field_error(f"{where}.IPVersion", rule["ipVersion"], "must be 4 or 6"))
+    for side in ("source", "destination"):
+        entity = rule.get(side) or {}
+        for key in ("selector", "notSelector", "namespaceSelector"):
+            errors += _selector_errors(f"{where}.{side}.{key}", entity.get(key, ""))
+        for key in ("nets", "notNets"):
+            errors += [_tag_error(f"{where}.{side}.{key}", net, "net") for net in entity.get(key, ())
+                       if _parse_cidr(net) is None]
+    return errors
+
+
+_CHECKS = {IPPool: _check_pool, Node: _check_node, IPAMConfig: _check_ipam_config, IPReservation: _check_reservation,
+           Profile: _check_profile}

@@ -20,6 +20,7 @@ PLURAL = {
     "Node": "nodes",
     "IPAMConfiguration": "ipamconfigs",
     "IPReservation": "ipreservations",
+    "Profile": "profiles",
 }
 
 

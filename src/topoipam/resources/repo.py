@@ -7,7 +7,7 @@ on the CNI plugin's import path. Writes go through ``resources.service``.
 from __future__ import annotations
 
 from topoipam.model.storage import from_storage
-from topoipam.model.types import IPAMConfig, IPPool, IPReservation, Metadata, Node
+from topoipam.model.types import IPAMConfig, IPPool, IPReservation, Metadata, Node, Profile
 from topoipam.resources.keys import resource_key, resource_prefix
 from topoipam.store.base import Store
 
@@ -45,3 +45,29 @@ def get_ipam_config(store: Store) -> IPAMConfig:
 
 def list_reservations(store: Store) -> list[IPReservation]:
     return _list(store, "IPReservation")
+
+
+def get_profile(store: Store, name: str) -> Profile | None:
+    return _get(store, "Profile", name)
+
+
+# Every Kubernetes namespace carries this label with its own name (since 1.21, set by the API server).
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+NAMESPACE_PROFILE_PREFIX = "kns."  # Calico's profile per namespace: kns.<namespace>
+CALICO_NAMESPACE_LABEL_PREFIX = "pcns."  # how Calico's Kubernetes datastore writes them into labelsToApply
+
+
+def namespace_labels(store: Store, namespace: str) -> dict[str, str]:
+    """The labels a pool's ``namespaceSelector`` is matched against for ``namespace``.
+
+    ``spec.labelsToApply`` of the Profile ``kns.<namespace>`` (as in Calico's etcd mode; a key
+    written in Calico's Kubernetes form, ``pcns.<key>``, counts as ``<key>``), and always
+    ``kubernetes.io/metadata.name=<namespace>``, which no Profile can change (Kubernetes
+    sets it on every namespace and refuses any other value)."""
+    labels: dict[str, str] = {}
+    profile = get_profile(store, NAMESPACE_PROFILE_PREFIX + namespace)
+    if profile is not None:
+        for key, value in profile.spec.labels_to_apply.items():
+            labels[key.removeprefix(CALICO_NAMESPACE_LABEL_PREFIX)] = value
+    labels[NAMESPACE_NAME_LABEL] = namespace
+    return labels
