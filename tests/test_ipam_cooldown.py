@@ -125,3 +125,46 @@ def test_churn_in_a_block_with_only_cooling_addresses_stays_at_no_read_and_one_c
             svc.release_by_handle(f"c{i}")
     finally:
         inner.close()
+
+
+MIXED = """
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: n0, labels: {rack: "0"}}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: a-host}
+spec: {cidr: 10.9.1.0/30, blockSize: 30, nodeSelector: all()}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata:
+  name: b-rack
+  annotations: {topoipam.io/affinity-label: rack}
+spec: {cidr: 10.9.0.0/29, blockSize: 30, nodeSelector: all()}
+"""
+
+
+def test_the_cooldown_is_decided_per_holder_when_host_and_domain_pools_are_both_chosen(tmp_path):
+    """The node's own block has only a cooling address (nothing else free: it is given out), then
+    the request goes on to the rack's blocks, where the cooldown applies again: the rack's block
+    with only a cooling address is passed over for its other block (docs/domain-affinity.md)."""
+    store = open_store(f"sqlite://{tmp_path}/mixed.db")
+    try:
+        ResourceService(store, PoolBlocks(store)).create(decode_documents(MIXED + "---\n" + config("5s"), "test"))
+        clock = [1_800_000_000.0]
+        svc = IpamService(store, clock=lambda: clock[0])
+        host = fill_first_block(svc)  # the node's block of a-host: its pool has no other
+        assert all(ip in ipaddress.ip_network("10.9.1.0/30") for ip in host)
+        rack = [one(svc, f"d{i}") for i in range(4)]  # then the rack's first block
+        assert all(ip in ipaddress.ip_network("10.9.0.0/30") for ip in rack)
+        assert one(svc, "e0") == ipaddress.ip_address("10.9.0.4")  # the rack's second block
+        svc.release_by_handle("h1")
+        svc.release_by_handle("d1")
+        clock[0] += 1
+        got = svc.auto_assign(AssignRequest(node="n0", handle="two", num4=2)).ipv4
+        assert [i.ip for i in got] == [host[1], ipaddress.ip_address("10.9.0.5")]
+        assert Block.from_json(store.get(keys.block_key(ipaddress.ip_network("10.9.0.0/30"))).value).released_at
+    finally:
+        store.close()
