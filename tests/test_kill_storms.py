@@ -151,49 +151,76 @@ def test_cni_plugin_kill_storm(sqlite_world, tmp_path):
 
 @pytest.mark.etcd
 def test_agent_on_etcd_kill_storm(etcd_server, tmp_path):
-    """Clients keep ADDing through the agent's socket; the agent is SIGKILLed mid-request and restarted."""
-    from topoipam.cni.agent_client import AgentUnavailable, call
+    """Clients keep ADDing through the agent's socket; the agent is SIGKILLed mid-request and restarted.
+
+    Each incarnation is killed once it has answered a request, after a delay drawn from the
+    requests' own durations (so the kill lands inside one, or between two)."""
     from topoipam.store import open_store
 
     etcd_server.wipe()
     url = etcd_server.url()
     store = open_store(url)
     agent = AgentProc(tmp_path, url, NODE, labels={"rack": "0"})
-    acks, lock, stop = [], threading.Lock(), threading.Event()
-    stdin = json.dumps(netconf(None)).encode()
+    clients = _AgentClients(agent.socket)
+    try:
+        make_world(store)
+        agent.start()
+        clients.start(2)
+        rng = random.Random(13)
+        for _ in range(KILLS):
+            clients.wait_for_answer()
+            time.sleep(rng.choice(clients.durations[-50:]) * rng.uniform(0.0, 1.5))
+            agent.kill()
+            agent.start()
+        clients.stop()
+        agent.stop()
+        figures = finish_storm(store, url, clients.acks, tmp_path)
+        print(f"agent storm: {KILLS} agent kills, {figures}")
+    finally:
+        clients.stop()
+        agent.kill()
+        store.close()
 
-    def client(tag):
+
+class _AgentClients:
+    """Threads ADDing through the agent's socket in a loop; what they were told, and how long each answer took."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.socket, self.acks, self.durations = socket_path, [], []
+        self._answered = threading.Condition()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self, n: int) -> None:
+        self._threads = [threading.Thread(target=self._run, args=(f"k{t}",), daemon=True) for t in range(n)]
+        for t in self._threads:
+            t.start()
+
+    def wait_for_answer(self, timeout: float = 30.0) -> None:
+        with self._answered:
+            seen = len(self.acks)
+            assert self._answered.wait_for(lambda: len(self.acks) > seen, timeout), "the agent answered nothing"
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=60)
+
+    def _run(self, tag: str) -> None:
+        from topoipam.cni.agent_client import AgentUnavailable, call
+
+        stdin = json.dumps(netconf(None)).encode()
         n = 0
-        while not stop.is_set():
-            cid = f"{tag}-{n}"
-            n += 1
+        while not self._stop.is_set():
+            cid, n = f"{tag}-{n}", n + 1
+            start = time.monotonic()
             try:
-                code, out = call(agent.socket, add_env(cid), stdin)
+                code, out = call(self.socket, add_env(cid), stdin)
             except AgentUnavailable:
                 time.sleep(0.005)
                 continue
             if code == 0:
-                with lock:
-                    acks.extend((ip["address"], f"net.{cid}") for ip in json.loads(out)["ips"])
-
-    try:
-        make_world(store)
-        agent.start()
-        threads = [threading.Thread(target=client, args=(f"k{t}",), daemon=True) for t in range(3)]
-        for t in threads:
-            t.start()
-        rng = random.Random(13)
-        for _ in range(KILLS):
-            time.sleep(rng.uniform(0.0, 0.3))
-            agent.kill()
-            agent.start()
-        stop.set()
-        for t in threads:
-            t.join(timeout=60)
-        agent.stop()
-        figures = finish_storm(store, url, acks, tmp_path)
-        print(f"agent storm: {KILLS} agent kills, {figures}")
-    finally:
-        stop.set()
-        agent.kill()
-        store.close()
+                with self._answered:
+                    self.durations.append(time.monotonic() - start)
+                    self.acks.extend((ip["address"], f"net.{cid}") for ip in json.loads(out)["ips"])
+                    self._answered.notify_all()
