@@ -28,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from agent_bench import start_agent  # noqa: E402  (bench/ is the script's own directory on sys.path)
 from etcd_cluster import EtcdCluster  # noqa: E402
 from invariants import allocated, check_invariants  # noqa: E402
 
@@ -59,20 +60,6 @@ def proc_figures(pid: int) -> tuple[int, int]:
     return rss, len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def start_agent(tmp: Path, url: str) -> tuple[subprocess.Popen, str]:
-    sock, log_path = str(tmp / "agent.sock"), tmp / "agent.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(VENV / "topoipam"), "agent", "--node", NODE, "--socket", sock, "--datastore", url],
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if os.path.exists(sock) and b"(labels" in log_path.read_bytes():
-            return proc, sock
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(log_path.read_text())
-
-
 def env_for(command: str, cid: str) -> dict[str, str]:
     return {"PATH": "/usr/bin:/bin", "CNI_COMMAND": command, "CNI_CONTAINERID": cid,
             "CNI_NETNS": f"/var/run/netns/{cid}", "CNI_IFNAME": "eth0", "CNI_ARGS": "IgnoreUnknown=1"}
@@ -102,7 +89,7 @@ def soak(url: str, tmp: Path, args) -> dict:
 
     with open_store(url) as store:
         topoipam.ResourceService(store, topoipam.PoolBlocks(store)).create(topoipam.decode_documents(WORLD, "soak"))
-    proc, sock = start_agent(tmp, url)
+    proc, sock = start_agent(tmp, url, NODE)
     samples = []
     try:
         start = time.perf_counter()

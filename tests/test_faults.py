@@ -76,11 +76,9 @@ def test_disk_full_is_a_clear_error_and_nothing_half_written(small_fs):
     from topoipam.errors import DatastoreUnavailableError
     from topoipam.store import open_store
 
-    path = small_fs / "ipam.db"
-    url = f"sqlite://{path}"
+    path, url = _seeded(small_fs)
     store = open_store(url)
     try:
-        make_world(store)
         ballast = small_fs / "ballast"
         free = shutil.disk_usage(small_fs).free
         ballast.write_bytes(b"\0" * max(0, free - 256 * 1024))  # leave room for a few hundred assignments
@@ -102,6 +100,7 @@ def test_disk_full_is_a_clear_error_and_nothing_half_written(small_fs):
 
 
 def _seeded(small_fs):
+    """A database on the small file system with the storm's pool and node, and one address assigned."""
     from topoipam.store import open_store
 
     path = small_fs / "ipam.db"
