@@ -107,8 +107,30 @@ SELECTOR_TOKENS = ["a", "rack", "k8s.io/x-y_1", "==", "!=", "in", "not in", "has
                    "\\", " ", "\t", "\n", "\x00", "é", "{'a', 'b'}", "'" + "x" * 600 + "'"]
 
 
+LABEL = st.sampled_from(["a", "rack", "k8s.io/x-y_1", "a", "rack", "zone", "in", "has", "x" * 513, "a b", "a/b/c"])
+VALUE = st.sampled_from(["'0'", '"x"', "''", "'a\\'b'", "'" + "v" * 600 + "'", "0", "'é'"])
+TERM = st.one_of(
+    st.tuples(LABEL, st.sampled_from(["==", "!=", "contains", "starts with", "ends with"]), VALUE).map(" ".join),
+    st.tuples(LABEL, st.sampled_from(["in", "not in"]), st.lists(VALUE, max_size=3).map(", ".join)).map(
+        lambda t: f"{t[0]} {t[1]} {{{t[2]}}}"),
+    LABEL.map("has({})".format), LABEL, st.sampled_from(["all()", "global()", "!all()", "()"]))
+JOINERS = [" && ", " || ", "&&", " | ", " and "]
+OPENERS = ["", "", "(", "!", "!(", "(("]
+
+
+def _joined(parts) -> str:
+    """Terms joined by operators, each with an opener (``(``, ``!``); parentheses closed at the end, or not."""
+    text, depth = "", 0
+    for i, (term, joiner, opener, close) in enumerate(parts):
+        text += (joiner if i else "") + opener + term
+        depth += opener.count("(")
+    return text + ")" * (depth if parts[0][3] else max(0, depth - 1))
+
+
+STRUCTURED = st.lists(st.tuples(TERM, st.sampled_from(JOINERS), st.sampled_from(OPENERS), st.booleans()),
+                      min_size=1, max_size=4).map(_joined)
 SELECTORS = st.one_of(st.text(max_size=200), st.lists(st.sampled_from(SELECTOR_TOKENS), max_size=30).map("".join),
-                      st.lists(st.sampled_from(SELECTOR_TOKENS), max_size=30).map(" ".join))
+                      st.lists(st.sampled_from(SELECTOR_TOKENS), max_size=30).map(" ".join), STRUCTURED, STRUCTURED)
 
 
 def test_fuzz_selectors():
