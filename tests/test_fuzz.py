@@ -229,6 +229,7 @@ HOSTILE = {
                                     "spec: {cidr: 10.9.1.0/24, allowedUses: *j}\n",
     "alias bomb as labels": "x: &l {a: b}\n" + "apiVersion: projectcalico.org/v3\nkind: Node\n"
                                                "metadata: {name: n, labels: *l}\n",
+    "alias chain 2,400 deep": "".join(f"k{i}: &a{i} {'[' * 60}{f'*a{i - 1}' if i else 'x'}{']' * 60}\n" for i in range(40)),
     "deep YAML flow": "a: " + "[" * 200_000 + "]" * 200_000,
     "deep YAML block": "".join("  " * i + "- \n" for i in range(3000)),
     "deep JSON": "[" * 200_000 + "]" * 200_000,
