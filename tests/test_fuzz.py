@@ -6,7 +6,7 @@ file seeded with a pool and a node. Each input must end in an expected way: no e
 the test), and an input that is rejected leaves every table byte-identical (``sqlite_dump``).
 
 A few hundred inputs per target in the default run; ``TOPOIPAM_FUZZ_LONG=1`` runs 10,000 per
-target (docs/robustness.md has the counts of the last long run). The fixed hostile cases (alias
+target (``TOPOIPAM_FUZZ_EXAMPLES=N`` sets another count) (docs/robustness.md has the counts of the last long run). The fixed hostile cases (alias
 bombs, deep nesting, huge numbers, duplicate keys, 10 MB documents) run every time.
 """
 
@@ -26,7 +26,7 @@ from conftest import sqlite_dump
 from invariants import assert_invariants
 
 LONG = os.environ.get("TOPOIPAM_FUZZ_LONG") == "1"
-EXAMPLES = 10_000 if LONG else 300
+EXAMPLES = int(os.environ.get("TOPOIPAM_FUZZ_EXAMPLES", 10_000 if LONG else 300))  # per target
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=not LONG,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large, HealthCheck.filter_too_much])
