@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import sys
 import threading
 import time
@@ -168,7 +169,11 @@ def test_agent_on_etcd_kill_storm(etcd_server, tmp_path):
         clients.start(2)
         rng = random.Random(13)
         for _ in range(KILLS):
-            clients.wait_for_answer()
+            if not clients.wait_for_answer():
+                os.kill(agent.proc.pid, signal.SIGUSR1)  # the agent logs every thread's stack
+                time.sleep(1.0)
+                raise AssertionError(f"the agent answered nothing for 60 s; clients' last errors {clients.errors[-3:]}; "
+                                     f"its log ends:\n{agent.log()[-6000:]}")
             time.sleep(rng.choice(clients.durations[-50:]) * rng.uniform(0.0, 1.5))
             agent.kill()
             agent.start()
@@ -186,7 +191,7 @@ class _AgentClients:
     """Threads ADDing through the agent's socket in a loop; what they were told, and how long each answer took."""
 
     def __init__(self, socket_path: str) -> None:
-        self.socket, self.acks, self.durations = socket_path, [], []
+        self.socket, self.acks, self.durations, self.errors = socket_path, [], [], []
         self._answered = threading.Condition()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -196,10 +201,10 @@ class _AgentClients:
         for t in self._threads:
             t.start()
 
-    def wait_for_answer(self, timeout: float = 30.0) -> None:
+    def wait_for_answer(self, timeout: float = 60.0) -> bool:
         with self._answered:
             seen = len(self.acks)
-            assert self._answered.wait_for(lambda: len(self.acks) > seen, timeout), "the agent answered nothing"
+            return self._answered.wait_for(lambda: len(self.acks) > seen, timeout)
 
     def stop(self) -> None:
         self._stop.set()
@@ -216,10 +221,14 @@ class _AgentClients:
             start = time.monotonic()
             try:
                 code, out = call(self.socket, add_env(cid), stdin)
-            except AgentUnavailable:
+            except AgentUnavailable as exc:
+                self.errors.append(str(exc)[:200])
                 time.sleep(0.005)
                 continue
-            if code == 0:
+            if code != 0:
+                self.errors.append(out[:300])
+                time.sleep(0.005)
+            else:
                 with self._answered:
                     self.durations.append(time.monotonic() - start)
                     self.acks.extend((ip["address"], f"net.{cid}") for ip in json.loads(out)["ips"])
