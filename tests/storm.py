@@ -34,7 +34,7 @@ WORLD = f"""\
 apiVersion: projectcalico.org/v3
 kind: IPPool
 metadata: {{name: storm-v4}}
-spec: {{cidr: 10.80.0.0/16, nodeSelector: rack == "0"}}
+spec: {{cidr: 10.80.0.0/16, blockSize: 22, nodeSelector: rack == "0"}}  # 20 blocks per node (Calico's cap): 20,480 addresses
 ---
 apiVersion: projectcalico.org/v3
 kind: Node
