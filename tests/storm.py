@@ -98,11 +98,11 @@ def run_once(argv: list[str], delays: KillDelays, *, env=None, stdin: bytes = b"
 
 
 def collect_leaks(url: str, tmp: Path) -> set[str]:
-    """Release what ``ipam check`` reports as leaked; the addresses the report named.
+    """Find the leaks with ``ipam check``, release them with ``ipam gc`` after its grace; the addresses.
 
-    GC STEP (h/gc): the agreed interface is ``topoipam ipam gc --grace 0s``; until it lands on
-    main this runs its equivalent, ``ipam check -o REPORT`` then ``ipam release --from-report``
-    (both fenced on the handle and sequence number the report read).
+    First ``ipam gc --grace 1h`` must release nothing (the leaks are younger than that: within the
+    grace, kept), then ``ipam gc --grace 0s`` must release exactly what the check reported leaked,
+    each release fenced on the handle and sequence number gc read.
     """
     report = tmp / f"report-{time.monotonic_ns()}.json"
     check = subprocess.run([TOPOIPAM, "--datastore", url, "ipam", "check", "-o", str(report)],
@@ -110,9 +110,18 @@ def collect_leaks(url: str, tmp: Path) -> set[str]:
     assert check.returncode in (0, 4), check
     leaked = {ip for ip, entries in json.loads(report.read_text())["allocations"].items()
               if any(not e["inUse"] for e in entries)}
-    release = subprocess.run([TOPOIPAM, "--datastore", url, "ipam", "release", "--from-report", str(report)],
+
+    def gc(grace: str) -> dict:
+        run = subprocess.run([TOPOIPAM, "--datastore", url, "ipam", "gc", "--grace", grace, "-o", "json"],
                              capture_output=True, text=True, timeout=300)
-    assert release.returncode == 0, release
+        assert run.returncode == 0, run
+        return json.loads(run.stdout)
+
+    young = gc("1h")
+    assert not [i for i in young["items"] if i["outcome"] == "released"], young["items"][:3]
+    done = gc("0s")
+    released = {i["ip"] for i in done["items"] if i["outcome"] == "released" and i["ip"]}
+    assert released == leaked, (sorted(released - leaked)[:5], sorted(leaked - released)[:5])
     return leaked
 
 

@@ -138,7 +138,7 @@ def test_cni_plugin_kill_storm(sqlite_world, tmp_path):
             return []
         result = json.loads(out)
         assert "ips" in result, result  # a plugin that answered answered success
-        return [(ip["address"], f"net.c{i}") for ip in result["ips"]]
+        return [(ip["address"], f"net.c{i}:eth0") for ip in result["ips"]]
 
     acks, killed, i = [], 0, 0
     while killed < KILLS:
@@ -231,5 +231,5 @@ class _AgentClients:
             else:
                 with self._answered:
                     self.durations.append(time.monotonic() - start)
-                    self.acks.extend((ip["address"], f"net.{cid}") for ip in json.loads(out)["ips"])
+                    self.acks.extend((ip["address"], f"net.{cid}:eth0") for ip in json.loads(out)["ips"])
                     self._answered.notify_all()
