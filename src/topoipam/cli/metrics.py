@@ -66,10 +66,10 @@ def wait_for_signal() -> None:
 def run_serve(args, ctx) -> int:
     import logging
 
+    labels, max_age = check_metrics_flags(args, args.listen)  # first: it names a missing extra
     from topoipam.metrics import MetricsServer, check_labels_present, datastore_registry
     from topoipam.resources import repo
 
-    labels, max_age = check_metrics_flags(args, args.listen)
     logging.basicConfig(level=logging.INFO, stream=ctx.err,
                         format="%(asctime)s topoipam metrics %(levelname)s: %(message)s")
     if labels:
