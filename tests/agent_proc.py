@@ -34,12 +34,15 @@ class AgentProc:
         self.log_path = tmp / f"agent-{node}.log"
         self.labels = labels or {}
         self.proc: subprocess.Popen | None = None
+        self._log_start = 0
 
     def start(self, wait: bool = True) -> "AgentProc":
         args = [*self.prefix, str(TOPOIPAM), "agent", "--node", self.node, "--socket", self.socket,
                 "--datastore", self.url, *self.extra_args]
         for k, v in self.labels.items():
             args += ["--label", f"{k}={v}"]
+        # The log is appended to across restarts: readiness is judged on what this start wrote.
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         if wait:
@@ -55,7 +58,7 @@ class AgentProc:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"agent {self.node} exited {self.proc.returncode}: {self.log()[-2000:]}")
-            text = self.log()
+            text = self.log()[self._log_start:]
             if os.path.exists(self.socket) and f"node {self.node} " in text and "(labels" in text:
                 return
             time.sleep(0.05)

@@ -190,3 +190,19 @@ def test_bash_completion_from_the_parsers(run, line, expected, absent):
     offered = set(proc.stdout.split())
     assert expected <= offered, (expected - offered, proc.stderr)
     assert not (absent & offered)
+
+
+def test_plugin_without_a_datastore_answers_code_7_and_makes_no_file(tmp_path):
+    """Direct mode with no "datastore", no TOPOIPAM_DATASTORE and no agent: the spec's code 7, never
+    a private default file (which would be an address space of its own on every node)."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "xdg"),
+           "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/c1", "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin"}
+    conf = {"cniVersion": "1.0.0", "name": "net", "type": "ptp",
+            "ipam": {"type": "topoipam-cni", "nodename": "n1", "agent_socket": ""}}
+    for command in ("ADD", "DEL"):
+        proc = subprocess.run([str(VENV_BIN / "topoipam-cni")], input=json.dumps(conf), capture_output=True,
+                              text=True, env={**env, "CNI_COMMAND": command}, timeout=60)
+        answer = json.loads(proc.stdout)
+        assert proc.returncode == 1 and answer["code"] == 7, proc.stdout
+        assert "no datastore configured" in answer["msg"]
+    assert not (tmp_path / "xdg").exists()

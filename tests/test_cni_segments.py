@@ -30,6 +30,15 @@ from topoipam.store import open_store
 REASON = netns_unavailable_reason()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
 CONFLIST = REPO / "deploy" / "cni" / "10-topoipam.conflist"
+PTP_CONFLIST = REPO / "deploy" / "cni" / "10-topoipam-ptp.conflist"
+
+
+def default_gateway(netns: str, family: str = "-4") -> str | None:
+    """The next hop of the default route inside ``netns`` (None: no default route)."""
+    out = subprocess.run([IP, "-n", netns, family, "-j", "route", "show", "default"], check=True,
+                         capture_output=True, text=True).stdout
+    routes = json.loads(out or "[]")
+    return routes[0].get("gateway") if routes else None
 SOCKET_DIR = "/run/topoipam"
 POOLS = """
 apiVersion: projectcalico.org/v3
@@ -113,8 +122,9 @@ def socket_dir(tmp_path):
                 pass  # another test's agent directory in the meantime: leave it
 
 
-def test_the_shipped_conflist_as_shipped_through_the_agent(tmp_path, socket_dir):
-    conflist = json.loads(CONFLIST.read_text())
+@pytest.mark.parametrize("shipped", [CONFLIST, PTP_CONFLIST], ids=["bridge", "ptp"])
+def test_the_shipped_conflist_as_shipped_through_the_agent(tmp_path, socket_dir, shipped):
+    conflist = json.loads(shipped.read_text())
     url = datastore(tmp_path)
     bin_dir = cni_bin_dir(tmp_path / "bin")
     agent = AgentProc(tmp_path, url, "node-c", {"rack": "0"}, socket_path=str(socket_dir / "agent.sock"))
@@ -131,13 +141,16 @@ def test_the_shipped_conflist_as_shipped_through_the_agent(tmp_path, socket_dir)
             results.append(conflist_add(conflist, bin_dir, env, run))
         got = [ipaddress.ip_interface(addresses(pod, "eth0")[0]) for pod in pods]
         assert len(set(got)) == 3 and all(a.ip in POOL for a in got)
-        bridge = conflist["plugins"][0]["bridge"]
+        main_plugin = conflist["plugins"][0]
         for result, address in zip(results, got):
             [ip] = [e for e in result["ips"] if e["address"] == str(address)]
             net = address.network
             assert ip["gateway"] == str(net.network_address + 1)  # the block's first usable address
             assert address.ip not in (net.network_address, net.network_address + 1, net.broadcast_address)
-            assert f"{ip['gateway']}/{net.prefixlen}" in addresses(host, bridge)  # bridge holds the gateway
+            if main_plugin["type"] == "bridge":
+                assert f"{ip['gateway']}/{net.prefixlen}" in addresses(host, main_plugin["bridge"])
+        for pod, result in zip(pods, results):  # both give the pod a default route via that gateway
+            assert default_gateway(pod) == result["ips"][0]["gateway"]
         assert ping(pods[0], got[1].ip).returncode == 0
         assert ping(pods[2], got[0].ip).returncode == 0
         for i, (pod, result) in enumerate(zip(pods, results)):

@@ -206,15 +206,15 @@ def test_headroom_forecast_and_prometheus(seed):
     assert next(d for d in data["domains"] if d["domain"] == "1")["rate_per_day"] is None
 
     r = seed("ipam", "headroom", "--by", "rack", "-o", "prometheus")
-    assert r.code == 0 and r.out.startswith("# HELP topoipam_domain_addresses_total")
+    assert r.code == 0 and r.out.startswith("# HELP topoipam_pool_addresses ")
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for fam in text_string_to_metric_families(r.out) for s in fam.samples}
-    assert samples[("topoipam_domain_workloads_fit", (("domain", "0"), ("family", "4"), ("label", "rack")))] == 251
-    assert samples[("topoipam_pool_addresses_in_use", (("domain", "0"), ("family", "4"), ("label", "rack"),
-                                                      ("pool", "rack-0-ippool")))] == 5
-    assert samples[("topoipam_node_addresses_free", (("domain", "0"), ("family", "4"), ("label", "rack"),
-                                                    ("node", "kube-node-0")))] == 59
-    assert ("topoipam_domain_exhaustion_days", (("domain", "1"), ("family", "4"), ("label", "rack"))) not in samples
+    # the names and labels a /metrics scrape serves (docs/metrics.md)
+    assert samples[("topoipam_domain_workloads_fit", (("family", "4"), ("label", "rack"), ("value", "0")))] == 251
+    assert samples[("topoipam_pool_addresses_in_use", (("family", "4"), ("pool", "rack-0-ippool")))] == 5
+    assert samples[("topoipam_node_block_addresses_free", (("family", "4"), ("node", "kube-node-0")))] == 59
+    assert ("topoipam_domain_exhaustion_days", (("family", "4"), ("label", "rack"), ("value", "1"))) not in samples
+    assert not [name for name, _ in samples if name.startswith(("topoipam_node_allocations", "topoipam_drifted"))]
 
 
 # ------------------------------------------------------------------ drift

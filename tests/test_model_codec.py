@@ -207,3 +207,33 @@ def test_duplicate_keys_are_errors():
     assert message.startswith("rack.yaml: cannot parse YAML at line 10, column 3: mapping key 'cidr' already defined")
     json_text = '{"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "kind": "Node"}'
     assert decode_error(json_text, "p.json") == "p.json: cannot parse JSON: key 'kind' given twice"
+
+
+# Found by tests/test_fuzz.py: each of these crashed the process or escaped as a traceback.
+
+def test_nesting_deeper_than_the_limit_is_an_error_not_a_crash():
+    # 100,000 levels overflowed libyaml's recursive composer: a segfault, not an exception.
+    deep_yaml = "a: " + "[" * 100_000 + "]" * 100_000
+    assert decode_error(deep_yaml, "d.yaml") == "d.yaml: cannot parse YAML at line 1, column 67: nested more than 64 levels deep"
+    for deep_json in ("[" * 100_000 + "]" * 100_000, '{"a":' * 500 + "1" + "}" * 500):  # RecursionError / our limit
+        assert decode_error(deep_json, "d.json") == "d.json: cannot parse JSON: nested more than 64 levels deep"
+    decode_documents("apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: n, labels: {a: b}}\n", "ok")
+
+
+def test_numbers_over_pythons_digit_limit_are_errors():
+    doc = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.0.0.0/24, blockSize: %s}\n"
+    assert "cannot parse YAML: Exceeds the limit (4300 digits)" in decode_error(doc % ("9" * 5000), "p.yaml")
+    as_json = json.dumps({"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"name": "p"}})
+    assert "cannot parse JSON: Exceeds the limit" in decode_error(as_json[:-1] + ', "x": ' + "9" * 5000 + "}", "p.json")
+
+
+def test_a_list_as_a_key_or_a_kind_is_an_error():
+    assert decode_error("? [a, b]\n: 1\n", "k.yaml") == "k.yaml: cannot parse YAML at line 1, column 3: found unhashable key"
+    message = decode_error('{"apiVersion": "projectcalico.org/v3", "kind": ["IPPoolList"], "metadata": {}}', "k.json")
+    assert "kind" in message
+
+
+def test_messages_quote_a_long_value_cut():
+    message = decode_error(json.dumps({"apiVersion": "projectcalico.org/v3", "kind": "IPPool",
+                                       "metadata": {"name": "p"}, "spec": {"blockSize": "x" * 1_000_000}}), "big.json")
+    assert len(message) < 400 and "... (1000002 characters)" in message

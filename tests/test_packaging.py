@@ -57,6 +57,8 @@ def test_cli_and_plugin_on_sqlite_without_extras(bare_venv, tmp_path):
 @pytest.mark.parametrize("argv, extra", [
     (("--datastore", "etcd://127.0.0.1:1", "get", "ippool"), "etcd"),
     (("ipam", "headroom", "--by", "rack", "-o", "prometheus"), "metrics"),
+    (("metrics", "serve", "--listen", "127.0.0.1:0"), "metrics"),
+    (("agent", "--node", "n0", "--socket", "/nonexistent/a.sock", "--metrics-listen", "127.0.0.1:0"), "metrics"),
 ])
 def test_a_feature_without_its_extra_names_the_extra(bare_venv, tmp_path, argv, extra):
     if "--datastore" not in argv:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Mapping
 
 from topoipam import errors as E
@@ -57,7 +58,7 @@ class Agent:
     def __init__(self, store: Store, node: str, labels: Mapping[str, str] | None = None,
                  socket_path: str = DEFAULT_SOCKET, *, poll_interval: float = 1.0, max_in_flight: int = 32,
                  routes: bool = False, gc_interval: float = DEFAULT_GC_INTERVAL,
-                 gc_grace: float | None = None, slow_request: float = SLOW_REQUEST) -> None:
+                 gc_grace: float | None = None, slow_request: float = SLOW_REQUEST, metrics=None) -> None:
         from topoipam.ipam.gc import DEFAULT_GRACE
 
         self.store = store
@@ -78,9 +79,18 @@ class Agent:
         self.gc_passes = 0  # completed passes (tests wait on it)
         self._gc_seen: dict = {}  # ipam.gc first_seen, kept between passes
         self._gc_thread: threading.Thread | None = None
+        self.metrics = metrics  # metrics.process.AgentMetrics when --metrics-listen is given, else None
 
     # --- serving ---------------------------------------------------------------------
     def serve(self, env: Mapping[str, str], stdin: bytes) -> tuple[int, bytes]:
+        if self.metrics is None:
+            return self._answer(env, stdin)
+        started = time.perf_counter()
+        code, out = self._answer(env, stdin)
+        self.metrics.served(env.get("CNI_COMMAND", ""), code, out, time.perf_counter() - started)
+        return code, out
+
+    def _answer(self, env: Mapping[str, str], stdin: bytes) -> tuple[int, bytes]:
         if not self.registered.is_set() and env.get("CNI_COMMAND") != "VERSION":
             err = P.CniError(E.CNI_TRY_AGAIN_LATER, f"the topoipam agent of node {self.node} is starting: "
                              "its node is not registered yet (is the datastore reachable?)")

@@ -238,61 +238,15 @@ def _domain_nodes(label: str, d) -> str:
     return ", ".join(d.nodes)
 
 
-def _pool_domain(pool) -> str:
-    """The one ``domain`` label of a pool's series, so that summing them by domain counts no address twice."""
-    from topoipam.ipam.insights import shared_row_name
-
-    if len(pool.domains) > 1:
-        return shared_row_name(pool.pool)
-    return pool.domains[0] if pool.domains else "<none selected>"
-
-
 def prometheus_text(report) -> str:
-    """The report in Prometheus' text exposition format (prometheus_client, imported here only)."""
+    """The report in Prometheus' text format: the families and names a /metrics scrape serves
+    (``topoipam.metrics``; docs/metrics.md). Needs the 'metrics' extra (prometheus_client)."""
     from topoipam.extras import require
 
-    prometheus_client = require("prometheus_client", "metrics", "Prometheus output")
-    CollectorRegistry, Gauge = prometheus_client.CollectorRegistry, prometheus_client.Gauge
-    generate_latest = prometheus_client.generate_latest
+    require("prometheus_client", "metrics", "Prometheus output")
+    from topoipam.metrics.families import headroom_text
 
-    reg = CollectorRegistry()
-    dl = ["label", "domain", "family"]
-
-    def gauges(prefix, names, labels):
-        return {n: Gauge(f"topoipam_{prefix}_{n}", text, labels, registry=reg) for n, text in names.items()}
-
-    dom = gauges("domain", {
-        "addresses_total": "Addresses in the pools selecting the domain's nodes",
-        "addresses_in_use": "Addresses allocated in those pools",
-        "addresses_free": "Addresses assignable in those pools (claimed and unclaimed blocks)",
-        "blocks_claimed": "Blocks claimed in those pools", "blocks_unclaimed": "Blocks not claimed in those pools",
-        "workloads_fit": "More single-address workloads the domain's nodes can get",
-        "exhaustion_days": "Naive linear forecast of days until the domain's pools are exhausted"}, dl)
-    for d in report.domains:
-        labels = (report.label, d.domain, str(d.version))
-        for name, value in (("addresses_total", d.total), ("addresses_in_use", d.in_use), ("addresses_free", d.free),
-                            ("blocks_claimed", d.blocks_claimed), ("blocks_unclaimed", d.blocks_unclaimed),
-                            ("workloads_fit", d.fit), ("exhaustion_days", d.days_left)):
-            if value is not None:
-                dom[name].labels(*labels).set(value)
-    pool = gauges("pool", {"addresses_total": "Addresses in the pool", "addresses_in_use": "Addresses allocated",
-                           "addresses_free": "Addresses assignable (claimed and unclaimed blocks)"},
-                  ["pool", "label", "domain", "family"])
-    for p in report.pools:
-        labels = (p.pool, report.label, _pool_domain(p), str(p.version))
-        pool["addresses_total"].labels(*labels).set(p.total)
-        pool["addresses_in_use"].labels(*labels).set(p.in_use)
-        pool["addresses_free"].labels(*labels).set(p.free)
-    node = gauges("node", {"affine_blocks": "Blocks affine to the node",
-                           "addresses_in_use": "Addresses allocated in the node's affine blocks",
-                           "addresses_free": "Free addresses in the node's affine blocks"},
-                  ["node", "label", "domain", "family"])
-    for n in report.nodes:
-        labels = (n.node, report.label, n.domain, str(n.version))
-        node["affine_blocks"].labels(*labels).set(n.blocks)
-        node["addresses_in_use"].labels(*labels).set(n.in_use)
-        node["addresses_free"].labels(*labels).set(n.free)
-    return generate_latest(reg).decode()
+    return headroom_text(report)
 
 
 # ---------------------------------------------------------------- drift

@@ -39,6 +39,7 @@ COMMAND_MODULES = (
     "topoipam.cli.ipam_map",  # ipam map (after cli.ipam)
     "topoipam.cli.demo",  # demo
     "topoipam.cli.version",  # version, completion
+    "topoipam.cli.metrics",  # metrics serve
 )
 
 

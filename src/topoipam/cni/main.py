@@ -33,6 +33,14 @@ class _Backend:
         self.store = None
 
     def __call__(self, url):
+        url = url or os.environ.get("TOPOIPAM_DATASTORE")
+        if not url:  # a private default file on every node would be an address space per node
+            from topoipam.errors import ValidationError
+
+            raise ValidationError('no datastore configured: set "datastore" in the ipam section (e.g. '
+                                  '"sqlite:///var/lib/topoipam/topoipam.db" on one machine), TOPOIPAM_DATASTORE, '
+                                  'or "agent_socket" for the node\'s agent; topoipam-cni never falls back to a '
+                                  "local default file")
         from topoipam.store import open_store
 
         self.store = open_store(url)

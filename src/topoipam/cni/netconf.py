@@ -4,7 +4,7 @@
 
     type            the plugin name (whatever the runtime exec'd; not checked)
     nodename        the node this plugin serves; else the host name
-    datastore       datastore URL; else $TOPOIPAM_DATASTORE, else the default SQLite file
+    datastore       datastore URL; else $TOPOIPAM_DATASTORE; else the request fails with code 7 (no default)
     agent_socket    the node agent's unix socket (see cni/agent_client.py); "" = never use the agent
     assign_ipv4     bool or "true"/"false", default true (Calico: only "false" disables)
     assign_ipv6     bool or "true"/"false", default false (Calico: only "true" enables)

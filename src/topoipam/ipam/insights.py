@@ -86,6 +86,8 @@ class World:
         self._chosen: dict[tuple, list] = {}
         self.namespaced = any(p.spec.namespace_selector for p in self.pools)
         self._on_handle: dict | None = None
+        self._attrs: dict[tuple[int, int], dict] = {}
+        self._times: dict | None = None  # _allocation_times, once per world
 
     def held(self):
         """(block, ordinal) of every allocated address."""
@@ -94,10 +96,16 @@ class World:
                 yield b, o
 
     def attrs_of(self, b, o) -> dict:
-        """The allocation's attributes; the handles are read on first use (only some questions need them)."""
-        if self._on_handle is None:
-            self._on_handle = {h.handle: h.attrs for h in handle_records(self.store)}
-        return b.attrs_of(o, self._on_handle)
+        """The allocation's attributes (read only: shared between questions). The handles are read on
+        first use (only some questions need them); each allocation's answer is kept, since a metrics
+        scrape asks for every allocation's three times (forecast, drift, per-node counts)."""
+        key = (id(b), o)  # blocks live as long as the world: their ids are not reused meanwhile
+        attrs = self._attrs.get(key)
+        if attrs is None:
+            if self._on_handle is None:
+                self._on_handle = {h.handle: h.attrs for h in handle_records(self.store)}
+            attrs = self._attrs[key] = b.attrs_of(o, self._on_handle)
+        return attrs
 
     def families(self, requested: int | None) -> list[int]:
         if requested:
@@ -201,7 +209,8 @@ def coverage(store, now: float, family: int | None = None, progress=None,
              world: World | None = None) -> CoverageReport:
     """Per node and family: covered or not, and why (``now`` dates the blocks the allocator would reclaim).
     ``progress(done, total)``, if given, is called per node and family (as are ``headroom``'s and ``drift``'s).
-    ``world``: one already read (a dry run asks several questions of one read)."""
+    ``world``: one already read (a dry run, a metrics scrape ask several questions of one read; also for
+    ``headroom`` and ``drift``)."""
     world = world or World(store, now)
     families = world.families(family)
     report = CoverageReport(families, [], [], [])
@@ -420,8 +429,9 @@ def shared_row_name(pool: str) -> str:
     return f"<shared:{pool}>"
 
 
-def headroom(store, label: str, now: float, family: int | None = None, progress=None) -> HeadroomReport:
-    world = World(store, now)
+def headroom(store, label: str, now: float, family: int | None = None, progress=None,
+             world: World | None = None) -> HeadroomReport:
+    world = world or World(store, now)
     report = HeadroomReport(label, [], [], [])
     domains: dict[str, list] = {}
     for n in world.nodes:
@@ -538,13 +548,16 @@ def _holding_domain(block, label: str, node_domain: dict[str, str]) -> str | Non
 
 def _allocation_times(world: World) -> dict:
     """Block network -> allocation times of the addresses it holds (the ``timestamp`` attribute the CNI
-    plugin records, as Calico does)."""
-    out: dict = {}
-    for b, o in world.held():
-        t = core.parse_go_timestamp(world.attrs_of(b, o).get("timestamp", ""))
-        if t is not None:
-            out.setdefault(b.cidr, []).append(t)
-    return out
+    plugin records, as Calico does); read once per world (a scrape asks once per ``--by`` label)."""
+    if world._times is None:
+        out: dict = {}
+        for b in world.blocks:
+            stamps = [core.parse_go_timestamp(world.attrs_of(b, o).get("timestamp", "")) for o in b.allocated_ordinals()]
+            times = [t for t in stamps if t is not None]
+            if times:
+                out[b.cidr] = times
+        world._times = out
+    return world._times
 
 
 # ------------------------------------------------------------------ drift

@@ -17,6 +17,9 @@ _LIST_KINDS = {"IPPoolList": "IPPool", "NodeList": "Node",
                "ProfileList": "Profile",
                "List": None}  # kubectl's List (apiVersion v1): items of any kind, each naming its own
 _LOADER = None
+# Deepest nesting of lists/mappings a resource file may have (a v3 resource needs about 6). Deeper
+# input is rejected before it can exhaust a stack (see _check_yaml_depth).
+MAX_DEPTH = 64
 
 
 def _loader():
@@ -32,6 +35,8 @@ def _loader():
                 # go-yaml (and so calicoctl) rejects a key given twice; PyYAML would keep the last one.
                 seen = set()
                 for key_node, _value in node.value:
+                    if not isinstance(key_node, yaml.ScalarNode):
+                        continue  # a list or mapping as a key: super() reports it ("found unhashable key")
                     key = key_node.value
                     if key in seen:
                         raise yaml.constructor.ConstructorError(
@@ -47,11 +52,37 @@ def _loader():
     return _LOADER
 
 
+def _check_yaml_depth(yaml, text: str, source: str) -> None:
+    """Reject nesting deeper than MAX_DEPTH from the event stream, before any node is composed.
+
+    libyaml's composer recurses in C once per level: a document nested ~100,000 deep (200 KB of
+    brackets) overflows the C stack and kills the process (a segfault, not an exception). The
+    event parser is iterative; this pass costs about a third of the load.
+    """
+    depth = 0
+    starts, ends = (yaml.MappingStartEvent, yaml.SequenceStartEvent), (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+    for event in yaml.parse(text, Loader=_loader()):
+        kind = type(event)
+        if kind in starts:
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                raise ValidationError(f"{source}: cannot parse YAML at line {mark.line + 1}, column "
+                                      f"{mark.column + 1}: nested more than {MAX_DEPTH} levels deep")
+        elif kind in ends:
+            depth -= 1
+
+
 def _load_yaml(text: str, source: str) -> list:
     import yaml
 
     try:
+        _check_yaml_depth(yaml, text, source)
         return list(yaml.load_all(text, Loader=_loader()))
+    except ValueError as exc:  # a constructor's int() of a number over Python's 4300-digit limit
+        if isinstance(exc, ValidationError):
+            raise
+        raise ValidationError(f"{source}: cannot parse YAML: {exc}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -81,11 +112,31 @@ def _load(text: str, source: str) -> list:
             value = json.loads(text, object_pairs_hook=_unique_keys)
         except _DuplicateKey as exc:
             raise ValidationError(f"{source}: cannot parse JSON: key {exc.args[0]!r} given twice") from None
-        except ValueError:
+        except RecursionError:  # the C decoder's own guard (about 1000 levels), before ours below
+            raise ValidationError(f"{source}: cannot parse JSON: nested more than {MAX_DEPTH} levels deep") from None
+        except json.JSONDecodeError:
             pass  # flow-style YAML, or broken JSON: YAML gives the position of the problem
+        except ValueError as exc:  # well-formed, but a number over Python's 4300-digit limit
+            raise ValidationError(f"{source}: cannot parse JSON: {exc}") from None
         else:
+            if _depth_over(value, MAX_DEPTH):
+                raise ValidationError(f"{source}: cannot parse JSON: nested more than {MAX_DEPTH} levels deep")
             return value if isinstance(value, list) else [value]
     return _load_yaml(text, source)
+
+
+def _depth_over(value, limit: int) -> bool:
+    """Whether a decoded JSON value nests lists/objects more than ``limit`` deep (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _label(doc, index: int, source: str) -> str:
@@ -104,7 +155,7 @@ def _label(doc, index: int, source: str) -> str:
 
 def _expand(doc, where: str) -> list:
     """A ``...List`` document becomes its items; anything else stays one document."""
-    if not isinstance(doc, dict) or doc.get("kind") not in _LIST_KINDS:
+    if not isinstance(doc, dict) or not isinstance(doc.get("kind"), str) or doc["kind"] not in _LIST_KINDS:
         return [(doc, where)]
     list_kind = doc["kind"]
     for key in doc:

@@ -138,22 +138,34 @@ _TOP_LEVEL = frozenset(("apiVersion", "kind", "metadata", "spec", "status"))
 
 
 def describe(value) -> str:
-    """A JSON-ish description of a value for error messages: ``string "26"``, ``integer 26``."""
+    """A JSON-ish description of a value for error messages: ``string "26"``, ``integer 26``.
+
+    A long value is cut (``_clip``): a 10 MB string or a 4000-digit number in a manifest must not
+    come back as a 10 MB message."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return f"boolean {'true' if value else 'false'}"
     if isinstance(value, int):
-        return f"integer {value}"
+        return f"integer {_clip(str(value))}"
     if isinstance(value, float):
         return f"number {value}"
     if isinstance(value, str):
-        return "string " + json.dumps(value, ensure_ascii=False)
+        return "string " + _clip(json.dumps(value, ensure_ascii=False))
     if isinstance(value, (list, tuple)):
         return "a list"
     if isinstance(value, dict):
         return "a mapping"
-    return f"a {type(value).__name__} value {value}"
+    return f"a {type(value).__name__} value {_clip(repr(value))}"
+
+
+MAX_QUOTED = 100  # characters of a value an error message quotes
+
+
+def _clip(text: str) -> str:
+    if len(text) <= MAX_QUOTED:
+        return text
+    return f"{text[:MAX_QUOTED]}... ({len(text)} characters)"
 
 
 class _Ctx:

@@ -11,6 +11,7 @@ address already assigned) propagate unchanged: they are answers, not races.
 
 from __future__ import annotations
 
+import threading
 import time
 from topoipam.structs import dataclass, field
 from collections.abc import Callable, Sequence
@@ -19,6 +20,24 @@ from topoipam.errors import AlreadyExistsError, ConflictError, RetriesExhaustedE
 from topoipam.store.base import Op, Store
 
 MAX_RETRIES = 100  # Calico's datastoreRetries
+
+
+class CasStats:
+    """Lost races and exhausted loops in this process, for the agent's metrics. Counted only on a
+    lost race (under a lock: threads of the agent race each other), never on the winning path."""
+
+    def __init__(self) -> None:
+        self.conflicts = 0  # commits that lost their race and were retried
+        self.exhausted = 0  # calls that ended in RetriesExhaustedError
+        self._lock = threading.Lock()
+
+    def add(self, conflicts: int = 0, exhausted: int = 0) -> None:
+        with self._lock:
+            self.conflicts += conflicts
+            self.exhausted += exhausted
+
+
+CAS_STATS = CasStats()
 
 # ``T`` in annotations names the attempt's result for the reader; annotations are never evaluated
 # here, which keeps ``typing`` off the plugin's start-up path.
@@ -44,6 +63,7 @@ def run_cas(store: Store, attempt: Callable[[int], Plan[T]], what: str | Callabl
         try:
             revision = store.commit(plan.ops)
         except (ConflictError, AlreadyExistsError):
+            CAS_STATS.add(conflicts=1)
             if plan.on_conflict is not None:
                 plan.on_conflict()
             if n >= 2:  # heavy contention: spread the contenders out a little
@@ -54,6 +74,7 @@ def run_cas(store: Store, attempt: Callable[[int], Plan[T]], what: str | Callabl
         if plan.on_commit is not None:
             plan.on_commit(revision)
         return plan.result
+    CAS_STATS.add(exhausted=1)
     raise RetriesExhaustedError(
         f"Max retries hit - excessive concurrent IPAM requests ({what() if callable(what) else what}: "
         f"{MAX_RETRIES} compare-and-swap conflicts in a row)")

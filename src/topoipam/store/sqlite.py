@@ -144,6 +144,13 @@ def _translate(exc: BaseException, path: str) -> TopoipamError:
         return DatastoreUnavailableError(
             f"SQLite datastore {path} is busy: another process held its write lock for too long ({exc})"
         )
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code == sqlite3.SQLITE_FULL:  # the transaction was rolled back: nothing of it was written
+        return DatastoreUnavailableError(f"SQLite datastore {path}: the disk is full, nothing was written "
+                                         f"(free some space on its file system) ({exc})")
+    if code == sqlite3.SQLITE_READONLY:
+        return DatastoreUnavailableError(f"SQLite datastore {path} is read-only: the file or its directory "
+                                         f"cannot be written, nothing was written ({exc})")
     if isinstance(exc, OSError):
         reason = exc.strerror or str(exc)
         where = exc.filename or path
