@@ -350,3 +350,24 @@ def test_gc_judges_a_domain_blocks_addresses_by_their_node_never_by_the_domain(r
         "node-gone, node r1-node-0 no longer exists" in r.out, r
     assert f"address {bare.ip}" not in r.out
     assert "is in use" in racks("ipam", "show", "--ip", str(bare.ip)).out
+
+
+def test_metrics_count_a_racks_nodes_in_its_domain_blocks_as_not_borrowed(racks, sqlite_url):
+    """``topoipam_node_borrowed_addresses`` follows ``ipam show --show-borrowed``: an address in a
+    domain block is borrowed only once its node is no longer of the domain."""
+    from topoipam.ipam.insights import World
+    from topoipam.metrics.families import compute
+
+    assign(racks, RACK0[0], 2)
+    assign(racks, RACK0[1])
+    assert racks("label", "nodes", RACK0[1], "rack=1", "--overwrite").code == 0  # its address stays in rack 0's block
+    store = open_store(sqlite_url)
+    try:
+        families = {f.name: f for f in compute(World(store, None), [], 0.0)}
+    finally:
+        store.close()
+    samples = {s.labels["node"]: s.value for s in families["topoipam_node_borrowed_addresses"].samples
+               if s.labels["family"] == "4" and s.labels["node"] in RACK0[:2]}
+    assert samples == {RACK0[0]: 0, RACK0[1]: 1}
+    shown = racks("ipam", "show", "--show-borrowed")
+    assert shown.code == 0 and RACK0[1] in shown.out and RACK0[0] not in shown.out

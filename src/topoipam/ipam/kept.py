@@ -206,7 +206,7 @@ def assign_kept(svc, snap, req, version: int, num: int, requested: tuple, hstate
 def _cooldown_here(cache, block_prefix: str, queue: list, now: float, cooldown: float) -> float:
     """The cooldown for the first block of the kept plan: none when that block has only addresses
     released moments ago and so has every other block of the plan, all kept (nothing else is free
-    in the node's blocks: the cooling ones are used, still with no read, as ``FamilyAssigner``
+    in the holder's blocks: the cooling ones are used, still with no read, as ``FamilyAssigner``
     would after reading them). Else the cooldown, and ``FamilyAssigner`` decides if it must."""
     if not cooldown or cache.has_settled_free(block_prefix + queue[0][1], now, cooldown) is not False:
         return cooldown

@@ -14,7 +14,8 @@ from collections import Counter
 
 from prometheus_client.core import GaugeMetricFamily
 
-from topoipam.core.block import affinity_node
+from topoipam.core.affinity import holder_of
+from topoipam.ipam.check import borrows
 from topoipam.ipam.insights import World, coverage, drift, headroom
 
 # name -> (labels, help)
@@ -133,16 +134,22 @@ def compute(world: World, labels: list[str], now: float) -> list[GaugeMetricFami
 
 
 def _node_allocations(world: World) -> tuple[dict, dict]:
-    """(node, family) -> allocations for the node, and those borrowed (``cli.ipam.borrowed``'s rule)."""
+    """(node, family) -> allocations for the node, and those borrowed (``cli.ipam.borrowed``'s rule:
+    the node is not of the block's holder, a host or a domain such as rack=0, or the block has none)."""
     allocations: Counter = Counter()
     borrowed: Counter = Counter()
+    labels_of = {n.name: n.labels for n in world.nodes}.get
+    holders: dict = {}  # affinity -> core.affinity.Holder: one parse per holder, not per address
     for b, o in world.held():
         node = world.attrs_of(b, o).get("node")
         if not node:
             continue  # no node attribute: unclassified, as ipam show --show-borrowed notes them
         key = (node, b.cidr.version)
         allocations[key] += 1
-        if node != (affinity_node(b.affinity) or ""):
+        if b.affinity not in holders:
+            holders[b.affinity] = holder_of(b.affinity)
+        holder = holders[b.affinity]
+        if holder is None or borrows(node, holder, labels_of):
             borrowed[key] += 1
     return allocations, borrowed
 
