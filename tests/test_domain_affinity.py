@@ -371,3 +371,23 @@ def test_metrics_count_a_racks_nodes_in_its_domain_blocks_as_not_borrowed(racks,
     assert samples == {RACK0[0]: 0, RACK0[1]: 1}
     shown = racks("ipam", "show", "--show-borrowed")
     assert shown.code == 0 and RACK0[1] in shown.out and RACK0[0] not in shown.out
+
+
+def test_dry_run_predicts_a_domains_affinity_loss(racks):
+    """--dry-run understands domains: deleting the last node of rack 1 frees the rack's empty block
+    (now); relabelling the last node out of a rack whose block holds addresses loses it once empty."""
+    import json
+
+    ips = assign(racks, "r1-node-0", 1)
+    assert racks("ipam", "release", "--ip", str(ips[0])).code == 0
+    assert racks("delete", "node", "r1-node-1").code == 0
+    r = racks("delete", "node", "r1-node-0", "--dry-run", "-o", "json")
+    assert r.code == 4, r
+    [loss] = json.loads(r.out)["impact"]["affinities"]
+    assert (loss["node"], loss["when"], loss["outcome"]) == ("rack=1", "now", "empty block freed")
+    assert loss["block"].startswith("10.0.1.")
+    assign(racks, "r1-node-0", 1)
+    r = racks("label", "nodes", "r1-node-0", "rack=0", "--overwrite", "--dry-run", "-o", "json")
+    assert r.code == 4, r
+    [loss] = json.loads(r.out)["impact"]["affinities"]
+    assert (loss["node"], loss["when"]) == ("rack=1", "once empty") and "no node carries rack=1" in loss["outcome"]

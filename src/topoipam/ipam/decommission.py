@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from topoipam.core.block import affinity_node
+from topoipam.core.affinity import holder_of
 from topoipam.errors import TopoipamError
 from topoipam.ipam import keys
 from topoipam.ipam.blocks import list_affine_nets, load_block
@@ -125,7 +125,7 @@ def _release_block(svc, net, node: str) -> str:
         return "empty block freed"
     block = load_block(record).block
     held = len(block.allocated_ordinals())
-    owner = affinity_node(block.affinity)
-    if owner not in (None, node):
-        return f"block now affine to {owner}"
+    owner = holder_of(block.affinity)  # a host, or a domain such as rack=0 (core.affinity)
+    if owner is not None and owner.display != node:
+        return f"block now affine to {owner.display}"
     return f"block left without affinity ({held} address(es) still allocated)"

@@ -21,7 +21,7 @@ keeps the full answers, which are what ``coverage`` and ``drift`` print once the
 
 from __future__ import annotations
 
-from topoipam.core.block import affinity_node
+from topoipam.core.affinity import holder_of
 from topoipam.core.pools import selects_node
 from topoipam.ipam.insights import Drift, World, coverage, drift
 from topoipam.structs import dataclass, field
@@ -78,19 +78,25 @@ def observe(store, now: float) -> Observation:
     nodes = {n.name: n for n in world.nodes}
     for b in world.blocks:
         obs.blocks[str(b.cidr)] = b.in_use
-        name = affinity_node(b.affinity)
-        if name is None:
+        holder = holder_of(b.affinity)
+        if holder is None:
             continue
-        pool = world.pool_of[b.cidr]
+        name, pool = holder.display, world.pool_of[b.cidr]
         obs.affine[str(b.cidr)] = (name, b.in_use, pool.name if pool else None)
         selecting = pool if pool is not None and not pool.spec.disabled else None  # pools do not overlap
-        node = nodes.get(name)
-        # The allocator's own test (assign._drop_unselected); a node not registered is left to cleanup.
-        if node is not None and (selecting is None or not selects_node(selecting, node.labels)):
+        if holder.is_domain:
+            # The engine's rule (release.release_orphan_domains): a domain's blocks lose their affinity,
+            # once empty, when no registered node carries the domain's label value any more.
+            gone = not any(holder.carried_by(n.labels) for n in world.nodes)
+        else:
+            node = nodes.get(name)
+            # The allocator's own test (assign._drop_unselected); a node not registered is left to cleanup.
+            gone = node is not None and (selecting is None or not selects_node(selecting, node.labels))
+        if gone:
             obs.unselected[str(b.cidr)] = AffinityLoss(
                 str(b.cidr), name, pool.name if pool else None, "once empty",
-                f"its pool no longer selects {name}: it keeps its affinity while it holds addresses "
-                f"({b.in_use} now) and loses it once empty")
+                f"{'no node carries ' + name if holder.is_domain else 'its pool no longer selects ' + name}: it "
+                f"keeps its affinity while it holds addresses ({b.in_use} now) and loses it once empty")
     return obs
 
 
