@@ -41,14 +41,18 @@ class DryRun:
     def __init__(self, ctx, output: str | None) -> None:
         from topoipam.ipam.impact import observe
         from topoipam.resources.diff import resource_state
+        from topoipam.store.decoded import Decoded
         from topoipam.store.memory import MemoryStore
 
         self.out, self.output = ctx.out, output or "text"
         self.store = MemoryStore.copy_of(ctx.store, "/topoipam/")
         self.now = time.time()
         self.released: list[str] = []
-        self._resources = resource_state(self.store)
-        self._before = observe(self.store, self.now)
+        # Before and after share the decoded records: after the change only what it wrote is decoded
+        # again (a new revision); the decoded objects are read, never changed, by both.
+        self._decoded = Decoded()
+        self._resources = resource_state(self.store, self._decoded)
+        self._before = observe(self.store, self.now, self._decoded)
 
     def service(self):
         from topoipam.ipam.pool_blocks import PoolBlocks
@@ -61,8 +65,8 @@ class DryRun:
         from topoipam.ipam.impact import compare, observe
         from topoipam.resources.diff import changes, resource_state
 
-        diff = changes(self._resources, resource_state(self.store))
-        impact = compare(self._before, observe(self.store, self.now))
+        diff = changes(self._resources, resource_state(self.store, self._decoded))
+        impact = compare(self._before, observe(self.store, self.now, self._decoded))
         if self.output == "json":
             _print_json(self.out, diff, self.released, impact)
         else:

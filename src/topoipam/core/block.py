@@ -178,7 +178,8 @@ class Block:
 
     def is_empty(self) -> bool:
         """No allocation except Windows' host-reserved addresses."""
-        return all(self.handle_of(o) == WINDOWS_RESERVED_HANDLE for o in self.allocated_ordinals())
+        return all(idx is None or self.handle_of(o) == WINDOWS_RESERVED_HANDLE
+                   for o, idx in enumerate(self.allocations))  # stops at the first workload
 
     def ordinals_of_handle(self, handle: str) -> list[int]:
         return [o for o in self.allocated_ordinals() if self.handle_of(o) == handle]

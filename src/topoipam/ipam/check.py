@@ -127,13 +127,14 @@ class CheckReport:
         return not self.problems
 
 
-def iter_blocks(store, undecodable: list | None = None) -> Iterator:
+def iter_blocks(store, undecodable: list | None = None, decoded=None) -> Iterator:
     """Every block that decodes (whether or not it is consistent: ``check`` says what is wrong with
-    it); one that does not is left out (and, given ``undecodable``, appended there)."""
+    it); one that does not is left out (and, given ``undecodable``, appended there). ``decoded``: a
+    ``store.decoded.Decoded`` of an earlier read of the same store (its blocks are shared, not copied)."""
     for version in (4, 6):
         for rec in store.list(keys.block_prefix(version)):
             try:
-                block = parse_block(rec)
+                block = decoded.of(rec, parse_block) if decoded is not None else parse_block(rec)
             except DamagedRecordError as exc:
                 if undecodable is not None:
                     undecodable.append(exc)

@@ -68,8 +68,10 @@ class Impact:
         return bool(self.uncovered or self.drift or self.unused_pools or self.affinities)
 
 
-def observe(store, now: float) -> Observation:
-    world = World(store, now)
+def observe(store, now: float, decoded=None) -> Observation:
+    """``decoded``: a ``store.decoded.Decoded`` shared by the observations of one store (before and after a
+    dry run's change), so that the second decodes only the records the change wrote."""
+    world = World(store, now, decoded)
     obs = Observation()
     report = coverage(store, now, world=world)
     obs.uncovered = {(n.node, n.version): Uncovered(n.node, n.version, n.reason) for n in report.uncovered}

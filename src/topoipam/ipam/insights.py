@@ -27,6 +27,7 @@ from topoipam.ipam.leaks import handle_records
 from topoipam.ipam.topology import Snapshot, StoreTopology
 from topoipam.model.types import ASSIGN_AUTOMATIC, USE_WORKLOAD
 from topoipam.resources import repo
+from topoipam.store.decoded import Decoded
 from topoipam.structs import dataclass, field
 
 NO_DOMAIN = "<none>"  # the domain of nodes without the label
@@ -46,16 +47,18 @@ def _ticker(progress, total: int):
 
 
 class World:
-    """Pools, nodes, IPAM config, reservations and every block, read once."""
+    """Pools, nodes, IPAM config, reservations and every block, read once. ``decoded``: a
+    ``store.decoded.Decoded`` shared with an earlier World of the same store (a dry run's before):
+    the nodes, blocks and handles that did not change since are not decoded again."""
 
-    def __init__(self, store, now: float | None) -> None:
-        self.store, self.now = store, now
+    def __init__(self, store, now: float | None, decoded: Decoded | None = None) -> None:
+        self.store, self.now, self._decoded = store, now, decoded
         snap = Snapshot(StoreTopology(store))
         self.pools = snap.pools  # name order
         self.config = snap.config
         self.reserved = snap.reserved
-        self.nodes = sorted(repo.list_nodes(store), key=lambda n: n.name)
-        self.blocks = [s.block for s in iter_blocks(store)]
+        self.nodes = sorted(repo.list_nodes(store, decoded), key=lambda n: n.name)
+        self.blocks = [s.block for s in iter_blocks(store, decoded=decoded)]
         # Indexes so that a question per node costs no scan of every block (10,000 nodes x blocks).
         self.pool_blocks: dict[str, list] = {p.name: [] for p in self.pools}
         # holder (core.affinity: a node, or a domain such as rack=0) -> its blocks (any pool, both families)
@@ -103,7 +106,7 @@ class World:
         attrs = self._attrs.get(key)
         if attrs is None:
             if self._on_handle is None:
-                self._on_handle = {h.handle: h.attrs for h in handle_records(self.store)}
+                self._on_handle = {h.handle: h.attrs for h in handle_records(self.store, decoded=self._decoded)}
             attrs = self._attrs[key] = b.attrs_of(o, self._on_handle)
         return attrs
 
@@ -592,23 +595,31 @@ def drift(store, progress=None, world: World | None = None) -> list[Drift]:
             for _ in range(b.in_use):
                 tick()
             continue
-        placed: dict[str, bool | None] = {}  # node -> block inside (True), outside (False) its pools, or across
+        # node -> (block inside (True), outside (False) the pools selecting it, or across (None); those pools)
+        placed: dict[str, tuple[bool | None, list]] = {}
         holder = holder_of(b.affinity)  # a domain block is outside for a node that left the domain
         for o in b.allocated_ordinals():
             tick()
-            attrs, handle = world.attrs_of(b, o), b.handle_of(o)
-            name = attrs.get("node")
-            if handle is None or not name or attrs.get("type") or name not in nodes:
+            handle = b.handle_of(o)
+            if handle is None:
                 continue
-            now = _selecting(selecting, world.pools, nodes[name].labels, b.cidr.version)
+            attrs = world.attrs_of(b, o)
+            name = attrs.get("node")
+            if not name or attrs.get("type") or name not in nodes:
+                continue
             if name not in placed:
+                now = _selecting(selecting, world.pools, nodes[name].labels, b.cidr.version)
                 left = holder is not None and holder.is_domain and not holder.carried_by(nodes[name].labels)
-                placed[name] = False if left else _placed(b.cidr, now)
+                placed[name] = (False if left else _placed(b.cidr, now), now)
+            inside, now = placed[name]
+            if inside is True:
+                continue  # the usual case, decided for the whole block: no address built
             ip = b.address(o)
             pool = whole or pool_containing(world.pools, ip)
             if whole is None and pool is not None and pool.spec.assignment_mode != ASSIGN_AUTOMATIC:
                 continue
-            inside = placed[name] if placed[name] is not None else any(ip in p.network for p in now)
+            if inside is None:
+                inside = any(ip in p.network for p in now)
             if not inside:
                 out.append(Drift(attrs.get("namespace", ""), attrs.get("pod") or handle, handle, name, str(ip),
                                  pool.name if pool else None, [p.name for p in now]))

@@ -14,6 +14,7 @@ from topoipam.structs import dataclass
 from topoipam.errors import AlreadyExistsError, ConflictError, DamagedRecordError, NotFoundError
 from topoipam.ipam import keys
 from topoipam.store.base import Delete, Store
+from topoipam.store.decoded import Decoded
 
 
 @dataclass(frozen=True)
@@ -24,23 +25,31 @@ class HandleRecord:
     attrs: dict  # the workload's attributes (those of its allocations whose block entry has none)
 
 
-def handle_records(store: Store, prefix: str = "", damaged: list | None = None) -> list[HandleRecord]:
+def handle_records(store: Store, prefix: str = "", damaged: list | None = None,
+                   decoded: Decoded | None = None) -> list[HandleRecord]:
     """Every handle (whose id starts with ``prefix``) in the datastore, in key order. A record that
-    does not decode is left out (and, given ``damaged``, appended there as a DamagedRecordError)."""
+    does not decode is left out (and, given ``damaged``, appended there as a DamagedRecordError).
+    ``decoded``: records already decoded by an earlier read of the same store are not decoded again."""
     out = []
     for rec in store.list(keys.HANDLE_PREFIX + prefix):
         try:
-            doc = json.loads(rec.value)
-            counts, attrs = doc.get("block", {}), doc.get("secondary") or {}
-            if not isinstance(counts, dict) or not isinstance(attrs, dict) \
-                    or not all(isinstance(n, int) for n in counts.values()):
-                raise ValueError("its block counts or attributes are not objects of numbers / strings")
-        except (ValueError, AttributeError) as exc:
+            out.append(decoded.of(rec, _decode_handle) if decoded is not None else _decode_handle(rec))
+        except DamagedRecordError as exc:
             if damaged is not None:
-                damaged.append(DamagedRecordError(rec.key, rec.revision, f"it does not decode ({exc})"))
-            continue
-        out.append(HandleRecord(rec.key[len(keys.HANDLE_PREFIX):], rec.revision, counts, attrs))
+                damaged.append(exc)
     return out
+
+
+def _decode_handle(rec) -> HandleRecord:
+    try:
+        doc = json.loads(rec.value)
+        counts, attrs = doc.get("block", {}), doc.get("secondary") or {}
+        if not isinstance(counts, dict) or not isinstance(attrs, dict) \
+                or not all(isinstance(n, int) for n in counts.values()):
+            raise ValueError("its block counts or attributes are not objects of numbers / strings")
+    except (ValueError, AttributeError) as exc:
+        raise DamagedRecordError(rec.key, rec.revision, f"it does not decode ({exc})") from None
+    return HandleRecord(rec.key[len(keys.HANDLE_PREFIX):], rec.revision, counts, attrs)
 
 
 def delete_handle_if_unchanged(store: Store, handle: str, revision: int) -> bool:

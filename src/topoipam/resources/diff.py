@@ -29,15 +29,21 @@ class ResourceChange:
     fields: list[FieldChange] = field(default_factory=list)
 
 
-def resource_state(store) -> dict[tuple[str, str], dict]:
-    """(kind, name) -> the parts of each stored resource a change is shown in: labels and spec."""
+def resource_state(store, decoded=None) -> dict[tuple[str, str], dict]:
+    """(kind, name) -> the parts of each stored resource a change is shown in: labels and spec.
+    ``decoded``: a ``store.decoded.Decoded`` of an earlier read of the same store (the dry run's before)."""
     out = {}
     for kind in PLURAL:
         for rec in store.list(resource_prefix(kind)):
-            doc = resource_to_dict(from_storage(kind, rec.value, rec.revision))
-            out[(kind, doc["metadata"]["name"])] = {"metadata": {"labels": doc["metadata"].get("labels") or {}},
-                                                    "spec": doc["spec"]}
+            name, state = decoded.of(rec, _state, kind) if decoded is not None else _state(rec, kind)
+            out[(kind, name)] = state
     return out
+
+
+def _state(rec, kind: str) -> tuple[str, dict]:
+    doc = resource_to_dict(from_storage(kind, rec.value, rec.revision))
+    return doc["metadata"]["name"], {"metadata": {"labels": doc["metadata"].get("labels") or {}},
+                                     "spec": doc["spec"]}
 
 
 def changes(before: dict, after: dict) -> list[ResourceChange]:

@@ -6,14 +6,26 @@ on the CNI plugin's import path. Writes go through ``resources.service``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from topoipam.model.storage import from_storage
 from topoipam.model.types import IPAMConfig, IPPool, IPReservation, Metadata, Node, Profile
 from topoipam.resources.keys import resource_key, resource_prefix
 from topoipam.store.base import Store
 
+if TYPE_CHECKING:  # not imported at run time: this module is on the CNI plugin's path
+    from topoipam.store.decoded import Decoded
 
-def _list(store: Store, kind: str) -> list:
-    return [from_storage(kind, r.value, r.revision) for r in store.list(resource_prefix(kind))]
+
+def _list(store: Store, kind: str, decoded: Decoded | None = None) -> list:
+    records = store.list(resource_prefix(kind))
+    if decoded is None:
+        return [from_storage(kind, r.value, r.revision) for r in records]
+    return [decoded.of(r, _decode, kind) for r in records]
+
+
+def _decode(record, kind: str):
+    return from_storage(kind, record.value, record.revision)
 
 
 def _get(store: Store, kind: str, name: str):
@@ -30,8 +42,9 @@ def get_pool(store: Store, name: str) -> IPPool | None:
     return _get(store, "IPPool", name)
 
 
-def list_nodes(store: Store) -> list[Node]:
-    return _list(store, "Node")
+def list_nodes(store: Store, decoded: Decoded | None = None) -> list[Node]:
+    """``decoded``: a ``store.decoded.Decoded`` of an earlier read of the same store (a dry run's)."""
+    return _list(store, "Node", decoded)
 
 
 def get_node(store: Store, name: str) -> Node | None:
