@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/dryrun_bench.py                 # 10,000 nodes, 100,000 allocations
     .venv/bin/python bench/dryrun_bench.py --nodes 1000    # smaller
+    .venv/bin/python bench/dryrun_bench.py --baseline-src /work/main/src   # also each row on that code
 
 The world, in one SQLite file: 50 racks, one pool per rack (``10.<rack>.0.0/16``, nodeSelector
 ``rack == "<rack>"``), ``--nodes`` nodes spread over the racks, and on every node ``--per-node``
@@ -72,14 +73,17 @@ def build(url: str, nodes: int, per_node: int) -> None:
         store.close()
 
 
-def timed(url: str, argv: list[str], runs: int, expect: int) -> tuple[float, float]:
-    """Median (wall-clock, CPU) seconds of the CLI command, a fresh interpreter each run. The machine
-    is shared: CPU time (user + system of the child) is the steadier figure."""
+def timed(url: str, argv: list[str], runs: int, expect: int, src: str | None = None) -> tuple[float, float]:
+    """Median (wall-clock, CPU) seconds of the CLI command, a fresh interpreter each run (``src``: the
+    topoipam sources to import instead of the installed ones). The machine is shared: CPU time (user +
+    system of the child) is the steadier figure."""
+    env = dict(os.environ, PYTHONPATH=src) if src else None
     walls, cpus = [], []
     for _ in range(runs):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
-        r = subprocess.run([PYTHON, "-m", "topoipam.cli.main", "--datastore", url, *argv], capture_output=True)
+        r = subprocess.run([PYTHON, "-m", "topoipam.cli.main", "--datastore", url, *argv], capture_output=True,
+                           env=env)
         walls.append(time.perf_counter() - t)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
@@ -93,6 +97,8 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=10_000)
     ap.add_argument("--per-node", type=int, default=10)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--baseline-src", help="a topoipam src/ directory (another checkout) to time each row on too, "
+                    "in the same run: before/after figures of a change")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "world.db")
@@ -111,14 +117,21 @@ def main() -> None:
                                                         "-o", "json"], 4),
         ]
         figures = {name: timed(url, argv, args.runs, code) for name, argv, code in rows}
+        baseline = {name: timed(url, argv, args.runs, code, args.baseline_src) for name, argv, code in rows} \
+            if args.baseline_src else {}
         after = os.stat(path)
         if (after.st_size, after.st_mtime_ns) != (stat.st_size, stat.st_mtime_ns):
             raise SystemExit("a dry run changed the datastore file")
-        base = figures["ipam coverage -o json"][1] + figures["ipam drift -o json"][1]
         print(f"median of {args.runs} runs, fresh interpreter each ({PYTHON}); load average "
               f"{os.getloadavg()[0]:.1f}:")
-        for name, (wall, cpu) in figures.items():
-            print(f"  {name:<44} wall {wall:6.2f} s   CPU {cpu:6.2f} s   {cpu / base:4.2f} x (coverage + drift CPU)")
+        for label, table in (("baseline " + (args.baseline_src or ""), baseline), ("this checkout", figures)):
+            if not table:
+                continue
+            base = table["ipam coverage -o json"][1] + table["ipam drift -o json"][1]
+            if baseline:
+                print(f" {label}:")
+            for name, (wall, cpu) in table.items():
+                print(f"  {name:<44} wall {wall:6.2f} s   CPU {cpu:6.2f} s   {cpu / base:4.2f} x (coverage + drift CPU)")
 
 
 if __name__ == "__main__":
