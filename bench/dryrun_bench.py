@@ -73,23 +73,27 @@ def build(url: str, nodes: int, per_node: int) -> None:
         store.close()
 
 
-def timed(url: str, argv: list[str], runs: int, expect: int, src: str | None = None) -> tuple[float, float]:
-    """Median (wall-clock, CPU) seconds of the CLI command, a fresh interpreter each run (``src``: the
-    topoipam sources to import instead of the installed ones). The machine is shared: CPU time (user +
-    system of the child) is the steadier figure."""
-    env = dict(os.environ, PYTHONPATH=src) if src else None
-    walls, cpus = [], []
+def timed(url: str, argv: list[str], runs: int, expect: int, sources: list) -> list[tuple[float, float]]:
+    """Per entry of ``sources`` (the topoipam src/ to import, None: the installed one), the median
+    (wall-clock, CPU) seconds of the CLI command, a fresh interpreter each run, the sources alternating
+    run by run (the load of this shared machine changes by the minute). CPU time (user + system of the
+    child) is the steadier figure."""
+    walls: list[list] = [[] for _ in sources]
+    cpus: list[list] = [[] for _ in sources]
     for _ in range(runs):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t = time.perf_counter()
-        r = subprocess.run([PYTHON, "-m", "topoipam.cli.main", "--datastore", url, *argv], capture_output=True,
-                           env=env)
-        walls.append(time.perf_counter() - t)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-        if r.returncode != expect:
-            raise SystemExit(f"{' '.join(argv)}: exit {r.returncode}, expected {expect}: {r.stderr.decode()[:500]}")
-    return statistics.median(walls), statistics.median(cpus)
+        for i, src in enumerate(sources):
+            env = dict(os.environ, PYTHONPATH=src) if src else None
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t = time.perf_counter()
+            r = subprocess.run([PYTHON, "-m", "topoipam.cli.main", "--datastore", url, *argv], capture_output=True,
+                               env=env)
+            walls[i].append(time.perf_counter() - t)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus[i].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+            if r.returncode != expect:
+                raise SystemExit(f"{' '.join(argv)}: exit {r.returncode}, expected {expect}: "
+                                 f"{r.stderr.decode()[:500]}")
+    return [(statistics.median(w), statistics.median(c)) for w, c in zip(walls, cpus)]
 
 
 def main() -> None:
@@ -116,13 +120,14 @@ def main() -> None:
             (f"label nodes {moved} rack=8 --dry-run", ["label", "nodes", moved, "rack=8", "--overwrite", "--dry-run",
                                                         "-o", "json"], 4),
         ]
-        figures = {name: timed(url, argv, args.runs, code) for name, argv, code in rows}
-        baseline = {name: timed(url, argv, args.runs, code, args.baseline_src) for name, argv, code in rows} \
-            if args.baseline_src else {}
+        sources = [args.baseline_src, None] if args.baseline_src else [None]
+        timings = {name: timed(url, argv, args.runs, code, sources) for name, argv, code in rows}
+        figures = {name: t[-1] for name, t in timings.items()}
+        baseline = {name: t[0] for name, t in timings.items()} if args.baseline_src else {}
         after = os.stat(path)
         if (after.st_size, after.st_mtime_ns) != (stat.st_size, stat.st_mtime_ns):
             raise SystemExit("a dry run changed the datastore file")
-        print(f"median of {args.runs} runs, fresh interpreter each ({PYTHON}); load average "
+        print(f"median of {args.runs} runs, fresh interpreter each, alternating ({PYTHON}); load average "
               f"{os.getloadavg()[0]:.1f}:")
         for label, table in (("baseline " + (args.baseline_src or ""), baseline), ("this checkout", figures)):
             if not table:
