@@ -7,8 +7,10 @@ VERSION, and for an ADD answered by a real agent; every module the
 interpreter imported is read from that report. The direct path fails if a
 module outside the standard library is loaded, if a topoipam module outside
 the documented CNI path is loaded (CLI, YAML codec, validation, etcd), or if a
-heavy standard-library module (argparse, http, urllib.request, ssl, asyncio)
-creeps in. The agent path is held to an allowed list: the interpreter's own
+standard-library module outside its allowed list creeps in (``json``, ``re``,
+``enum``, ``typing``, ``sqlite3``'s Python layer, ``datetime`` and ``threading``
+each cost milliseconds per exec: ``leanjson``, ``_sqlite3`` and ``_thread``
+stand in for them). The agent path is held to an allowed list: the interpreter's own
 start-up (``-c pass`` with the same options), ``os``, ``_socket``,
 ``binascii`` and four topoipam modules.
 """
@@ -31,7 +33,7 @@ from topoipam.ipam.pool_blocks import PoolBlocks
 from topoipam.store import open_store
 
 ALLOWED_TOPOIPAM = re.compile(
-    r"^topoipam(\.(errors|structs|store|store\.base|store\.retry|store\.sqlite|store\.memory|selector(\..+)?|model|model\.types"
+    r"^topoipam(\.(errors|structs|leanjson|store|store\.base|store\.retry|store\.sqlite|store\.memory|selector(\..+)?|model|model\.types"
     r"|model\.storage|core(\..+)?|resources|resources\.repo|resources\.keys|ipam(\..+)?|cni(\..+)?))?$"
 )
 # Probed by the interpreter itself at start-up (site hooks, copy's Jython check), whether or not they exist.
@@ -50,6 +52,16 @@ metadata: {name: rack-0-ippool}
 spec: {cidr: 192.168.0.0/24, nodeSelector: rack == "0"}
 """
 
+
+# The standard library the direct (embedded) path may load beyond the interpreter's own start-up:
+# the datastore's C driver, the C JSON codec, ipaddress (with functools and collections) and os.
+DIRECT_MODE_STDLIB = {"os", "stat", "_stat", "posixpath", "genericpath", "_collections_abc", "binascii", "__future__",
+                      "collections", "collections.abc", "_collections", "itertools", "keyword", "operator", "_operator",
+                      "reprlib", "types", "functools", "_functools", "ipaddress", "_json", "_sqlite3", "_weakrefset",
+                      "_socket"}
+# Each of these costs milliseconds of every exec; leanjson, _sqlite3 and _thread stand in for them.
+NEVER_IN_DIRECT_MODE = {"json", "re", "enum", "typing", "sqlite3", "datetime", "threading", "dataclasses", "inspect",
+                        "socket", "weakref", "contextlib", "warnings"}
 
 # What the plugin itself may import in agent mode, beyond the interpreter's own start-up.
 AGENT_MODE_ALLOWED = {"os", "stat", "_stat", "posixpath", "genericpath", "_collections_abc", "_socket", "binascii",
@@ -119,12 +131,16 @@ def test_add_check_del_import_only_lean_modules(datastore):
     seen, proc = imported_modules(env, conf)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     assert b"192.168.0." in proc.stdout
-    assert "topoipam.ipam" in seen and "topoipam.store.sqlite" in seen and "sqlite3" in seen
-    assert offenders(seen) == []
-    for command in ("CHECK", "DEL"):
-        seen, proc = imported_modules(cni_env(command, container_id="lean1", netns="/run/netns/lean"), conf)
-        assert proc.returncode == 0, proc.stdout
+    assert "topoipam.ipam" in seen and "topoipam.store.sqlite" in seen and "_sqlite3" in seen
+    start_up = interpreter_start_up()
+    for command in ("ADD", "CHECK", "DEL"):
+        if command != "ADD":
+            seen, proc = imported_modules(cni_env(command, container_id="lean1", netns="/run/netns/lean"), conf)
+            assert proc.returncode == 0, proc.stdout
         assert offenders(seen) == []
+        stdlib = {m for m in seen - start_up - INTERPRETER_PROBES if not m.startswith("topoipam")}
+        assert stdlib - DIRECT_MODE_STDLIB == set(), f"{command} imported {sorted(stdlib - DIRECT_MODE_STDLIB)}"
+        assert not seen & NEVER_IN_DIRECT_MODE, f"{command} imported {sorted(seen & NEVER_IN_DIRECT_MODE)}"
 
 
 def test_version_imports_no_datastore_code():

@@ -4,8 +4,9 @@ Why: ``topoipam-cni`` is exec'd once per pod. Importing ``dataclasses`` pulls in
 ``inspect`` (and ``ast``, ``dis``, ``tokenize``...), and ``@dataclass`` spends
 about half a millisecond per class building its methods; with the ~30 value
 classes on the plugin's import path that was a quarter of its start-up time.
-This module builds the same ``__init__`` with one small ``exec`` per class and
-shares generic ``__eq__``/``__repr__``; it imports nothing.
+This module builds the same ``__init__`` with one small ``exec`` per class, on
+the class's first instantiation, and shares generic ``__eq__``/``__repr__``; it
+imports nothing.
 
 Supported: ``@dataclass`` and ``@dataclass(frozen=..., slots=...)``,
 ``field(default=..., default_factory=..., compare=..., repr=...)``,
@@ -100,11 +101,7 @@ def _build(cls, frozen: bool, slots: bool):
                     delattr(cls, name)
                 else:
                     setattr(cls, name, spec.default)
-    setter = "_setattr(self, {name!r}, {value})" if frozen else "self.{name} = {value}"
-    source, env = _init_source(found, setter)
-    exec(source, env)
-    cls.__init__ = env["__init__"]
-    cls.__init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = _first_init(cls, "_setattr(self, {name!r}, {value})" if frozen else "self.{name} = {value}")
     cls.__struct_fields__ = found
     cls.__struct_compare__ = tuple(n for n, s in found.items() if s.compare)
     cls.__eq__ = _eq
@@ -116,6 +113,25 @@ def _build(cls, frozen: bool, slots: bool):
     else:
         cls.__hash__ = None
     return cls
+
+
+def _first_init(cls, setter: str):
+    """An ``__init__`` that builds the class's real one on first use, puts it in its place and calls it.
+
+    Compiling each class's ``__init__`` at import was most of this module's cost
+    on the CNI plugin's start-up (~35 classes on its path, few of them ever
+    instantiated by one request)."""
+
+    def __init__(self, *args, **kwargs):
+        source, env = _init_source(cls.__struct_fields__, setter)
+        exec(source, env)
+        real = env["__init__"]
+        real.__qualname__ = f"{cls.__qualname__}.__init__"
+        cls.__init__ = real
+        real(self, *args, **kwargs)
+
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    return __init__
 
 
 def _inherited_slots(cls) -> set:

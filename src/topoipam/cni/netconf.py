@@ -34,7 +34,7 @@ Everything here is a value check with no I/O; violations raise ``CniError``.
 from __future__ import annotations
 
 import ipaddress
-import json
+from topoipam import leanjson
 import os
 from collections.abc import Mapping
 
@@ -87,7 +87,7 @@ def parse_ipam(config: Mapping, default_nodename: str | None = None) -> IpamConf
         raise _invalid('network config has no "ipam" object', "expected \"ipam\": {\"type\": \"topoipam-cni\", ...}")
     for key, value in ipam.items():
         if key not in IPAM_FIELDS:
-            raise CniError(E.CNI_UNSUPPORTED_FIELD, f"unsupported field ipam.{key} = {json.dumps(value)}",
+            raise CniError(E.CNI_UNSUPPORTED_FIELD, f"unsupported field ipam.{key} = {leanjson.dumps(value)}",
                            f"known ipam fields: {', '.join(sorted(IPAM_FIELDS))}")
     conf = IpamConf(nodename=_string(ipam, "nodename") or default_nodename or os.uname().nodename)
     conf.datastore = _string(ipam, "datastore") or None
@@ -121,14 +121,14 @@ def _segment(ipam: Mapping, plugin: object) -> bool:
     if value is None:
         return plugin in L2_PLUGINS
     if value not in ("l2", "routed"):
-        raise _invalid('ipam.segment must be "l2" or "routed"', f"got {json.dumps(value)}")
+        raise _invalid('ipam.segment must be "l2" or "routed"', f"got {leanjson.dumps(value)}")
     return value == "l2"
 
 
 def _string(ipam: Mapping, key: str) -> str:
     value = ipam.get(key, "")
     if not isinstance(value, str):
-        raise _invalid(f"ipam.{key} must be a string", f"got {json.dumps(value)}")
+        raise _invalid(f"ipam.{key} must be a string", f"got {leanjson.dumps(value)}")
     return value
 
 
@@ -138,13 +138,13 @@ def _flag(ipam: Mapping, key: str, default: bool) -> bool:
         return value
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
-    raise _invalid(f"ipam.{key} must be true or false", f"got {json.dumps(value)}")
+    raise _invalid(f"ipam.{key} must be true or false", f"got {leanjson.dumps(value)}")
 
 
 def _pools(ipam: Mapping, key: str, family: int) -> tuple[str, ...]:
     value = ipam.get(key, [])
     if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
-        raise _invalid(f"ipam.{key} must be a list of pool names or CIDRs", f"got {json.dumps(value)}")
+        raise _invalid(f"ipam.{key} must be a list of pool names or CIDRs", f"got {leanjson.dumps(value)}")
     for pool in value:
         if "/" not in pool:
             continue  # a pool name; the IPAM service resolves it
@@ -159,7 +159,7 @@ def _pools(ipam: Mapping, key: str, family: int) -> tuple[str, ...]:
 
 def _address(text: object, where: str) -> IpAddress:
     if not isinstance(text, str):
-        raise _invalid(f"{where} must be an IP address string", f"got {json.dumps(text)}")
+        raise _invalid(f"{where} must be an IP address string", f"got {leanjson.dumps(text)}")
     try:
         return ipaddress.ip_address(text)
     except ValueError:
@@ -185,18 +185,18 @@ def _routes(value: object, gateways: Mapping[int, IpAddress | None]) -> list[dic
     if value is None:
         return []
     if not isinstance(value, list):
-        raise _invalid("ipam.routes must be a list of {\"dst\": CIDR, \"gw\": address}", f"got {json.dumps(value)}")
+        raise _invalid("ipam.routes must be a list of {\"dst\": CIDR, \"gw\": address}", f"got {leanjson.dumps(value)}")
     routes = []
     for i, route in enumerate(value):
         where = f"ipam.routes[{i}]"
         if not isinstance(route, dict) or set(route) - {"dst", "gw"} or "dst" not in route:
-            raise _invalid(f"{where} must be {{\"dst\": CIDR, \"gw\": address}}", f"got {json.dumps(route)}")
+            raise _invalid(f"{where} must be {{\"dst\": CIDR, \"gw\": address}}", f"got {leanjson.dumps(route)}")
         try:
             dst = ipaddress.ip_network(route["dst"]) if isinstance(route["dst"], str) else None
         except ValueError:
             dst = None
         if dst is None:
-            raise _invalid(f"{where}.dst: {json.dumps(route['dst'])} is not a CIDR")
+            raise _invalid(f"{where}.dst: {leanjson.dumps(route['dst'])} is not a CIDR")
         if "gw" not in route:
             if dst.version in gateways and gateways[dst.version] is None:
                 raise _invalid(f"{where} ({dst}) has no gw and ipam.gateway is none for IPv{dst.version}",
@@ -221,7 +221,7 @@ def parse_args(text: str) -> CniArgs:
     ignore = pairs.get("IgnoreUnknown", "").lower() in ("1", "true")
     unknown = sorted(k for k in pairs if k not in KNOWN_ARGS)
     if unknown and not ignore:
-        raise CniError(E.CNI_INVALID_ENV, f"CNI_ARGS: unknown args {json.dumps(unknown)}", "add IgnoreUnknown=1 to ignore them")
+        raise CniError(E.CNI_INVALID_ENV, f"CNI_ARGS: unknown args {leanjson.dumps(unknown)}", "add IgnoreUnknown=1 to ignore them")
     args = CniArgs(namespace=pairs.get("K8S_POD_NAMESPACE") or None, pod=pairs.get("K8S_POD_NAME") or None,
                    pod_uid=pairs.get("K8S_POD_UID") or None)
     if pairs.get("IP"):

@@ -19,7 +19,7 @@ Standard library only: it is on the plugin's import path and the node agent
 
 from __future__ import annotations
 
-import json
+from topoipam import leanjson
 from collections.abc import Mapping
 
 from topoipam import errors as E
@@ -144,7 +144,7 @@ def _validate_ifname(ifname: str) -> None:
 def version_probe(stdin: bytes) -> str:
     """VERSION echoes the caller's cniVersion when it sent one we can read (SPEC.md section 5)."""
     try:
-        conf = json.loads(stdin or b"{}")
+        conf = leanjson.loads(stdin or b"{}")
     except ValueError:
         return LATEST
     version = conf.get("cniVersion") if isinstance(conf, dict) else None
@@ -153,7 +153,7 @@ def version_probe(stdin: bytes) -> str:
 
 def _decode_config(stdin: bytes) -> dict:
     try:
-        conf = json.loads(stdin)
+        conf = leanjson.loads(stdin)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CniError(E.CNI_DECODE_FAILURE, f"error decoding network config from stdin: {exc}") from None
     if not isinstance(conf, dict):
@@ -171,11 +171,11 @@ def _reconcile_version(conf: Mapping, command: str) -> str:
     version = conf.get("cniVersion", "")
     if not isinstance(version, str):
         raise CniError(E.CNI_DECODE_FAILURE, "error decoding network config: cniVersion must be a string",
-                       f"got {json.dumps(version)}")
+                       f"got {leanjson.dumps(version)}")
     shown = version or "0.1.0"  # an absent cniVersion means 0.1.0 (libcni's rule)
     if shown not in SUPPORTED_VERSIONS:
         raise CniError(E.CNI_INCOMPATIBLE_VERSION, "incompatible CNI versions",
-                       f'config is "{shown}", plugin supports {json.dumps(list(SUPPORTED_VERSIONS))}')
+                       f'config is "{shown}", plugin supports {leanjson.dumps(list(SUPPORTED_VERSIONS))}')
     needed = MIN_VERSION.get(command)
     if needed and version_tuple(version) < version_tuple(needed):
         raise CniError(E.CNI_INCOMPATIBLE_VERSION, f"config version does not allow {command}",
@@ -219,4 +219,4 @@ def format_result(version: str, ips: list[tuple[str, str | None]], routes: list[
 
 
 def dumps(obj: Mapping) -> bytes:
-    return (json.dumps(obj, indent=4) + "\n").encode()
+    return (leanjson.dumps(obj, indent=4) + "\n").encode()

@@ -23,7 +23,7 @@ sequence numbers in. ``to_json``/``from_json`` are the stored form
 from __future__ import annotations
 
 import ipaddress
-import json
+from topoipam import leanjson
 from topoipam.structs import dataclass, field
 from functools import lru_cache
 from collections.abc import Iterable, Mapping
@@ -418,7 +418,7 @@ class Block:
 
     @classmethod
     def from_json(cls, data: bytes) -> "Block":
-        d = json.loads(data)
+        d = leanjson.loads(data)
         return cls(
             cidr=_network(d["cidr"]),
             affinity=d.get("affinity"),
@@ -433,8 +433,8 @@ class Block:
 
 
 #: Compact JSON, as every stored record is written (also used by ipam/blocks.py).
-dumps_compact = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
-dumps_str = json.encoder.encode_basestring_ascii  # dumps_compact of a str, without its Python frame
+dumps_compact = leanjson.compact_encoder(check_circular=False)
+dumps_str = leanjson.quote_ascii  # dumps_compact of a str, without its Python frame
 _INTERFACE = {4: (ipaddress.IPv4Interface, ipaddress.IPv4Address), 6: (ipaddress.IPv6Interface, ipaddress.IPv6Address)}
 
 

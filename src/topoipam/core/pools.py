@@ -11,7 +11,7 @@ why each was not used (what Calico's ``no configured Calico pools`` lacks).
 from __future__ import annotations
 
 import ipaddress
-import json
+from topoipam import leanjson
 from topoipam.structs import dataclass, field
 from collections.abc import Mapping, Sequence
 
@@ -41,7 +41,7 @@ class PoolChoice:
 
 
 def _labels(labels: Mapping[str, str] | None) -> str:
-    return json.dumps(dict(sorted((labels or {}).items())), separators=(", ", ": "))
+    return leanjson.dumps(dict(sorted((labels or {}).items())), separators=(", ", ": "))
 
 
 def selects_node(pool: IPPool, labels: Mapping[str, str]) -> bool:

@@ -14,7 +14,7 @@ Pure values and index math here; keys and I/O live in ``ipam``.
 from __future__ import annotations
 
 import binascii  # not base64: that module imports re, ~8 ms of every plugin start
-import json
+from topoipam import leanjson
 from topoipam.structs import dataclass
 
 CHUNK_BITS = 12
@@ -58,10 +58,10 @@ class Chunk:
 
     def to_json(self) -> bytes:
         raw = self.bits.to_bytes(CHUNK_BLOCKS // 8, "little")
-        return json.dumps({"chunk": self.index, "bits": binascii.b2a_base64(raw, newline=False).decode()},
+        return leanjson.dumps({"chunk": self.index, "bits": binascii.b2a_base64(raw, newline=False).decode()},
                           separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> "Chunk":
-        d = json.loads(data)
+        d = leanjson.loads(data)
         return cls(int(d["chunk"]), int.from_bytes(binascii.a2b_base64(d["bits"]), "little"))

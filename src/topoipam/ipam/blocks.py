@@ -10,7 +10,7 @@ sets or clears its bit in the chunk summary, in the same commit.
 from __future__ import annotations
 
 import ipaddress
-import json
+from topoipam import leanjson
 from topoipam.structs import dataclass
 from collections.abc import Iterator, Mapping
 
@@ -26,11 +26,11 @@ from topoipam.store.base import Check, Create, Delete, Op, Record, Store, Update
 
 CHUNK_PAGE = 64  # summary records per range read (a /8 of /26 blocks is 64 chunks)
 BLOCK_PAGE = 256  # blocks per range read when scanning a pool (borrow, reclaim, pool delete)
-AFFINITY_VALUE = json.dumps({"state": "confirmed", "deleted": False}, separators=(",", ":")).encode()
+AFFINITY_VALUE = leanjson.dumps({"state": "confirmed", "deleted": False}, separators=(",", ":")).encode()
 # Affinity of a block with no free ordinal left. The hint (our extension of Calico's value) lets a node
 # skip its full blocks without reading them, so assignment cost does not grow with its block count.
 # It is written in the same commit as the block change that fills or un-fills the block.
-AFFINITY_FULL = json.dumps({"state": "confirmed", "deleted": False, "full": True}, separators=(",", ":")).encode()
+AFFINITY_FULL = leanjson.dumps({"state": "confirmed", "deleted": False, "full": True}, separators=(",", ":")).encode()
 
 
 def affinity_is_full(record: Record | None) -> bool:
@@ -197,7 +197,7 @@ def entry_attrs(handle: str | None, record: Record | None, attrs: Mapping[str, s
 def handle_doc(record: Record) -> dict:
     """The decoded handle record; DamagedRecordError when it does not decode."""
     try:
-        doc = json.loads(record.value)
+        doc = leanjson.loads(record.value)
         if not isinstance(doc.get("block"), dict):
             raise ValueError("no block counts")
         return doc

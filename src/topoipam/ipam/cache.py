@@ -23,7 +23,7 @@ landed commit puts the written value back. Thread-safe.
 
 from __future__ import annotations
 
-import threading
+from _thread import allocate_lock  # threading.Lock, without importing threading (CNI path)
 from collections.abc import Iterable, Mapping, Sequence
 
 from topoipam.core.block import Block
@@ -36,7 +36,7 @@ MAX_BLOCKS = 1024
 class ServiceCache:
     def __init__(self, size: int = MAX_BLOCKS) -> None:
         self.size = size
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
         self._blocks: dict[str, tuple[int, Block]] = {}  # block key -> (revision, block), newest seen
         self._affinities: dict[str, dict[str, Record]] = {}  # affinity prefix -> {key: record}
         self._sorted: dict[str, tuple[int, list[Record]]] = {}  # affinity prefix -> (version, records in order)

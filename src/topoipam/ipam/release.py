@@ -11,7 +11,7 @@ deleted) in the same commit (Calico's ensureConsistentAffinity). A domain block
 from __future__ import annotations
 
 import ipaddress
-import json
+from topoipam import leanjson
 
 from topoipam.core.affinity import Holder, affinity_label, holder_for, holder_of, host_holder
 from topoipam.core.block import Block
@@ -241,7 +241,7 @@ def holdings(svc, handles: list) -> dict:
         rec = hrecs.get(keys.handle_key(handle))
         if rec is None:
             continue
-        on_handle = {handle: json.loads(rec.value).get("secondary") or {}}
+        on_handle = {handle: leanjson.loads(rec.value).get("secondary") or {}}
         held = [(b, o) for b in blocks for o in b.ordinals_of_handle(handle)]
         attrs = held[0][0].attrs_of(held[0][1], on_handle) if held else on_handle[handle]
         out[handle] = (sorted((b.interface(o) for b, o in held), key=address_order), attrs)

@@ -16,7 +16,7 @@ fields left out when empty, defaults filled.
 from __future__ import annotations
 
 import ipaddress
-import json
+from topoipam import leanjson
 
 from topoipam.errors import ValidationError
 from topoipam.model.types import (
@@ -151,7 +151,7 @@ def describe(value) -> str:
     if isinstance(value, float):
         return f"number {value}"
     if isinstance(value, str):
-        return "string " + _clip(json.dumps(value, ensure_ascii=False))
+        return "string " + _clip(leanjson.dumps(value, ensure_ascii=False))
     if isinstance(value, (list, tuple)):
         return "a list"
     if isinstance(value, dict):
@@ -322,7 +322,7 @@ def resource_from_dict(d: dict, where: str):
 def from_storage(kind: str, data: bytes, revision: int):
     """Decode a stored record; ``metadata.resource_version`` becomes the record's revision."""
     try:
-        d = json.loads(data)
+        d = leanjson.loads(data)
     except ValueError as exc:
         raise ValidationError(f"stored {kind} record is not valid JSON: {exc}") from None
     resource = resource_from_dict(d, f"stored {kind} record")
@@ -336,7 +336,7 @@ def to_storage(resource) -> bytes:
     """Compact JSON of the v3 form; the revision is the record's own, so resourceVersion is not kept."""
     d = resource_to_dict(resource)
     d["metadata"].pop("resourceVersion", None)
-    return json.dumps(d, separators=(",", ":"), ensure_ascii=False).encode()
+    return leanjson.dumps(d, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 # ---------------------------------------------------------------- encoding

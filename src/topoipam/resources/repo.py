@@ -6,14 +6,13 @@ on the CNI plugin's import path. Writes go through ``resources.service``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from topoipam.model.storage import from_storage
 from topoipam.model.types import IPAMConfig, IPPool, IPReservation, Metadata, Node, Profile
 from topoipam.resources.keys import resource_key, resource_prefix
 from topoipam.store.base import Store
 
-if TYPE_CHECKING:  # not imported at run time: this module is on the CNI plugin's path
+TYPE_CHECKING = False  # typing's own flag, without importing typing: this module is on the CNI plugin's path
+if TYPE_CHECKING:
     from topoipam.store.decoded import Decoded
 
 

@@ -8,7 +8,7 @@ when their scheme is asked for, so the CNI plugin never loads an etcd client.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping  # not typing: this module is on the CNI plugin's path
 
 from topoipam.errors import ValidationError
 from topoipam.store.base import Check, Create, Delete, Op, Record, Store, Update
@@ -23,12 +23,15 @@ def default_url() -> str:
     return os.environ.get(ENV_VAR) or _data_dir_url()
 
 
+_DEFAULT_TAIL = "/topoipam/topoipam.db"
+
+
 def _data_dir_url() -> str:
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return "sqlite://" + os.path.join(base, "topoipam", "topoipam.db")
+    return "sqlite://" + base.rstrip("/") + _DEFAULT_TAIL
 
 
-def open_store(url: str | None = None, config: Mapping[str, Any] | None = None) -> Store:
+def open_store(url: str | None = None, config: Mapping[str, object] | None = None) -> Store:
     """The store ``url`` names (``None``: ``default_url()``); ``config`` carries an etcd store's options
     (credentials, certificate files) that should not travel in a URL."""
     url = url or default_url()
@@ -44,7 +47,9 @@ def open_store(url: str | None = None, config: Mapping[str, Any] | None = None) 
 
         # Only the default file under the user's data directory gets its directories made: a path the
         # user named in a missing directory is a typo to report, not a tree to create.
-        return SqliteStore(url, create_dirs=url == _data_dir_url())
+        # (Compared by its tail first: the full default path needs the home directory, a passwd lookup
+        # when HOME is unset, as it is for a CNI plugin.)
+        return SqliteStore(url, create_dirs=url.endswith(_DEFAULT_TAIL) and url == _data_dir_url())
     if scheme in ("etcd", "etcds"):
         from topoipam.store.etcd import EtcdStore
 

@@ -11,7 +11,7 @@ address already assigned) propagate unchanged: they are answers, not races.
 
 from __future__ import annotations
 
-import threading
+from _thread import allocate_lock  # threading.Lock, without importing threading (CNI path)
 import time
 from topoipam.structs import dataclass, field
 from collections.abc import Callable, Sequence
@@ -29,7 +29,7 @@ class CasStats:
     def __init__(self) -> None:
         self.conflicts = 0  # commits that lost their race and were retried
         self.exhausted = 0  # calls that ended in RetriesExhaustedError
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
 
     def add(self, conflicts: int = 0, exhausted: int = 0) -> None:
         with self._lock:

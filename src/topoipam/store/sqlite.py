@@ -40,10 +40,14 @@ from __future__ import annotations
 
 import functools
 import os
-import sqlite3
-import threading
 import time
-from _weakrefset import WeakSet  # what weakref.WeakSet is; already loaded by threading, unlike weakref
+from _thread import allocate_lock  # what threading.Lock is, without importing threading (~1 ms per CNI exec)
+
+try:  # the C driver itself: the sqlite3 package adds only datetime adapters (importing datetime) we never use
+    import _sqlite3 as sqlite3
+except ImportError:  # pragma: no cover - a build whose driver lives elsewhere
+    import sqlite3
+from _weakrefset import WeakSet  # what weakref.WeakSet is, without weakref's further imports
 from collections.abc import Callable, Iterable, Sequence
 
 from topoipam.errors import (
@@ -169,7 +173,7 @@ class SqliteStore(Store):
         self.url = url
         self.create_dirs = create_dirs  # make missing parent directories (the default datastore only)
         self.path, self.synchronous, self.timeout = parse_url(url)
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
         # None: open on next use (first use, after a fork, or closed). A forked child never uses its parent's
         # connection: _after_fork_in_child drops it there, so no call pays for an os.getpid() check.
         self._conn: sqlite3.Connection | None = None
@@ -459,7 +463,7 @@ def _after_fork_in_child() -> None:
     stay held for ever in the child: each store gets a new one.
     """
     for store in list(_STORES):
-        store._lock = threading.Lock()
+        store._lock = allocate_lock()
         if store._conn is not None:
             _INHERITED.append(store._conn)
             store._conn = store._cursor = None
