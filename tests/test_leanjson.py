@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -57,3 +59,19 @@ def test_unserialisable_and_circular_values_fail_as_in_json():
     loop.append(loop)
     with pytest.raises(ValueError, match="Circular reference"):
         leanjson.dumps(loop)
+
+
+def test_errors_are_json_errors_in_a_process_that_never_imported_json():
+    """As in the exec'd plugin: the C scanner needs json.decoder loaded to report an error."""
+    code = ("import sys; sys.path[:0] = %r\nfrom topoipam import leanjson\n"
+            "for bad in ('{not json', '[1,', '\"\\\\x\"', '{\"a\": tru}'):\n"
+            "    assert 'json' not in sys.modules\n"
+            "    try:\n        leanjson.loads(bad)\n    except ValueError as exc:\n"
+            "        print(type(exc).__name__, exc)\n    del sys.modules['json'], sys.modules['json.decoder']\n"
+            % [p for p in sys.path if p.endswith("src")])
+    out = subprocess.run([sys.executable, "-IS", "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == "JSONDecodeError Expecting property name enclosed in double quotes: " \
+                                        "line 1 column 2 (char 1)"
+    assert len(out.stdout.splitlines()) == 4 and all(line.startswith("JSONDecodeError") for line in
+                                                     out.stdout.splitlines())

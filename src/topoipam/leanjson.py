@@ -53,7 +53,9 @@ def loads(data):
     start, end = _skip_whitespace(text, 0), len(text)
     try:
         value, stop = _scan_once(text, start)
-    except (StopIteration, ValueError):  # json.loads says what and where
+    except (StopIteration, ValueError, SystemError):  # json.loads says what and where
+        # (SystemError: CPython 3.11's scanner reports an error through json.decoder's exception
+        # class, and fails that way when json.decoder has not been imported.)
         return _json_module().loads(data)
     if _skip_whitespace(text, stop) != end:
         return _json_module().loads(data)  # "Extra data"

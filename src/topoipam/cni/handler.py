@@ -45,8 +45,7 @@ from topoipam import errors as E
 from topoipam.cni import protocol as P
 from topoipam.cni.netconf import ROUTED_GATEWAYS, CniArgs, IpamConf, parse_args, parse_ipam, parse_release
 from topoipam.core.block import FIRST_USABLE, L2Segment
-from topoipam.model.types import USE_WORKLOAD
-from topoipam.resources import repo
+from topoipam.model import USE_WORKLOAD
 from topoipam.store.base import Store
 
 TYPE_CHECKING = False  # typing's own flag, without importing typing on the plugin's start-up path
@@ -231,6 +230,8 @@ def _namespace_labels(service: IpamService, conf: IpamConf, namespace: str | Non
         return None
     if not any(p.spec.namespace_selector for p in service.assign_snapshot(conf.nodename).pools):
         return None
+    from topoipam.resources import repo  # not at the top: DEL never reads a resource
+
     return repo.namespace_labels(service.store, namespace)
 
 
@@ -338,6 +339,7 @@ def _status(conf: IpamConf, store: Store) -> None:
 
 
 def _not_ready_reason(conf: IpamConf, store: Store) -> str:
+    from topoipam.resources import repo
     from topoipam.selector import parse as parse_selector
 
     node = repo.get_node(store, conf.nodename)

@@ -20,7 +20,11 @@ byte-compiles the package. Why those options:
   It also ignores ``PYTHONDONTWRITEBYTECODE``, so byte code is used and kept.
 * Byte-compiled: the package is compiled on install (pip already does so for
   a normal install; an editable one under ``PYTHONDONTWRITEBYTECODE=1`` would
-  otherwise recompile every imported module on every start).
+  otherwise recompile every imported module on every start), and the modules
+  of the direct path are also written into one code cache file
+  (``cni/codecache.py``), which the plugin loads when it serves a request
+  itself: one read instead of the import system's search for each of some
+  fifty modules.
 
 pip's own console script stays usable (it imports ``re`` and runs ``site``:
 slower, same behaviour); the launcher replaces it when PATH is that script,
@@ -42,26 +46,46 @@ main()
 """
 
 
-def launcher_text(python: str | None = None) -> str:
-    """The launcher for ``python`` (default: this interpreter) and this topoipam installation."""
+def _package_dir() -> str:
+    import topoipam
+
+    return os.path.dirname(os.path.abspath(topoipam.__file__))
+
+
+def _paths() -> list[str]:
+    """What the launcher puts first on ``sys.path``: topoipam's parent and this installation's site-packages."""
     import sysconfig
 
-    import topoipam
-
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(topoipam.__file__)))
-    paths = [package_root]
+    prefix = _venv_prefix()
+    found = sysconfig.get_paths(vars={"base": prefix, "platbase": prefix}) if prefix else sysconfig.get_paths()
+    paths = [os.path.dirname(_package_dir())]
     for key in ("purelib", "platlib"):  # the datastore clients (etcd: grpc, protobuf) live there
-        directory = sysconfig.get_paths()[key]
+        directory = found[key]
         if directory not in paths:
             paths.append(directory)
-    return TEMPLATE.format(python=python or sys.executable, paths=paths)
+    return paths
 
 
-def install(path: str, python: str | None = None) -> None:
-    """Write the launcher at ``path`` (atomically, mode 0755) and byte-compile topoipam."""
+def _venv_prefix() -> str | None:
+    """The virtual environment this interpreter belongs to, as ``site`` would find it (its
+    ``pyvenv.cfg``); also when ``site`` did not run, as under the launcher's own ``-S``, where
+    ``sys.prefix`` is the base interpreter's."""
+    executable_dir = os.path.dirname(os.path.abspath(sys.executable))
+    for directory in (executable_dir, os.path.dirname(executable_dir)):
+        if os.path.isfile(os.path.join(directory, "pyvenv.cfg")):
+            return directory
+    return None
+
+
+def launcher_text(python: str | None = None) -> str:
+    """The launcher for ``python`` (default: this interpreter) and this topoipam installation."""
+    return TEMPLATE.format(python=python or sys.executable, paths=_paths())
+
+
+def install(path: str, python: str | None = None) -> str:
+    """Write the launcher at ``path`` (atomically, mode 0755), byte-compile topoipam and build the code
+    cache with the launcher's interpreter; returns what became of the code cache, for the user."""
     import compileall
-
-    import topoipam
 
     text = launcher_text(python)
     tmp = f"{path}.tmp{os.getpid()}"
@@ -69,7 +93,25 @@ def install(path: str, python: str | None = None) -> None:
         out.write(text)
     os.chmod(tmp, 0o755)
     os.replace(tmp, path)
-    compileall.compile_dir(os.path.dirname(os.path.abspath(topoipam.__file__)), quiet=1)
+    compileall.compile_dir(_package_dir(), quiet=1)
+    return build_code_cache(python or sys.executable)
+
+
+def build_code_cache(python: str) -> str:
+    """Build the code cache in a fresh ``python -IS`` (its own byte code, and only the modules a request
+    imports); a failure is reported, not raised: the launcher works without the cache, only slower."""
+    import subprocess
+
+    script = (f"import sys; sys.path[:0] = {_paths()!r}\n"
+              "from topoipam.cni import codecache\n"
+              f"path = codecache.cache_path({_package_dir()!r})\n"
+              "print(codecache.build(path), path)\n")
+    proc = subprocess.run([python, "-IS", "-c", script], capture_output=True, text=True)
+    if proc.returncode != 0:
+        reason = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"no code cache ({reason}): the plugin works, about 5 ms slower per exec"
+    count, cache = proc.stdout.split(maxsplit=1)
+    return f"code cache of {count} modules in {cache.strip()}"
 
 
 def install_main(argv: list[str]) -> int:
@@ -90,9 +132,9 @@ def install_main(argv: list[str]) -> int:
         sys.stderr.write(f"topoipam-cni install-launcher: {python} is not an executable interpreter\n")
         return 2
     try:
-        install(path, python)
+        cache = install(path, python)
     except OSError as exc:
         sys.stderr.write(f"topoipam-cni install-launcher: cannot write {path}: {exc.strerror or exc}\n")
         return 1
-    sys.stdout.write(f"wrote the topoipam-cni launcher {path} ({python or sys.executable} -IS)\n")
+    sys.stdout.write(f"wrote the topoipam-cni launcher {path} ({python or sys.executable} -IS); {cache}\n")
     return 0

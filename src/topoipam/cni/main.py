@@ -59,7 +59,11 @@ def _about() -> str:
     return f"{ABOUT}\nCNI protocol versions supported: {', '.join(P.SUPPORTED_VERSIONS)}\n"
 
 
-def _direct(stdin: bytes) -> tuple:
+def _direct(stdin: bytes, exec_d: bool) -> tuple:
+    if exec_d:  # a process of its own: its imports may come from the code cache (cni/codecache.py)
+        from topoipam.cni import codecache
+
+        codecache.install(codecache.cache_path(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     from topoipam.cni.handler import respond
 
     backend = _Backend()
@@ -99,7 +103,7 @@ def main(argv=None) -> int:
     elif agent:  # the node agent serves it (cni/agent_client.py); no datastore code is imported
         code, out = agent_client.forward(agent, os.environ, stdin)
     else:
-        code, out = _direct(stdin)
+        code, out = _direct(stdin, exec_d=argv_given is None)
     sys.stdout.buffer.write(out)
     sys.stdout.flush()
     if argv_given is None:

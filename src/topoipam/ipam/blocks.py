@@ -20,7 +20,6 @@ from topoipam.core.block import Block, dumps_compact, dumps_str, reserved_ordina
 from topoipam.core.summary import CHUNK_BITS, Chunk, chunk_of, global_block_index
 from topoipam.errors import DamagedRecordError
 from topoipam.ipam import keys
-from topoipam.model.storage import from_storage
 from topoipam.resources.keys import resource_key
 from topoipam.store.base import Check, Create, Delete, Op, Record, Store, Update
 
@@ -408,5 +407,7 @@ def pool_now(pool, record: Record | None):
         return pool
     if record is None:
         return None
+    from topoipam.model.storage import from_storage  # not with this module: a CNI DEL never reads a pool
+
     current = from_storage("IPPool", record.value, record.revision)
     return None if current.spec.disabled or current.spec.cidr != pool.spec.cidr else current

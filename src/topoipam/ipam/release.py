@@ -15,7 +15,6 @@ from topoipam import leanjson
 
 from topoipam.core.affinity import Holder, affinity_label, holder_for, holder_of, host_holder
 from topoipam.core.block import Block
-from topoipam.core.pools import pool_containing, selects_node
 from topoipam.errors import NotFoundError, ValidationError
 from topoipam.ipam import keys
 from topoipam.ipam.blocks import (AFFINITY_VALUE, ChunkEdits, StoredBlock, affinity_hint_op, candidate_keys,
@@ -72,6 +71,8 @@ def _pool_dropped_node(snap, net, node_name: str) -> list | None:
     """None if ``net``'s pool still selects ``node_name`` (or the node is gone: its affinities are left
     to explicit cleanup); else the Checks fencing that answer: the node's and the pool's revisions,
     so that a relabel or a pool update landing meanwhile makes the commit fail and be re-planned."""
+    from topoipam.core.pools import pool_containing, selects_node  # with the topology's first read (service.py)
+
     node = snap.node(node_name)
     if node is None:
         return None
@@ -251,6 +252,8 @@ def holdings(svc, handles: list) -> dict:
 # -- affinities ------------------------------------------------------------------
 
 def _block_nets(snap, cidr_text: str):
+    from topoipam.core.pools import pool_containing  # with the topology's first read (service.py)
+
     try:
         cidr = ipaddress.ip_network(cidr_text, strict=False)
     except ValueError:

@@ -22,19 +22,20 @@ from collections.abc import Callable, Mapping, Sequence
 
 from topoipam.core.affinity import Holder, affinity_label, holder_for, host_holder
 from topoipam.core.block import Block, L2Segment
-from topoipam.core.pools import pool_containing
 from topoipam.errors import (AllocationError, BlockLimitError, ExhaustedError, NoQualifiedPoolError, NotInPoolError,
                              TopoipamError, UnusableAddressError, ValidationError)
 from topoipam.ipam import keys, release
-from topoipam.ipam.assign import FamilyAssigner
-from topoipam.ipam.kept import HandleState, KeptPlanStale, assign_kept
 from topoipam.ipam.blocks import (affinity_hint_op, affinity_value, block_net_of, chunk_bit_op, entry_attrs, handle_ops,
                                   load_block, pool_check, pool_key, pool_now)
 from topoipam.ipam.cache import ServiceCache
 from topoipam.store.retry import Plan, rerun, run_cas
 from topoipam.ipam.topology import FencedSnapshot, Snapshot, StoreTopology, Topology, TopologyMoved
-from topoipam.model.types import USE_WORKLOAD
+from topoipam.model import USE_WORKLOAD
 from topoipam.store.base import Create, Store, Update
+
+# The assignment engine (``assign``, ``kept``, ``core.pools`` and through them the selector and
+# the resource types) is imported by the methods that assign: a CNI DEL, exec'd once per pod,
+# releases without loading it (tests/test_cni_lean.py).
 
 MIN_RELEASE_MEMORY = 60.0  # seconds: cooldowns up to this are honoured even by a process that read no config
 
@@ -145,6 +146,9 @@ class IpamService:
 
     # -- assignment ---------------------------------------------------------------
     def auto_assign(self, req: AssignRequest) -> AssignResult:
+        from topoipam.ipam.assign import FamilyAssigner
+        from topoipam.ipam.kept import HandleState, KeptPlanStale, assign_kept
+
         req.handle = clean_handle(req.handle)
         if req.num4 < 0 or req.num6 < 0:
             raise ValidationError("the number of addresses to assign must not be negative")
@@ -187,6 +191,8 @@ class IpamService:
         """Raise NoQualifiedPoolError, before anything is written, if no pool serves one of the
         families; a refusal decided on the kept topology is decided again on a fresh read (a pool
         created since would otherwise only show when the first family's fenced commit failed)."""
+        from topoipam.ipam.assign import FamilyAssigner
+
         def check(snap, node):
             for version, pools in ((4, req.pools4), (6, req.pools6)):
                 FamilyAssigner(self, snap, req, node, version, 1, pools, hstate).choose()
@@ -228,6 +234,8 @@ class IpamService:
                      moved=TopologyMoved, what=lambda: f"assign {addr} on node {node}")
 
     def _assign_ip(self, snap: Snapshot, addr, handle: str | None, attrs, node: str, unusable=None):
+        from topoipam.core.pools import pool_containing
+
         registered = snap.require_node(node)
         pool = pool_containing(snap.enabled_pools, addr)
         if pool is None:
@@ -293,6 +301,8 @@ class IpamService:
         return release.claim_affinity(self, cidr, node)
 
     def release_affinity(self, cidr, node: str, must_be_empty: bool = False) -> list:
+        from topoipam.core.pools import pool_containing
+
         nets = ipaddress.ip_network(cidr, strict=False)
         snap = self.snapshot()
         pool = pool_containing(snap.pools, nets)

@@ -24,9 +24,6 @@ from collections.abc import Iterable
 
 from topoipam.core.duration import parse_duration
 from topoipam.errors import NotFoundError, ValidationError
-from topoipam.model.storage import from_storage
-from topoipam.model.types import IPAMConfig, IPPool, IPReservation, Metadata, Node
-from topoipam.resources import repo
 from topoipam.resources.keys import TOPOLOGY_KEY, resource_key
 from topoipam.store.base import Check, Record, Store
 
@@ -46,31 +43,52 @@ class Topology:
     def reservations(self) -> list[IPReservation]: ...
 
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from topoipam.model.types import IPAMConfig, IPPool, IPReservation, Node
+
+
+# The resource model (``resources.repo``, ``model.storage``, ``model.types``) is imported by the
+# first read of the topology, not with this module: a CNI DEL releases without reading it, and its
+# exec is spared loading it (tests/test_cni_lean.py).
+
+def _repo():
+    from topoipam.resources import repo
+
+    return repo
+
+
+def _default_config() -> IPAMConfig:
+    from topoipam.model.types import IPAMConfig, Metadata
+
+    return IPAMConfig(Metadata(name="default"))
+
+
 class StoreTopology:
     def __init__(self, store: Store) -> None:
         self.store = store
 
     def pools(self) -> list[IPPool]:
-        return repo.list_pools(self.store)
+        return _repo().list_pools(self.store)
 
     def node(self, name: str) -> Node | None:
-        return repo.get_node(self.store, name)
+        return _repo().get_node(self.store, name)
 
     def all_nodes(self) -> list[Node]:
-        return repo.list_nodes(self.store)
+        return _repo().list_nodes(self.store)
 
     def ipam_config(self) -> IPAMConfig:
-        return repo.get_ipam_config(self.store)
+        return _repo().get_ipam_config(self.store)
 
     def reservations(self) -> list[IPReservation]:
-        return repo.list_reservations(self.store)
+        return _repo().list_reservations(self.store)
 
 
 @dataclass
 class StaticTopology:
     pool_list: list[IPPool] = field(default_factory=list)
     nodes: dict[str, Node] = field(default_factory=dict)
-    config: IPAMConfig = field(default_factory=lambda: IPAMConfig(Metadata(name="default")))
+    config: IPAMConfig = field(default_factory=_default_config)
     reservation_list: list[IPReservation] = field(default_factory=list)
 
     def pools(self) -> list[IPPool]:
@@ -181,8 +199,10 @@ class FencedSnapshot(Snapshot):
         self.memo: dict = {}  # derived values (pool choices), valid as long as the snapshot
         self._fences: dict[str, list] = {}
         config = found.get(config_key)
+        from topoipam.model.storage import from_storage
+
         self.__dict__["ipam_config"] = (from_storage("IPAMConfiguration", config.value, config.revision) if config
-                                        else IPAMConfig(Metadata(name="default")))  # the cached_property's value
+                                        else _default_config())  # the cached_property's value
         if node and resource_key("Node", node) in found:
             rec = found[resource_key("Node", node)]
             self._nodes[node] = from_storage("Node", rec.value, rec.revision)
