@@ -14,7 +14,8 @@ from 8 threads at once (a kubelet starts pods in parallel; 8 is what a
   (one data directory and one /24 per node), the baseline.
 
 Reported per row: total wall time of the 1,000 ADDs and of the 1,000 DELs,
-p50/p99 per ADD, failed calls, duplicate addresses among the ADD results (must
+p50/p99 per ADD, the CPU per ADD of each part (the plugin execs, this bench
+as the runtime that forks them, the agents, etcd), failed calls, duplicate addresses among the ADD results (must
 be 0) and allocations left after the DELs (leaked handles, must be 0). The
 agents log every request's phases (``--slow-request-ms 0``), so the agents'
 own CPU per ADD (the serving thread's, from reading the request to sending
@@ -34,6 +35,7 @@ import ipaddress
 import json
 import os
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -82,16 +84,38 @@ def exec_plugin(argv: list[str], command: str, pod: str, conf: bytes) -> tuple[f
     return time.perf_counter() - start, proc.returncode, proc.stdout
 
 
-def burst(argv: list[str], confs: list[bytes], pods: int, parallel: int) -> dict:
-    """ADD every pod (pod i on node i % nodes), then DEL every pod; timings, addresses, failures."""
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used so far, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_now(servers: dict[str, list[int]]) -> dict[str, float]:
+    """CPU used so far by: the plugin execs (this process's reaped children), this process (the
+    runtime's part: forks, pipes, threads), and each group of server pids (agents, etcd)."""
+    out = {"plugin execs": resource.getrusage(resource.RUSAGE_CHILDREN),
+           "this bench (the runtime's part)": resource.getrusage(resource.RUSAGE_SELF)}
+    out = {k: u.ru_utime + u.ru_stime for k, u in out.items()}
+    out.update({name: sum(process_cpu(p) for p in pids) for name, pids in servers.items()})
+    return out
+
+
+def burst(argv: list[str], confs: list[bytes], pods: int, parallel: int,
+          servers: dict[str, list[int]] | None = None) -> dict:
+    """ADD every pod (pod i on node i % nodes), then DEL every pod; timings, addresses, failures, and
+    the CPU each part used during the ADDs (``servers``: name -> pids of long-running processes)."""
     names = [f"pod{i:04d}" for i in range(pods)]
     out: dict = {}
     for command in ("ADD", "DEL"):
+        cpu_before = cpu_now(servers or {})
         started = time.perf_counter()
         with ThreadPoolExecutor(parallel) as pool:
             calls = list(pool.map(lambda i: exec_plugin(argv, command, names[i], confs[i % len(confs)]), range(pods)))
+        cpu_after = cpu_now(servers or {})
         out[command] = {"wall": time.perf_counter() - started, "times": [c[0] for c in calls],
-                        "failed": [c[2][:300] for c in calls if c[1] != 0]}
+                        "failed": [c[2][:300] for c in calls if c[1] != 0],
+                        "cpu": {k: cpu_after[k] - cpu_before[k] for k in cpu_after}}
         if command == "ADD":
             out["addresses"] = [json.loads(c[2])["ips"][0]["address"] for c in calls if c[1] == 0]
     return out
@@ -126,7 +150,8 @@ def run_agents(tmp: Path, nodes: list[str], pods: int, parallel: int) -> tuple[d
             for node, (proc, _) in zip(nodes, agents):
                 wait_ready(tmp, proc, node)
             confs = [netconf(agent_socket=sock) for _, sock in agents]
-            result = burst([str(PLUGIN)], confs, pods, parallel)
+            servers = {"agents": [proc.pid for proc, _ in agents], "etcd": [m.proc.pid for m in cluster.members]}
+            result = burst([str(PLUGIN)], confs, pods, parallel, servers)
             result["leaked"] = leaked(url)
         finally:
             for proc, _ in agents:
@@ -203,6 +228,11 @@ def report(name: str, r: dict, base: dict | None) -> None:
           f"duplicates {dups}; leaked {r['leaked']}")
     for text in (add["failed"] + dele["failed"])[:3]:
         print(f"           e.g. {text!r}")
+    cpu = add["cpu"]
+    print(f"           CPU per ADD: {sum(cpu.values()) / len(add['times']) * 1e3:.2f} ms in all = " + " + ".join(
+        f"{name} {seconds / len(add['times']) * 1e3:.2f}" for name, seconds in cpu.items()) +
+        f" (the ADDs' wall {add['wall']:.2f} s x {os.cpu_count()} CPUs = {add['wall'] * os.cpu_count():.1f} CPU s; "
+        f"used {sum(cpu.values()):.1f})")
 
 
 def load() -> str:

@@ -10,7 +10,11 @@ script (the lean launcher of ``topoipam-cni install-launcher``: the venv's
 python, a symlink to the real binary, not a version-manager shim, with -IS).
 Bytecode is compiled first, as an install would have it.
 
-    .venv/bin/python bench/cni_bench.py [-n 200] [--agent] [--load]
+    .venv/bin/python bench/cni_bench.py [-n 200] [--agent] [--load] [--python PYTHON]
+
+``--python`` execs a launcher written for that interpreter (``topoipam-cni
+install-launcher --python``, into the bench's temporary directory) instead of
+the installed one; the bare interpreter row is always the plugin's own.
 
 With ``--agent`` a third row execs the same plugin in agent mode
 (``ipam.agent_socket``): a ``topoipam agent`` started for the run serves the
@@ -107,9 +111,16 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=200, help="calls per command and plugin (default 200)")
     parser.add_argument("--agent", action="store_true", help="also measure the plugin in agent mode")
     parser.add_argument("--load", action="store_true", help="measure again beside a CPU-burning process")
+    parser.add_argument("--python", help="exec a launcher written for this interpreter instead of the installed one")
     opts = parser.parse_args()
     compileall.compile_dir(str(REPO / "src" / "topoipam"), quiet=1)
     with tempfile.TemporaryDirectory(prefix="cni-bench-") as tmp:
+        plugin = PLUGIN
+        if opts.python:
+            plugin = pathlib.Path(tmp) / "topoipam-cni"
+            subprocess.run([str(PLUGIN), "install-launcher", str(plugin), "--python", opts.python], check=True,
+                           capture_output=True)
+        python = plugin.read_text().split("\n", 1)[0][2:].split()[0]  # the launcher's interpreter
         url = f"sqlite://{tmp}/bench.db"
         subprocess.run([str(VENV_BIN / "topoipam"), "--datastore", url, "create", "-f", "-"], input=SETUP.encode(),
                        check=True, capture_output=True)
@@ -119,14 +130,14 @@ def main() -> int:
             "host-local": json.dumps({"cniVersion": "1.0.0", "name": "bench", "type": "bridge", "ipam": {
                 "type": "host-local", "ranges": [[{"subnet": "10.200.0.0/22"}]], "dataDir": f"{tmp}/hl"}}).encode(),
         }
-        argv = {"topoipam-cni": [str(PLUGIN)], "host-local": [str(HOST_LOCAL)]}
+        argv = {"topoipam-cni": [str(plugin)], "host-local": [str(HOST_LOCAL)]}
         agent = start_agent(tmp, url) if opts.agent else None
         try:
             if agent:
                 sock = f"{tmp}/agent.sock"
                 confs["topoipam-cni agent"] = json.dumps({"cniVersion": "1.0.0", "name": "bench-agent", "ipam": {
                     "type": "topoipam-cni", "nodename": "bench-node", "agent_socket": sock}}).encode()
-                argv["topoipam-cni agent"] = [str(PLUGIN)]
+                argv["topoipam-cni agent"] = [str(plugin)]
             phases = {"idle": measure(opts.n, argv, confs, "i")}
             if opts.load:
                 burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -139,11 +150,13 @@ def main() -> int:
             if agent:
                 agent.send_signal(signal.SIGTERM)
                 agent.wait(timeout=60)
-        bare = [run([str(VENV_BIN / "python3"), "-IS", "-c", "pass"], {}, b"")[0] for _ in range(50)]
-        bare_rss = peak_rss_kib([str(VENV_BIN / "python3"), "-IS", "-c", "pass"], {}, b"")
+        bare = [run([python, "-IS", "-c", "pass"], {}, b"")[0] for _ in range(50)]
+        bare_rss = peak_rss_kib([python, "-IS", "-c", "pass"], {}, b"")
+        version = subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True,
+                                 text=True).stdout.strip()
     for name, (times, cpus, rss, load) in phases.items():
         print(f"\n== {name} (load average during: {load})")
-        report(opts.n, times, cpus, rss, statistics.median(bare), bare_rss)
+        report(opts.n, times, cpus, rss, statistics.median(bare), bare_rss, f"{python} {version}")
     summary(phases)
     return 0
 
@@ -201,9 +214,9 @@ def start_agent(tmp: str, url: str) -> subprocess.Popen:
     return proc
 
 
-def report(n: int, times: dict, cpus: dict, rss: dict, bare: float, bare_rss: int) -> None:
-    print(f"CNI plugin latency, {n} calls per row, plugins interleaved; machine: {os.cpu_count()} CPUs, "
-          f"python {sys.version.split()[0]}")
+def report(n: int, times: dict, cpus: dict, rss: dict, bare: float, bare_rss: int, python: str) -> None:
+    print(f"CNI plugin latency, {n} calls per row, plugins interleaved; machine: {os.cpu_count()} CPUs; "
+          f"the plugin's interpreter: {python}")
     print(f"{'plugin':18} {'cmd':4} {'p50 ms':>8} {'p99 ms':>8}   {'vs host-local p50 / p99':24} {'CPU p50 ms':>10}  ratio")
     for command in ("ADD", "DEL"):
         base, base_cpu = times["host-local", command], cpus["host-local", command]
@@ -215,7 +228,8 @@ def report(n: int, times: dict, cpus: dict, rss: dict, bare: float, bare_rss: in
                   f"{statistics.median(c) * 1e3:10.2f}  {cpu_ratio:5.1f}x")
     for p, kib in rss.items():
         print(f"peak RSS of one {p} process: max {max(kib) / 1024:.1f} MiB, median {statistics.median(kib) / 1024:.1f} MiB")
-    print(f"bare interpreter (.venv/bin/python3 -IS -c pass): start p50 {bare * 1e3:.2f} ms, peak RSS {bare_rss / 1024:.1f} MiB")
+    print(f"the plugin's interpreter ({python}) bare, -IS -c pass: start p50 {bare * 1e3:.2f} ms, "
+          f"peak RSS {bare_rss / 1024:.1f} MiB")
 
 
 if __name__ == "__main__":

@@ -65,6 +65,9 @@ spec=$source
 edit() { "$prefix/venv/bin/python" - "$@"; }
 
 mkdir -p "$cni_bin" "$cni_conf"
+# pip's console script runs site and imports re before the plugin starts: replace it by the lean
+# launcher (-IS, the venv's own directories; src/topoipam/cni/launcher.py) and its code cache.
+"$prefix/venv/bin/topoipam-cni" install-launcher >/dev/null
 ln -sfn "$prefix/venv/bin/topoipam-cni" "$cni_bin/topoipam-cni"
 edit "$here/cni/10-topoipam.conflist" "$cni_conf/10-topoipam.conflist" "$socket" <<'EOF'
 import json, os, sys

@@ -38,5 +38,14 @@ fi
 # install under PYTHONDONTWRITEBYTECODE=1 would otherwise recompile every module on every start.
 .venv/bin/python -m compileall -q src >/dev/null
 # Replace pip's console script for the plugin by the lean launcher (interpreter started with -IS:
-# no site scan, no PYTHON* variables; see src/topoipam/cni/launcher.py). Byte-compiles again.
-.venv/bin/topoipam-cni install-launcher >/dev/null
+# no site scan, no PYTHON* variables; see src/topoipam/cni/launcher.py). Byte-compiles again and
+# writes the code cache. Its interpreter is the host's own python3 when that is the venv's Python
+# version, as on a node, where deploy/install.sh makes the venv from the system python3: Debian's
+# statically linked build runs a plugin exec in ~25% fewer instructions than a shared-library
+# build such as pyenv's (docs/cni-performance.md).
+launcher_py=.venv/bin/python
+version() { "$1" -c 'import sys; print(sys.version_info[:2])' 2>/dev/null; }
+if [ -x /usr/bin/python3 ] && [ "$(version /usr/bin/python3)" = "$(version .venv/bin/python)" ]; then
+  launcher_py=/usr/bin/python3
+fi
+.venv/bin/topoipam-cni install-launcher --python "$launcher_py" >/dev/null

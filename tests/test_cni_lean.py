@@ -11,7 +11,7 @@ standard-library module outside its allowed list creeps in (``json``, ``re``,
 ``enum``, ``typing``, ``sqlite3``'s Python layer, ``datetime`` and ``threading``
 each cost milliseconds per exec: ``leanjson``, ``_sqlite3`` and ``_thread``
 stand in for them). The agent path is held to an allowed list: the interpreter's own
-start-up (``-c pass`` with the same options), ``os``, ``_socket``,
+start-up (``-c pass`` with the same options), ``_socket`` (not ``os``),
 ``binascii`` and four topoipam modules.
 """
 
@@ -67,10 +67,10 @@ NEVER_IN_DEL = {"topoipam.ipam.assign", "topoipam.ipam.kept", "topoipam.core.poo
                 "topoipam.model.types", "topoipam.model.storage", "topoipam.resources.repo"}
 
 # What the plugin itself may import in agent mode, beyond the interpreter's own start-up.
-AGENT_MODE_ALLOWED = {"os", "stat", "_stat", "posixpath", "genericpath", "_collections_abc", "_socket", "binascii",
-                      "topoipam", "topoipam.cni", "topoipam.cni.main", "topoipam.cni.agent_client", "topoipam.cni.wire"}
-NEVER_IN_AGENT_MODE = {"json", "re", "enum", "socket", "sqlite3", "ipaddress", "datetime", "typing", "collections",
-                       "topoipam.errors", "topoipam.cni.protocol", "topoipam.model", "topoipam.store"}
+AGENT_MODE_ALLOWED = {"_socket", "binascii", "topoipam", "topoipam.cni", "topoipam.cni.main", "topoipam.cni.agent_client",
+                      "topoipam.cni.wire"}
+NEVER_IN_AGENT_MODE = {"os", "json", "re", "enum", "socket", "sqlite3", "ipaddress", "datetime", "typing",
+                       "collections", "topoipam.errors", "topoipam.cni.protocol", "topoipam.model", "topoipam.store"}
 
 
 def launch_command() -> list[str]:
@@ -180,7 +180,7 @@ def test_agent_mode_imports_no_datastore_code(tmp_path):
 
 
 def test_agent_mode_add_imports_only_the_allowed_modules(tmp_path, datastore):
-    """A real ADD answered by a real agent: the plugin loads the socket, os and the wire encoder only."""
+    """A real ADD answered by a real agent: the plugin loads the socket and the wire encoder only."""
     agent = AgentProc(tmp_path, datastore, "kube-node-0")
     try:
         agent.start()
@@ -290,3 +290,19 @@ def test_agent_refuses_a_negative_slow_request_threshold(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--slow-request-ms must not be negative" in proc.stderr, proc.stderr
     assert not (tmp_path / "x.db").exists()
+
+
+def test_cni_environment_reads_what_os_environ_reads():
+    """Without ``os``, the CNI variables come from ``posix.environ`` decoded as ``os.environ`` decodes
+    them (undecodable bytes as surrogates); unrelated variables are left out."""
+    code = ("import sys; sys.path[:0] = %r\nfrom topoipam.cni import wire\n"
+            "assert 'os' not in sys.modules\ngot = wire.cni_environment()\nimport os\n"
+            "want = {k: os.environ[k] for k in wire.ENV_NAMES if k in os.environ}\n"
+            "print(got == want, sorted(got), ascii(got['CNI_ARGS']), wire.cni_environment() == want)\n"
+            % [str(pathlib.Path(__file__).resolve().parents[1] / "src")])
+    env = {b"CNI_COMMAND": b"ADD", b"CNI_ARGS": b"K8S_POD_NAME=a\xffb\xc3\xa9", b"CNI_IFNAME": b"eth0",
+           b"OTHER": b"x"}
+    proc = subprocess.run([*launch_command(), "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "['CNI_ARGS',", "'CNI_COMMAND',", "'CNI_IFNAME']",
+                                   "'K8S_POD_NAME=a\\udcffb\\xe9'", "True"]

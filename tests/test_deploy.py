@@ -72,6 +72,9 @@ def test_installed_files_are_the_shipped_ones_with_their_paths(root):
     assert json.loads((root / "etc/cni/net.d/10-topoipam.conflist").read_text()) == conf
     plugin = root / "opt/cni/bin/topoipam-cni"
     assert os.access(plugin, os.X_OK) and plugin.resolve() == root / "opt/topoipam/venv/bin/topoipam-cni"
+    # The lean launcher, not pip's console script (site, re), with its code cache built beside the package.
+    assert plugin.read_text().startswith(f"#!{root}/opt/topoipam/venv/bin/python -IS\n")
+    assert list((root / "opt/topoipam/venv/lib").glob("python3.*/site-packages/topoipam/__pycache__/cni-path.*.codecache"))
     env = root / "etc/topoipam/agent.env"
     assert env.stat().st_mode & 0o777 == 0o600
     assert f"TOPOIPAM_DATASTORE=sqlite://{root}/var/lib/topoipam/topoipam.db\n" in env.read_text()

@@ -15,16 +15,15 @@ If the agent cannot be reached, or does not answer within ``TIMEOUT`` seconds,
 the plugin answers CNI code 11 (try again later) rather than hanging or
 silently using another datastore.
 
-In agent mode this module is, with ``cni.wire``, ``os``, ``sys`` and
+In agent mode this module is, with ``cni.wire``, ``sys``, ``posix`` and
 ``_socket``, the plugin's whole import path when the agent answers (a test
 lists the modules of a real ADD against an allowed list): ``json``, ``socket``
 (it imports ``enum``), ``protocol`` and ``errors`` are imported only on the
 paths that need them.
 """
 
-import os
-
-from topoipam.cni.wire import ENV_NAMES, PROTOCOL, agent_socket_in, decode_response, encode_request, encode_response
+from topoipam.cni.wire import (ENV_NAMES, PROTOCOL, agent_socket_in, decode_response, encode_request, encode_response,
+                               path_exists)
 
 DEFAULT_SOCKET = "/run/topoipam/agent.sock"
 MAX_MESSAGE = 4 << 20  # bytes; a network config is a few KiB
@@ -85,7 +84,7 @@ def agent_socket_for(stdin: bytes):
     if path is ...:  # the byte scan could not be sure: decode the config
         path = _agent_socket_decoded(stdin)
     if path is None:
-        return DEFAULT_SOCKET if os.path.exists(DEFAULT_SOCKET) else None
+        return DEFAULT_SOCKET if path_exists(DEFAULT_SOCKET) else None
     return path or None
 
 

@@ -11,16 +11,16 @@ request is forwarded to it instead (``cni.agent_client``).
 executable a runtime should exec, which starts the interpreter without the
 site machinery.
 
-The plugin is exec'd once per pod, so this module imports only ``os`` and
-``sys`` at the top: in agent mode the rest of the path is ``cni.agent_client``
-and ``cni.wire`` (no json, no protocol, no datastore code); on the direct path
+The plugin is exec'd once per pod, so this module imports only ``sys`` and
+``posix`` at the top: in agent mode the rest of the path is ``cni.agent_client``
+and ``cni.wire`` (no os, json, protocol or datastore code); on the direct path
 it is the assignment path (standard library, errors, store base + SQLite,
 model types and storage, selector, core, resources.repo/keys, ipam, cni).
 tests/test_cni_lean.py runs the installed executable with ``-X importtime``
 and fails if either grows.
 """
 
-import os
+import posix
 import sys
 
 ABOUT = "topoipam-cni: topology-aware CNI IPAM plugin (topoipam)"
@@ -33,6 +33,8 @@ class _Backend:
         self.store = None
 
     def __call__(self, url):
+        import os
+
         url = url or os.environ.get("TOPOIPAM_DATASTORE")
         if not url:  # a private default file on every node would be an address space per node
             from topoipam.errors import ValidationError
@@ -60,6 +62,8 @@ def _about() -> str:
 
 
 def _direct(stdin: bytes, exec_d: bool) -> tuple:
+    import os
+
     if exec_d:  # a process of its own: its imports may come from the code cache (cni/codecache.py)
         from topoipam.cni import codecache
 
@@ -87,21 +91,20 @@ def main(argv=None) -> int:
         from topoipam.cni.launcher import install_main
 
         return install_main(argv[1:])
-    command = os.environ.get("CNI_COMMAND")
+    from topoipam.cni import agent_client, wire
+
+    env = wire.cni_environment()  # what agent mode sends; the direct path reads os.environ itself
+    command = env.get("CNI_COMMAND")
     if not command:
         sys.stderr.write(_about())
     stdin = b"" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read()
-    agent = None
-    if command != "VERSION":
-        from topoipam.cni import agent_client
-
-        agent = agent_client.agent_socket_for(stdin)
+    agent = None if command == "VERSION" else agent_client.agent_socket_for(stdin)
     if command == "VERSION":  # answered here: no datastore code is imported
         from topoipam.cni import protocol as P
 
         code, out = 0, P.dumps(P.version_object(P.version_probe(stdin)))
     elif agent:  # the node agent serves it (cni/agent_client.py); no datastore code is imported
-        code, out = agent_client.forward(agent, os.environ, stdin)
+        code, out = agent_client.forward(agent, env, stdin)
     else:
         code, out = _direct(stdin, exec_d=argv_given is None)
     sys.stdout.buffer.write(out)
@@ -119,7 +122,7 @@ def _exit_now(code: int) -> None:
     would only add to the runtime's wait.
     """
     sys.stderr.flush()
-    os._exit(code)
+    posix._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,9 +1,11 @@
 """The agent wire format, written and read without the ``json`` module.
 
-In agent mode this module, ``os``, ``sys`` and ``_socket`` are the plugin's
+In agent mode this module, ``sys``, ``posix`` and ``_socket`` are the plugin's
 whole import path: ``json`` alone pulls in ``re`` and ``enum`` (json.decoder
 and json.scanner compile regular expressions at import), several milliseconds
-of every pod's ADD. So the request is written by hand and the agent's answer
+of every pod's ADD, and even ``os`` (with ``_collections_abc``, ``posixpath``
+and ``stat``) is a sixth of the exec's instructions: ``cni_environment`` reads
+the CNI variables from ``posix`` as ``os.environ`` would decode them. So the request is written by hand and the agent's answer
 is read by a parser of exactly the form ``encode_response`` writes. Both are
 valid JSON, so the agent reads requests with ``json`` (``agent_client``).
 
@@ -14,6 +16,8 @@ Only ``binascii`` (built into CPython, no import cost) is used besides.
 """
 
 import binascii  # no `from __future__`: that is one more module to import
+import posix
+import sys
 
 PROTOCOL = 1
 ENV_NAMES = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
@@ -35,6 +39,26 @@ def quote(text: str) -> str:
             esc = f"\\u{ord(ch):04x}"
         out.append(ch if esc is None else esc)
     return '"' + "".join(out) + '"'
+
+
+def cni_environment() -> dict:
+    """The CNI variables (``ENV_NAMES``) of this process's environment, exactly as ``os.environ``
+    gives them (the file system encoding, undecodable bytes as surrogates), without importing ``os``."""
+    os = sys.modules.get("os")
+    if os is not None:  # loaded already (called in-process): its environ is the current one
+        return {name: os.environ[name] for name in ENV_NAMES if name in os.environ}
+    encoding, raw = sys.getfilesystemencoding(), posix.environ  # the environment the process started with
+    found = ((name, raw.get(name.encode())) for name in ENV_NAMES)
+    return {name: value.decode(encoding, "surrogateescape") for name, value in found if value is not None}
+
+
+def path_exists(path: str) -> bool:
+    """``os.path.exists(path)``, without importing ``os``."""
+    try:
+        posix.stat(path)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def b64(data: bytes) -> str:
