@@ -67,6 +67,7 @@ apiVersion: projectcalico.org/v3
 kind: Node
 metadata: {name: %s}
 """
+AGENT_LOG = ["--log-level", "debug", "--slow-request-ms", "0"]
 TIMING = re.compile(r"request ADD \S+ \(exit 0\): ([\d.]+) ms; own CPU ([\d.]+) ms;")
 
 
@@ -171,7 +172,7 @@ def start_agent(tmp: Path, url: str, node: str) -> tuple[subprocess.Popen, str]:
     sock = str(tmp / f"agent-{node}.sock")
     log = open(tmp / f"agent-{node}.log", "wb")
     proc = subprocess.Popen([str(VENV / "topoipam"), "agent", "--node", node, "--socket", sock, "--datastore", url,
-                             "--log-level", "debug", "--slow-request-ms", "0"],
+                             *AGENT_LOG],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return proc, sock
 

@@ -4,6 +4,7 @@ and rejections that must not depend on what ADD would refuse (issue 13, issue 12
 from __future__ import annotations
 
 import ipaddress
+import json
 
 import pytest
 
@@ -181,3 +182,41 @@ def test_segment_rule_is_pure_block_logic():
     assert L2Segment().unusable(ipaddress.ip_network("10.0.0.4/31")) == frozenset()
     assert L2Segment(FIRST_USABLE).gateway_of(v4) == ipaddress.ip_address("10.0.0.65")
     assert handler.handle_id("a.b", "c", "eth0") == "a.b.c:eth0" and handler.legacy_handle_id("a.b", "c") == "a.b.c"
+
+
+def test_a_new_attachment_costs_one_round_trip_and_a_retry_still_gets_its_address(url):
+    """As the agent serves it (one kept service): the ADD of a new attachment is one commit, which
+    itself checks that neither handle form exists; a retried ADD finds its handle in use by that
+    commit, reads what it holds and gets the same address, writing nothing; another ADD asking for
+    something else is refused, and an old-form handle of the container is seen the same way."""
+    from topoipam.store.counting import CountingStore
+
+    inner = open_store(url)
+    try:
+        store = CountingStore(inner)
+        svc = IpamService(store)
+        c = conf(url, segment="routed")
+        stdin = json.dumps(c).encode()
+
+        def add(cid, args="IgnoreUnknown=1"):
+            env = cni_env("ADD", container_id=cid, netns=f"/run/netns/{cid}", args=args)
+            code, out = handler.respond(env, stdin, lambda _u: (store, svc), default_nodename="kube-node-0")
+            return code, json.loads(out)
+
+        assert add("warm")[0] == 0  # the node's block is claimed and kept
+        store.reset()
+        code, first = add("fresh")
+        assert code == 0 and store.reset().round_trips == 1
+        code, again = add("fresh")
+        assert code == 0 and again["ips"] == first["ips"]
+        counts = store.reset()
+        assert counts.writes == counts.failed_writes == 1  # the exclusive commit refused; nothing written
+        elsewhere = ipaddress.ip_interface(first["ips"][0]["address"]).ip + 5
+        code, other = add("fresh", args=f"IgnoreUnknown=1;IP={elsewhere}")
+        assert code == 1 and "already holds" in other["msg"], other
+        svc.auto_assign(AssignRequest(node="kube-node-0", handle="net1.legacy", num4=1,
+                                      attrs={"container": "legacy", "interface": "eth0"}))
+        code, legacy = add("legacy")  # answered from the old-form handle: no second address
+        assert code == 0 and [h for h, _ in held(url) if "legacy" in h] == ["net1.legacy"]
+    finally:
+        inner.close()

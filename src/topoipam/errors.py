@@ -141,6 +141,11 @@ class DatastoreMissingError(DatastoreUnavailableError):
     cni_code = CNI_INVALID_NETCONF
 
 
+class HandleInUseError(TopoipamError):
+    """An assignment that asked for a new handle (``AssignRequest.exclusive``) found it, or one of the
+    handles it named, already in the datastore. Raised before this request wrote anything."""
+
+
 class RetriesExhaustedError(TopoipamError):
     """Too many compare-and-swap conflicts in a row (heavy contention)."""
 

@@ -103,14 +103,6 @@ def _add(req: P.CniRequest, conf: IpamConf, service: IpamService, now_ns: Callab
          args: CniArgs | None = None) -> dict:
     if args is None:
         args = parse_args(req.args)
-    handle, held = _attachment(service, req)
-    if held:
-        if _answers(held, conf, args):  # a retried ADD (say after an answer 11 whose commit landed)
-            return _result(req, conf, held)
-        raise P.CniError(E.CNI_TOPOIPAM_ERROR,
-                         f"container {req.container_id} interface {req.ifname} already holds "
-                         f"{', '.join(str(i.ip) for i in held)} on network {req.network} (handle {handle})",
-                         "a runtime must DEL before it repeats an ADD that asks for other addresses")
     handle = handle_id(req.network, req.container_id, req.ifname)
     attrs = {"node": conf.nodename, "container": req.container_id, "interface": req.ifname,
              "timestamp": go_timestamp(now_ns())}
@@ -118,12 +110,36 @@ def _add(req: P.CniRequest, conf: IpamConf, service: IpamService, now_ns: Callab
         attrs["namespace"] = args.namespace
     if args.pod:
         attrs["pod"] = args.pod
+    if not args.ips:  # the common case, a new attachment: its commit checks that it is new (no read first)
+        try:
+            return _result(req, conf, _assign(service, req, conf, args, handle, attrs, new=True))
+        except E.HandleInUseError:
+            pass  # the attachment holds a handle already (a retried ADD?): nothing was written
+    held_handle, held = _attachment(service, req)
+    if held:
+        if _answers(held, conf, args):  # a retried ADD (say after an answer 11 whose commit landed)
+            return _result(req, conf, held)
+        raise P.CniError(E.CNI_TOPOIPAM_ERROR,
+                         f"container {req.container_id} interface {req.ifname} already holds "
+                         f"{', '.join(str(i.ip) for i in held)} on network {req.network} (handle {held_handle})",
+                         "a runtime must DEL before it repeats an ADD that asks for other addresses")
+    return _result(req, conf, _assign(service, req, conf, args, handle, attrs, new=False))
+
+
+def _assign(service: IpamService, req: P.CniRequest, conf: IpamConf, args: CniArgs, handle: str, attrs: dict,
+            new: bool) -> list:
+    """The attachment's addresses, assigned under ``handle``. ``new``: only if neither of the
+    attachment's handle forms exists (else HandleInUseError, with nothing written); otherwise the
+    caller has read that the attachment holds nothing. A failure releases what this ADD took."""
     segment = _segment(conf)
     try:
         if args.ips:
             addresses = [_assign_one(service, ip, handle, attrs, conf.nodename, segment) for ip in args.ips]
         else:
-            addresses = _auto_assign(service, conf, handle, attrs, segment, args.namespace)
+            exclusive = (legacy_handle_id(req.network, req.container_id),) if new else None
+            addresses = _auto_assign(service, conf, handle, attrs, segment, args.namespace, exclusive)
+    except E.HandleInUseError:
+        raise  # someone else's handle: nothing of this ADD to release
     except BaseException as exc:
         if not _outcome_unknown(exc):
             _undo(service, handle, exc)
@@ -133,10 +149,10 @@ def _add(req: P.CniRequest, conf: IpamConf, service: IpamService, now_ns: Callab
         sys.stderr.write(f"topoipam-cni: ADD {handle}: {exc}; read back: "
                          f"{'landed, answered as a success' if landed else 'not landed or unreadable, answer 11'}\n")
         if landed:
-            return _result(req, conf, landed)
+            return landed
         _undo(service, handle, exc)
         raise
-    return _result(req, conf, addresses)
+    return addresses
 
 
 def _result(req: P.CniRequest, conf: IpamConf, addresses: list) -> dict:
@@ -202,14 +218,15 @@ def _segment(conf: IpamConf) -> L2Segment | None:
 
 
 def _auto_assign(service: IpamService, conf: IpamConf, handle: str, attrs: dict, segment,
-                 namespace: str | None) -> list:
+                 namespace: str | None, exclusive: tuple | None = None) -> list:
     from topoipam.ipam import AssignRequest
 
     num4, num6 = int(conf.assign_ipv4), int(conf.assign_ipv6)
     res = service.auto_assign(AssignRequest(node=conf.nodename, handle=handle, num4=num4, num6=num6,
                                             pools4=conf.ipv4_pools, pools6=conf.ipv6_pools, namespace=namespace,
                                             namespace_labels=_namespace_labels(service, conf, namespace),
-                                            attrs=attrs, use=USE_WORKLOAD, unusable=segment))
+                                            attrs=attrs, use=USE_WORKLOAD, unusable=segment,
+                                            exclusive=exclusive))
     got = list(res.ipv4) + list(res.ipv6)
     if len(res.ipv4) < num4 or len(res.ipv6) < num6:
         # The service is meant to raise here; should it ever report a partial

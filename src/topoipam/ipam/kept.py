@@ -16,7 +16,8 @@ from topoipam.core.pools import pool_containing
 from topoipam.ipam import keys
 from topoipam.ipam.blocks import (StoredBlock, affinity_hint_op, affinity_is_full, entry_attrs, handle_op,
                                   new_handle_value, reserved_in)
-from topoipam.store.base import Create, Record, Update
+from topoipam.errors import HandleInUseError
+from topoipam.store.base import Check, Create, Record, Update
 from topoipam.store.retry import Plan, run_cas
 from topoipam.structs import dataclass
 
@@ -221,33 +222,49 @@ class HandleState:
 
     Until the request has read or written the record it is taken to be absent: the first commit
     Creates it without a read. If it exists after all, that Create fails like a lost race and the
-    retry reads it (issue 5: the handle costs no round trip of its own)."""
+    retry reads it (issue 5: the handle costs no round trip of its own).
 
-    def __init__(self, handle: str | None, attrs=None) -> None:
+    ``exclusive`` (handles, possibly empty): the request is for a new handle. Its first commit also
+    checks that none of ``exclusive`` exists, and a retry that finds the handle or one of them
+    raises ``HandleInUseError`` instead of adding to it: the CNI plugin learns that an attachment
+    is new from the commit itself, not from a read before it."""
+
+    def __init__(self, handle: str | None, attrs=None, exclusive=None) -> None:
         self.handle, self.attrs = handle, attrs
         self.key = keys.handle_key(handle) if handle is not None else None
         self.record: Record | None = None  # as last read or written by this request
+        self.absent = None if exclusive is None or self.key is None else [keys.handle_key(h) for h in exclusive]
+        self.written = False  # a commit of this request wrote the record
 
     def block_attrs(self) -> dict | None:
         """What this request's block entries carry (None: the handle record holds the attributes)."""
         return entry_attrs(self.handle, self.record, self.attrs)
 
     def keys(self, fresh: bool) -> list[str]:
-        return [self.key] if fresh and self.key is not None else []
+        if not fresh or self.key is None:
+            return []
+        return [self.key, *self.absent] if self.absent is not None and not self.written else [self.key]
 
     def seen(self, records: dict) -> None:
-        if self.key is not None:
-            self.record = records.get(self.key)
+        if self.key is None:
+            return
+        if self.absent is not None and not self.written:
+            taken = [k for k in (self.key, *self.absent) if k in records]
+            if taken:
+                raise HandleInUseError(f"handle {self.handle} is not new: {', '.join(taken)} exists")
+        self.record = records.get(self.key)
 
     def op(self, cidr: str, count: int) -> tuple[list, bytes | None]:
         if self.key is None:
             return [], None
         if self.record is None:  # every assignment's first commit: the record is created
             value = new_handle_value(cidr, count, self.attrs)
-            return [Create(self.key, value)], value
+            checks = [Check(k, 0) for k in self.absent] if self.absent is not None and not self.written else []
+            return [Create(self.key, value), *checks], value
         op, value = handle_op(self.key, self.record, {cidr: count}, self.attrs)
         return ([op] if op is not None else []), value
 
     def landed(self, value: bytes | None, revision: int) -> None:
         if self.key is not None and value is not None:
             self.record = Record(self.key, value, revision)
+            self.written = True

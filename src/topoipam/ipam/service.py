@@ -55,6 +55,9 @@ class AssignRequest:
     max_blocks_per_host: int = 0
     allow_partial: bool = False  # True: return a shortfall with messages instead of undoing and raising
     unusable: L2Segment | None = None  # ordinals this request may not be given (core.block.L2Segment)
+    # None: add to the handle if it exists, as Calico does. Handles (possibly none): the handle must be
+    # new and none of these may exist, else HandleInUseError before anything is written (kept.HandleState).
+    exclusive: Sequence[str] | None = None
 
 
 @dataclass
@@ -154,7 +157,7 @@ class IpamService:
             raise ValidationError("the number of addresses to assign must not be negative")
         snap = self.assign_snapshot(req.node)
         node = snap.require_node(req.node)
-        result, hstate = AssignResult(), HandleState(req.handle, req.attrs)
+        result, hstate = AssignResult(), HandleState(req.handle, req.attrs, req.exclusive)
         if req.num4 > 0 and req.num6 > 0:  # a family no pool serves refuses the request before any write
             snap, node = self._both_families_served(snap, node, req, hstate)
         started, kept_ips = [], []  # the families run by FamilyAssigner; addresses landed by assign_kept
