@@ -220,3 +220,33 @@ def test_a_new_attachment_costs_one_round_trip_and_a_retry_still_gets_its_addres
         assert code == 0 and [h for h, _ in held(url) if "legacy" in h] == ["net1.legacy"]
     finally:
         inner.close()
+
+
+def test_a_retried_add_on_a_full_node_gets_its_address_and_nothing_is_released(tmp_path):
+    """The one-commit ADD fails (no address left) before it can learn whether the attachment existed:
+    it must then decide on a read, as every ADD used to, and never release the attachment's handle."""
+    url = f"sqlite://{tmp_path}/full.db"
+    store = open_store(url)
+    try:
+        ResourceService(store, PoolBlocks(store)).create(decode_documents(
+            "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: n0}\n---\n"
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: tiny}\n"
+            "spec: {cidr: 10.7.0.0/28, blockSize: 28, nodeSelector: all()}\n", "test"))
+        svc = IpamService(store)
+        stdin = json.dumps(conf(url, node="n0", segment="routed")).encode()
+
+        def add(cid):
+            env = cni_env("ADD", container_id=cid, netns=f"/run/netns/{cid}")
+            code, out = handler.respond(env, stdin, lambda _u: (store, svc), default_nodename="n0")
+            return code, json.loads(out)
+
+        answers = [add(f"c{i}") for i in range(16)]
+        assert all(code == 0 for code, _ in answers)
+        code, full = add("c16")
+        assert code == 1 and "Assigned 0 out of 1" in full["msg"], full
+        before = sorted((a.handle, str(a.ip)) for a in svc.allocations())
+        code, again = add("c3")  # a runtime retrying an ADD that had landed
+        assert code == 0 and again["ips"] == answers[3][1]["ips"]
+        assert sorted((a.handle, str(a.ip)) for a in svc.allocations()) == before
+    finally:
+        store.close()

@@ -16,10 +16,14 @@ What a request does:
   it names none): every command reads both forms (``_attachment``).
 * ADD takes ``assign_ipv4``/``assign_ipv6`` addresses (or the ``IP=`` ones) for the
   attachment with attributes node, namespace, pod, container, interface,
-  timestamp. An attachment that already holds exactly what the request asks
-  for gets those addresses again (a retried ADD is idempotent); one holding
-  something else is refused (the runtime must DEL first), so that a failure can
-  release the whole handle and leave nothing behind (invariant 5). A commit
+  timestamp. The first attempt asks the service for a new handle
+  (``AssignRequest.exclusive``): its one commit also checks that neither handle
+  form exists, so a new attachment costs no read. If one exists, or the attempt
+  fails, the attachment is read (``_attachment``): one that already holds
+  exactly what the request asks for gets those addresses again (a retried ADD
+  is idempotent); one holding something else is refused (the runtime must DEL
+  first); an empty one is assigned, so that a failure can release the whole
+  handle and leave nothing behind (invariant 5). A commit
   whose outcome is unknown (code 11 errors) is resolved by reading the handle
   back (``_resolve``) before answering.
 * DEL releases the attachment's handle; an unknown one is success (DEL is
@@ -111,10 +115,9 @@ def _add(req: P.CniRequest, conf: IpamConf, service: IpamService, now_ns: Callab
     if args.pod:
         attrs["pod"] = args.pod
     if not args.ips:  # the common case, a new attachment: its commit checks that it is new (no read first)
-        try:
-            return _result(req, conf, _assign(service, req, conf, args, handle, attrs, new=True))
-        except E.HandleInUseError:
-            pass  # the attachment holds a handle already (a retried ADD?): nothing was written
+        addresses = _assign_new(service, req, conf, args, handle, attrs)
+        if addresses is not None:
+            return _result(req, conf, addresses)
     held_handle, held = _attachment(service, req)
     if held:
         if _answers(held, conf, args):  # a retried ADD (say after an answer 11 whose commit landed)
@@ -123,23 +126,33 @@ def _add(req: P.CniRequest, conf: IpamConf, service: IpamService, now_ns: Callab
                          f"container {req.container_id} interface {req.ifname} already holds "
                          f"{', '.join(str(i.ip) for i in held)} on network {req.network} (handle {held_handle})",
                          "a runtime must DEL before it repeats an ADD that asks for other addresses")
-    return _result(req, conf, _assign(service, req, conf, args, handle, attrs, new=False))
+    return _result(req, conf, _assign(service, conf, args, handle, attrs))
 
 
-def _assign(service: IpamService, req: P.CniRequest, conf: IpamConf, args: CniArgs, handle: str, attrs: dict,
-            new: bool) -> list:
-    """The attachment's addresses, assigned under ``handle``. ``new``: only if neither of the
-    attachment's handle forms exists (else HandleInUseError, with nothing written); otherwise the
-    caller has read that the attachment holds nothing. A failure releases what this ADD took."""
+def _assign_new(service: IpamService, req: P.CniRequest, conf: IpamConf, args: CniArgs, handle: str,
+                attrs: dict) -> list | None:
+    """The attachment's addresses if it is new (neither handle form exists, checked by the commit
+    itself) and they landed; None when the caller must decide on a read of what the attachment holds:
+    it holds a handle already (HandleInUseError, nothing written), or the attempt failed. The service
+    has given back what a failed attempt took, and only that read can tell whether the handle held
+    something before, so a failure here never releases by handle; the caller's second attempt, on a
+    handle it read empty, reports the failure and cleans up as every ADD does."""
+    legacy = legacy_handle_id(req.network, req.container_id)
+    try:
+        return _auto_assign(service, conf, handle, attrs, _segment(conf), args.namespace, exclusive=(legacy,))
+    except Exception:  # noqa: BLE001 - decided again below on what the datastore holds
+        return None
+
+
+def _assign(service: IpamService, conf: IpamConf, args: CniArgs, handle: str, attrs: dict) -> list:
+    """The attachment's addresses, assigned under ``handle``, which the caller has read empty. A failure
+    releases what this ADD took."""
     segment = _segment(conf)
     try:
         if args.ips:
             addresses = [_assign_one(service, ip, handle, attrs, conf.nodename, segment) for ip in args.ips]
         else:
-            exclusive = (legacy_handle_id(req.network, req.container_id),) if new else None
-            addresses = _auto_assign(service, conf, handle, attrs, segment, args.namespace, exclusive)
-    except E.HandleInUseError:
-        raise  # someone else's handle: nothing of this ADD to release
+            addresses = _auto_assign(service, conf, handle, attrs, segment, args.namespace)
     except BaseException as exc:
         if not _outcome_unknown(exc):
             _undo(service, handle, exc)
