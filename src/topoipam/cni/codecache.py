@@ -1,16 +1,16 @@
-"""The CNI path's byte code in one file, loaded by the lean launcher before anything else.
+"""The CNI direct path's byte code in one file, loaded when the plugin serves a request itself.
 
 Why: an exec'd plugin imports about fifty modules, and the import system's
 search for each one (a directory scan per ``sys.path`` entry, a stat of the
-source and of its ``.pyc``, an open and a read) costs about 0.1 ms a module
-before its code even runs: ~5 ms of every pod's ADD. ``install-launcher``
-writes the compiled code of every module a real request imports into one file
-under topoipam's ``__pycache__`` (``build``); the launcher reads that file
-once and puts a finder first on ``sys.meta_path`` (``install``) that serves
-those modules from it. ``cni.main`` installs it when it serves a request
-itself (agent mode imports three small modules and needs none of this).
-One marshalled object for all: loading it is cheaper than loading the same
-modules' ``.pyc`` files one by one, as names and constants are shared.
+source and of its ``.pyc``, an open and a read) costs system calls before the
+module's code even runs. ``install-launcher`` writes the compiled code of every
+module a direct-path request imports into one file under topoipam's
+``__pycache__`` (``build``); ``cni.main``, when it serves a request itself,
+reads that file once and puts a finder first on ``sys.meta_path``
+(``install``) that serves those modules from it (agent mode imports three small
+modules and needs none of this). One marshalled object for all, names and
+constants shared across modules. Measured in-process: the direct path's
+imports 14.4 ms without it, 12.95 ms with it (docs/cni-performance.md).
 
 Never stale: each entry keeps its source file's modification time and size
 (what a ``.pyc`` is checked by), and the finder stats the source before using
