@@ -111,9 +111,9 @@ def test_an_edited_module_is_compiled_from_its_source(tree):
 
 def test_a_same_size_edit_with_a_new_time_is_seen(tree):
     src, _, url = tree
-    block = src / "topoipam" / "core" / "pools.py"
-    stat = block.stat()
-    os.utime(block, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    pools = src / "topoipam" / "core" / "pools.py"
+    stat = pools.stat()
+    os.utime(pools, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     assert serve(src, url)["loaders"]["topoipam.core.pools"] == "SourceFileLoader"
 
 
